@@ -1,0 +1,86 @@
+"""The bridge's settings: one object, read once at start-up from the environment and `serve` flags.
+
+`Settings` holds the telephony settings and embeds the voice side's `CacheConfig` and `TTSConfig`, so
+every component gets its slice from the same validated object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+from collections.abc import Mapping
+from typing import Any
+
+from voice.config import (
+    CacheConfig,
+    ConfigError,
+    TTSConfig,
+    add_flags,
+    flag_overrides,
+    load,
+    parse_choice,
+    parse_csv,
+    parse_float_range,
+    parse_int_range,
+    parse_nonempty,
+    parse_port,
+    parse_str,
+    setting,
+)
+
+__all__ = ["BridgeConfig", "Settings", "ConfigError", "add_settings_flags", "settings_from_args"]
+
+
+@dataclasses.dataclass(frozen=True)
+class BridgeConfig:
+    """Telephony-side settings."""
+
+    host: str = setting("BRIDGE_HOST", "127.0.0.1", parse_nonempty, "address to listen on")
+    port: int = setting("BRIDGE_PORT", 9092, parse_port, "AudioSocket TCP port (0 = any free port)")
+    max_calls: int = setting("BRIDGE_MAX_CALLS", 2000, parse_int_range(1, 100000),
+                             "concurrent calls accepted; more are closed with a log line")
+    grace_s: float = setting("BRIDGE_SHUTDOWN_GRACE", 10.0, parse_float_range(0, 3600),
+                             "on SIGTERM, seconds calls may go on before they are hung up")
+    outbound_limit_bytes: int = setting("BRIDGE_OUTBOUND_LIMIT", 64 * 1024, parse_int_range(4096, 16 * 2**20),
+                                        "bytes a peer may leave unread before its call is dropped")
+    first_message_timeout_s: float = setting("BRIDGE_UUID_TIMEOUT", 5.0, parse_float_range(0.1, 600),
+                                             "seconds a new connection has to send its UUID")
+    dialogue_file: str = setting("DIALOGUE_FILE", "", parse_str, "dialogue map (TOML); default: the sample")
+    filler_names: tuple[str, ...] = setting("FILLERS", ("filler_tak", "filler_aga"), parse_csv,
+                                            "static fragments played while a synthesis is slow")
+    filler_after_s: float = setting("FILLER_AFTER", 0.4, parse_float_range(0, 30),
+                                    "seconds without TTS audio before a filler plays")
+    log_level: str = setting("LOG_LEVEL", "info", parse_choice("debug", "info", "warning", "error"), "log level")
+    log_format: str = setting("LOG_FORMAT", "auto", parse_choice("auto", "json", "console"),
+                              "log format; auto = console on a terminal, else json")
+    metrics_port: int = setting("METRICS_PORT", 0, parse_port, "Prometheus /metrics, /healthz, /readyz port; 0 = off")
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    bridge: BridgeConfig
+    cache: CacheConfig
+    tts: TTSConfig
+
+    @classmethod
+    def load(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> "Settings":
+        """Read every setting; overrides are keyed by field name (e.g. `port=0`, `redis_url=...`)."""
+        environ = os.environ if environ is None else environ
+        parts = {}
+        for name, part_cls in (("bridge", BridgeConfig), ("cache", CacheConfig), ("tts", TTSConfig)):
+            own = {f.name for f in dataclasses.fields(part_cls)}
+            parts[name] = load(part_cls, environ, **{k: v for k, v in overrides.items() if k in own})
+        return cls(**parts)
+
+
+def add_settings_flags(parser: argparse.ArgumentParser) -> None:
+    for part_cls in (BridgeConfig, CacheConfig, TTSConfig):
+        add_flags(parser, part_cls)
+
+
+def settings_from_args(args: argparse.Namespace, environ: Mapping[str, str] | None = None) -> Settings:
+    overrides: dict[str, Any] = {}
+    for part_cls in (BridgeConfig, CacheConfig, TTSConfig):
+        overrides.update(flag_overrides(args, part_cls))
+    return Settings.load(environ, **overrides)
