@@ -51,6 +51,10 @@ class BridgeConfig:
                                             "static fragments played while a synthesis is slow")
     filler_after_s: float = setting("FILLER_AFTER", 0.4, parse_float_range(0, 30),
                                     "seconds without TTS audio before a filler plays")
+    barge_in_rms: int = setting("BARGE_IN_RMS", 600, parse_int_range(1, 32767),
+                                "caller audio louder than this (RMS of s16 samples) counts as speech")
+    barge_in_min_ms: int = setting("BARGE_IN_MIN_MS", 60, parse_int_range(0, 2000),
+                                   "milliseconds of continuous caller speech that stop a prompt")
     log_level: str = setting("LOG_LEVEL", "info", parse_choice("debug", "info", "warning", "error"), "log level")
     log_format: str = setting("LOG_FORMAT", "auto", parse_choice("auto", "json", "console"),
                               "log format; auto = console on a terminal, else json")
