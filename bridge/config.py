@@ -46,6 +46,8 @@ class BridgeConfig:
                                         "bytes a peer may leave unread before its call is dropped")
     first_message_timeout_s: float = setting("BRIDGE_UUID_TIMEOUT", 5.0, parse_float_range(0.1, 600),
                                              "seconds a new connection has to send its UUID")
+    queue_frames: int = setting("BRIDGE_QUEUE_FRAMES", 4, parse_int_range(1, 500),
+                                "20 ms frames a call may queue ahead of the clock (small: barge-in cuts fast)")
     dialogue_file: str = setting("DIALOGUE_FILE", "", parse_str, "dialogue map (TOML); default: the sample")
     filler_names: tuple[str, ...] = setting("FILLERS", ("filler_tak", "filler_aga"), parse_csv,
                                             "static fragments played while a synthesis is slow")
