@@ -1,0 +1,134 @@
+"""`voice-bridge load-audio PATH...`: warm the cache with pre-recorded fragments.
+
+Each WAV file (or every `*.wav` directly inside a directory given) is converted to 8 kHz mono s16le, cut in
+20 ms chunks and stored as `static:<file stem>` without expiry. A bad file is reported and the others still
+load; the exit status is 1 if anything failed (a bad file, a duplicate name, Redis unavailable), 2 for a
+bad option, else 0.
+`--dry-run` reads and converts everything but writes nothing, to check a directory before a release.
+
+The report goes to stdout, one line per file; logs go to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from pathlib import Path
+from typing import TextIO
+
+import structlog
+
+from voice.audio import AudioFormatError, frame_bytes_for
+from voice.cache import RedisCacheManager, read_wav_chunks, safe_url
+from voice.config import CacheConfig, add_flags, flag_overrides, load
+from voice.domain.interfaces.cache import AbstractCache
+from voice.keys import static_key
+
+
+def configure_parser(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("paths", nargs="+", metavar="PATH", help="WAV files, or directories of *.wav files")
+    parser.add_argument("--dry-run", action="store_true", help="read and convert only; write nothing to Redis")
+    parser.add_argument("--chunk-ms", type=int, default=20, metavar="MS", help="chunk length in ms [default 20]")
+    add_flags(parser, CacheConfig)
+
+
+def run(args: argparse.Namespace) -> int:
+    _logs_to_stderr()
+    config = load(CacheConfig, **flag_overrides(args, CacheConfig))
+    return asyncio.run(load_paths(args.paths, config, dry_run=args.dry_run, chunk_ms=args.chunk_ms))
+
+
+def _logs_to_stderr() -> None:
+    """Keep stdout for the report when no entry point has configured logging (voice/ cannot use bridge.logs)."""
+    if not structlog.is_configured():
+        structlog.configure(logger_factory=lambda *_: structlog.PrintLogger(sys.stderr))
+
+
+def collect(paths: list[str]) -> tuple[list[Path], list[str]]:
+    """The WAV files named by `paths` (directories expanded, sorted), and a problem line for each bad path."""
+    files: list[Path] = []
+    problems: list[str] = []
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            found = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() == ".wav")
+            if not found:
+                problems.append(f"{path}: directory has no .wav files")
+            files.extend(found)
+        else:
+            files.append(path)  # a missing or non-WAV file is reported by the reader, with its reason
+    return files, problems
+
+
+async def load_paths(
+    paths: list[str],
+    config: CacheConfig,
+    *,
+    dry_run: bool = False,
+    chunk_ms: int = 20,
+    out: TextIO | None = None,
+    cache: AbstractCache | None = None,
+) -> int:
+    """Load (or with `dry_run` only convert) every file; print one line per file; 0 when all succeeded.
+
+    `cache`: an already connected cache to write to (e.g. the demo's), left open; by default the process's
+    `RedisCacheManager` for `config` is connected here and closed at the end.
+    """
+    out = out or sys.stdout
+    try:
+        frame_bytes_for(chunk_ms)
+    except ValueError as exc:
+        print(f"FAILED  --chunk-ms: {exc}", file=out)
+        return 2
+    files, problems = collect(paths)
+    failed = len(problems)
+    for problem in problems:
+        print(f"FAILED  {problem}", file=out)
+    target = None if dry_run else cache
+    owned = target is None and not dry_run and bool(files)
+    if owned:
+        target = RedisCacheManager(config)
+        await target.connect()
+    seen: dict[str, Path] = {}
+    loaded = 0
+    try:
+        for path in files:
+            ok = await _load_one(path, seen, target, chunk_ms, out)
+            loaded += ok
+            failed += not ok
+    finally:
+        if owned and target is not None:
+            await target.close()
+    where = "dry run, nothing written" if dry_run else safe_url(config.redis_url)
+    print(f"{loaded} loaded, {failed} failed ({where})", file=out)
+    return 1 if failed else 0
+
+
+async def _load_one(path: Path, seen: dict[str, Path], cache: AbstractCache | None, chunk_ms: int,
+                    out: TextIO) -> bool:
+    try:
+        key = static_key(path.stem)
+    except ValueError as exc:
+        print(f"FAILED  {path}: unusable fragment name ({exc})", file=out)
+        return False
+    if key in seen:
+        print(f"FAILED  {path}: same name as {seen[key]} (both would be {key})", file=out)
+        return False
+    seen[key] = path
+    try:
+        if cache is None:
+            wav, chunks = await asyncio.to_thread(read_wav_chunks, str(path), chunk_ms)
+            count, duration, source, stored = len(chunks), wav.duration_s, wav.source_format, True
+        else:
+            result = await cache.load_and_set_audio(key, str(path), chunk_ms)
+            count, duration, source, stored = result.chunks, result.duration_s, result.source_format, result.stored
+    except (AudioFormatError, ValueError) as exc:
+        print(f"FAILED  {exc}", file=out)
+        return False
+    line = f"{key}  {count} frames of {chunk_ms} ms  {duration:.2f} s  from {source}  ({path})"
+    if not stored:
+        print(f"FAILED  {line}: Redis write failed (see the log)", file=out)
+        return False
+    print(f"{'checked' if cache is None else 'loaded '} {line}", file=out)
+    return True
