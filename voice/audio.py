@@ -95,6 +95,45 @@ def stream_decoder(output_format: str) -> Resampler | G711Decoder:
     )
 
 
+def sample_width(output_format: str) -> int:
+    """Bytes per sample of a provider format: 2 for `pcm_*`, 1 for G.711."""
+    stream_decoder(output_format)  # raises AudioFormatError for an unknown format
+    return SAMPLE_WIDTH if output_format in _PCM_RATES else 1
+
+
+class SampleAligner:
+    """Passes provider chunks through whole samples only, carrying a split sample to the next chunk.
+
+    Provider chunk boundaries are arbitrary (a 16-bit sample can be split between two chunks); a consumer
+    that is not a `FrameStream` (which carries the byte itself) can then treat every chunk as whole samples.
+    A dangling half sample at the very end is dropped, as `Resampler.flush` does.
+    """
+
+    def __init__(self, output_format: str) -> None:
+        self.width = sample_width(output_format)
+        self._carry = b""
+
+    def feed(self, data: bytes) -> bytes:
+        if self.width == 1:
+            return data
+        if self._carry:
+            data = self._carry + data
+            self._carry = b""
+        cut = len(data) - len(data) % self.width
+        if cut != len(data):
+            self._carry = data[cut:]
+            data = data[:cut]
+        return data
+
+
+def encode_g711(pcm: bytes, law: str) -> bytes:
+    """8 kHz s16le -> μ-law (`law="ulaw"`) or A-law (`"alaw"`) bytes; the inverse of `G711Decoder`."""
+    if law not in ("ulaw", "alaw"):
+        raise AudioFormatError(f"unknown G.711 law {law!r}; use ulaw or alaw")
+    encode = audioop.lin2ulaw if law == "ulaw" else audioop.lin2alaw
+    return encode(pcm[: len(pcm) - len(pcm) % SAMPLE_WIDTH], SAMPLE_WIDTH)
+
+
 class Framer:
     """Cuts a byte stream into frames of `frame_bytes`, carrying the remainder; pads only at the end."""
 
@@ -204,7 +243,9 @@ def read_wav(path: str | Path) -> WavAudio:
             problem = f"not a usable WAV file ({message})"
         raise AudioFormatError(f"{name}: {problem}") from None
     except (EOFError, OSError) as exc:
-        raise AudioFormatError(f"{name}: truncated or unreadable WAV file ({exc or type(exc).__name__})") from None
+        if isinstance(exc, EOFError) and Path(name).stat().st_size == 0:
+            raise AudioFormatError(f"{name}: empty file, not a WAV file") from None
+        raise AudioFormatError(f"{name}: truncated or unreadable WAV file ({str(exc) or type(exc).__name__})") from None
     if width not in (1, 2, 3, 4):
         raise AudioFormatError(f"{name}: {width * 8}-bit samples are not supported")
     if channels not in (1, 2):

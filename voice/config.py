@@ -258,6 +258,8 @@ class TTSConfig:
                                     "seconds to wait for the next audio bytes")
     max_retries: int = setting("TTS_MAX_RETRIES", 2, parse_int_range(0, 10),
                                "retries of a 429/5xx before any audio was received")
+    retry_backoff_s: float = setting("TTS_RETRY_BACKOFF", 0.2, parse_float_range(0, 30),
+                                     "first retry waits up to this many seconds (jittered, doubling each time)")
     keepalive_s: float = setting("TTS_KEEPALIVE", 15.0, parse_float_range(0.05, 170),
                                  "seconds between WebSocket keep-alive messages")
 
