@@ -1,0 +1,456 @@
+"""One AudioSocket connection: inbound bytes -> call events; an outbound frame queue the media clock drains.
+
+`Call` is the asyncio Protocol of one connection (protocol-level I/O: no stream reader per call, one
+callback per read) and the object the dialogue orchestrator works with. Its public API:
+
+- identity: `uuid`, `peer`, `log` (bound with both), `sample_rate` (outbound audio, 8000 for kind 0x10);
+- speaking: `await play(frame)`, `await play_frames(frames)`, `clear_audio()` (barge-in), `await drained()`;
+- listening: `events` (a queue of `DtmfEvent` / `HangupEvent`), `on_audio(payload, sample_rate)` callback;
+- life: `start_task(coro)` (tasks owned by the call, cancelled at hang-up), `await hangup()`, `hung_up`,
+  `ended`, `hangup_by`, `frames_sent`.
+
+Only the media clock writes audio (`clock_tick()`, one frame per tick: queued speech, else silence). The
+queue is a few frames deep, so `play()` waits for the clock and a barge-in drops at most that much.
+The socket is read for the whole call; EOF, a reset or 0x00 end the call and cancel its tasks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import dataclasses
+import time
+import uuid as uuid_module
+from collections.abc import Callable, Coroutine, Iterable
+from typing import TYPE_CHECKING, Any
+
+import structlog
+
+from bridge.protocol import (
+    AUDIO_HEADER_320,
+    FRAME_BYTES,
+    HANGUP_MESSAGE,
+    SAMPLE_RATE,
+    SAMPLE_RATES,
+    SILENCE_FRAME,
+    Decoder,
+    IncompleteMessage,
+    Kind,
+    ProtocolError,
+)
+
+if TYPE_CHECKING:
+    from bridge.clock import MediaClock
+    from bridge.config import BridgeConfig
+
+__all__ = ["Call", "CallEnded", "CallHost", "DtmfEvent", "HangupEvent"]
+
+_log = structlog.get_logger(__name__)
+
+CLOSE_TIMEOUT_S = 5.0
+"""After a hang-up, how long a peer that does not read may keep the socket before it is aborted."""
+
+_MULAW_FRAMES = 10
+"""Inbound 0x10 frames used to judge the byte rate (slin8 = 16000 B/s; μ-law mislabelled = 8000 B/s)."""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class DtmfEvent:
+    digit: str
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class HangupEvent:
+    by: str
+    """Who or what ended the call: caller, caller-0x00, caller-reset, server, shutdown, protocol-error,
+    backpressure, error."""
+
+
+class CallEnded(Exception):
+    """The call has hung up: nothing more can be played on it."""
+
+
+class CallHost:
+    """What a call needs from its server (the server implements these; kept tiny on purpose)."""
+
+    config: BridgeConfig
+    clock: MediaClock
+
+    def connection_opened(self, call: Call) -> bool:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def call_ready(self, call: Call) -> None:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def connection_closed(self, call: Call) -> None:  # pragma: no cover - interface
+        raise NotImplementedError
+
+
+class Call(asyncio.Protocol):
+    """One AudioSocket call. Created by the server for each connection; handed to the handler after the UUID."""
+
+    sample_rate: int = SAMPLE_RATE
+
+    def __init__(self, host: CallHost) -> None:
+        config = host.config
+        self._host = host
+        self._clock = host.clock
+        self.uuid: uuid_module.UUID | None = None
+        self.peer = "?"
+        self.log = _log
+        self.events: asyncio.Queue[DtmfEvent | HangupEvent] = asyncio.Queue()
+        self.on_audio: Callable[[bytes, int], None] | None = None
+        self.hung_up = asyncio.Event()
+        self.hangup_by: str | None = None
+        self.frames_sent = 0
+        self.speech_frames_sent = 0
+        self.frames_received = 0
+        self.connected_at = 0.0
+        self.started_at: float | None = None
+        self._transport: asyncio.Transport | None = None
+        self._decoder = Decoder(expect_uuid=True)
+        self._established = False
+        self._ended = False
+        self._outq: collections.deque[bytes] = collections.deque()
+        self._depth = config.queue_frames
+        self._low_water = config.queue_frames // 2
+        self._space_waiter: asyncio.Future[None] | None = None
+        self._drain_waiter: asyncio.Future[None] | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._uuid_timer: asyncio.TimerHandle | None = None
+        self._abort_timer: asyncio.TimerHandle | None = None
+        self._outbound_limit = config.outbound_limit_bytes
+        self._uuid_timeout = config.first_message_timeout_s
+        self._rate_check = True
+        self._rate_frames = 0
+        self._rate_bytes = 0
+        self._rate_t0 = 0.0
+        self._warned: set[str] = set()
+
+    # --- public API -------------------------------------------------------------------------------------
+
+    @property
+    def ended(self) -> bool:
+        return self._ended
+
+    @property
+    def queued_frames(self) -> int:
+        return len(self._outq)
+
+    async def play(self, frame: bytes) -> None:
+        """Queue one 20 ms slin frame; a short frame (the last of a prompt) is padded with zeros.
+
+        Waits while the queue is full, so a producer runs at most a few frames ahead of the clock.
+        Raises CallEnded once the call has hung up.
+        """
+        if self._ended:
+            raise CallEnded(f"call {self.uuid} has hung up")
+        n = len(frame)
+        if n != FRAME_BYTES:
+            if n > FRAME_BYTES:
+                raise ValueError(f"a frame is at most {FRAME_BYTES} bytes (20 ms), got {n}")
+            if n == 0:
+                return
+            frame = bytes(frame) + bytes(FRAME_BYTES - n)
+        while len(self._outq) >= self._depth:
+            await self._wait(space=True)
+        self._outq.append(AUDIO_HEADER_320 + frame)
+
+    async def play_frames(self, frames: Iterable[bytes]) -> int:
+        """Queue frames in order as the clock makes room; returns how many were queued."""
+        count = 0
+        for frame in frames:
+            await self.play(frame)
+            count += 1
+        return count
+
+    def clear_audio(self) -> int:
+        """Barge-in: drop every queued frame (the clock goes on with silence); returns how many were dropped."""
+        dropped = len(self._outq)
+        self._outq.clear()
+        self._wake_space()
+        self._wake_drain()
+        return dropped
+
+    async def drained(self) -> None:
+        """Return once every queued frame has been written. Raises CallEnded if the call hangs up first."""
+        while self._outq:
+            await self._wait(space=False)
+        if self._ended:
+            raise CallEnded(f"call {self.uuid} has hung up")
+
+    def start_task(self, coro: Coroutine[Any, Any, Any], *, name: str = "task") -> asyncio.Task[Any]:
+        """Run `coro` as a task owned by this call: hang-up cancels it; if it fails, the call is hung up."""
+        if self._ended:
+            coro.close()
+            raise CallEnded(f"call {self.uuid} has hung up")
+        task = asyncio.get_running_loop().create_task(coro, name=f"call:{self.uuid}:{name}")
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+        return task
+
+    @property
+    def tasks(self) -> frozenset[asyncio.Task[Any]]:
+        return frozenset(self._tasks)
+
+    async def hangup(self, reason: str = "server") -> None:
+        """End the call now from the server side: write 00 00 00, close, cancel the call's other tasks.
+
+        Audio still queued is dropped; to finish a prompt first, `await drained()` before hanging up.
+        """
+        self._end(reason, send_hangup=True)
+
+    def __repr__(self) -> str:
+        return f"<Call {self.uuid} from {self.peer}{' ended' if self._ended else ''}>"
+
+    # --- the media clock's side -------------------------------------------------------------------------
+
+    def clock_tick(self) -> None:
+        """Write exactly one frame: the next queued one, else silence. Called by the media clock only."""
+        if self._ended:
+            return
+        q = self._outq
+        if q:
+            self._transport.write(q.popleft())  # type: ignore[union-attr]
+            self.speech_frames_sent += 1
+            if self._space_waiter is not None and len(q) <= self._low_water:
+                self._wake_space()
+            if not q and self._drain_waiter is not None:
+                self._wake_drain()
+        else:
+            self._transport.write(SILENCE_FRAME)  # type: ignore[union-attr]
+        self.frames_sent += 1
+
+    # --- asyncio.Protocol ---------------------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = transport  # type: ignore[assignment]  # uvloop's transports are not subclasses
+        peername = transport.get_extra_info("peername")
+        self.peer = f"{peername[0]}:{peername[1]}" if peername else "?"
+        self.log = _log.bind(peer=self.peer)
+        loop = asyncio.get_running_loop()
+        self.connected_at = loop.time()
+        if not self._host.connection_opened(self):
+            self._ended = True
+            self.hangup_by = "rejected"
+            transport.abort()
+            return
+        # The peer must not make us buffer without bound: past the limit pause_writing() drops the call.
+        transport.set_write_buffer_limits(high=self._outbound_limit)
+        self._uuid_timer = loop.call_later(self._uuid_timeout, self._uuid_timed_out)
+
+    def data_received(self, data: bytes) -> None:
+        if self._ended:
+            return
+        try:
+            messages = self._decoder.feed(data)
+        except ProtocolError as exc:
+            self._protocol_error(exc)
+            return
+        for kind, payload in messages:
+            if kind == 0x10 or 0x11 <= kind <= 0x18:
+                self._on_inbound_audio(kind, payload)
+            elif kind == Kind.DTMF:
+                digit = payload.decode("ascii")
+                self.log.info("dtmf", digit=digit)
+                self.events.put_nowait(DtmfEvent(digit))
+            elif kind == Kind.HANGUP:
+                self._end("caller-0x00", send_hangup=False)
+                return
+            elif kind == Kind.UUID:
+                if self._established:
+                    self._warn_once("uuid-again", "a second UUID message was ignored")
+                else:
+                    self._on_uuid(uuid_module.UUID(bytes=payload))
+            else:
+                self._warn_once(f"kind-{kind}", "unknown message kind skipped",
+                                kind=f"0x{kind:02x}", length=len(payload), payload=payload[:16].hex())
+            if self._ended:
+                return
+
+    def eof_received(self) -> bool:
+        try:
+            self._decoder.eof()
+        except IncompleteMessage as exc:
+            self.log.warning("connection closed mid-message", error=str(exc))
+            self._end("protocol-error", send_hangup=False)
+        return False  # let the transport close
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._abort_timer is not None:
+            self._abort_timer.cancel()
+            self._abort_timer = None
+        if not self._ended:
+            if exc is None:
+                by = "caller"
+            elif isinstance(exc, ConnectionResetError):
+                by = "caller-reset"
+            else:
+                by = "connection-error"
+                self.log.warning("connection failed", error=repr(exc))
+            self._end(by, send_hangup=False)
+        self._host.connection_closed(self)
+
+    def pause_writing(self) -> None:
+        # The transport's buffer passed outbound_limit_bytes: the peer stopped reading.
+        buffered = self._transport.get_write_buffer_size() if self._transport else 0
+        self.log.warning("peer stopped reading; dropping the call", buffered_bytes=buffered,
+                         limit_bytes=self._outbound_limit)
+        self._end("backpressure", send_hangup=False, abort=True)
+
+    def resume_writing(self) -> None:
+        pass
+
+    # --- inside -----------------------------------------------------------------------------------------
+
+    def _on_uuid(self, call_uuid: uuid_module.UUID) -> None:
+        if self._uuid_timer is not None:
+            self._uuid_timer.cancel()
+            self._uuid_timer = None
+        self.uuid = call_uuid
+        self._established = True
+        self.started_at = asyncio.get_running_loop().time()
+        self.log = self.log.bind(call=str(call_uuid))
+        self.log.info("call started")
+        self._clock.add(self)  # silence from the next tick
+        self._host.call_ready(self)
+
+    def _on_inbound_audio(self, kind: int, payload: bytes) -> None:
+        n = len(payload)
+        if not n or n & 1:
+            self._warn_once("odd-audio", "inbound audio of zero or odd length", kind=f"0x{kind:02x}", length=n)
+            if n < 2:
+                return
+            payload = payload[:-1]
+        self.frames_received += 1
+        if self._rate_check:
+            self._check_rate(kind, n)
+        callback = self.on_audio
+        if callback is not None:
+            try:
+                callback(payload, SAMPLE_RATES[kind])
+            except Exception:
+                self.log.exception("on_audio callback failed; disabled for this call")
+                self.on_audio = None
+
+    def _check_rate(self, kind: int, n: int) -> None:
+        """Judge the inbound byte rate of 0x10 audio over its first frames: slin8 is 16000 B/s.
+
+        Half of that is μ-law still labelled 0x10 (Dial(AudioSocket/...) without c(slin)); double is slin16
+        labelled 0x10 (ARI externalMedia format=slin16 before Asterisk 20.17). Size alone cannot tell 160-byte
+        μ-law from 10 ms slin8 packets, hence the rate.
+        """
+        if kind != Kind.AUDIO:
+            self._rate_check = False
+            return
+        now = time.monotonic()
+        if self._rate_frames == 0:
+            self._rate_t0 = now
+        else:
+            self._rate_bytes += n
+        self._rate_frames += 1
+        if self._rate_frames < _MULAW_FRAMES:
+            return
+        self._rate_check = False
+        elapsed = now - self._rate_t0
+        if elapsed <= 0:
+            return
+        rate = self._rate_bytes / elapsed
+        if 5000 <= rate <= 11000:
+            self.log.warning(
+                "inbound audio looks like 8-bit μ-law labelled as slin (kind 0x10): about "
+                f"{rate:.0f} bytes/s instead of 16000; with Dial(AudioSocket/host:port/uuid) add c(slin), "
+                "e.g. Dial(AudioSocket/host:port/${UUID()}/c(slin))",
+                frame_bytes=n, bytes_per_s=round(rate))
+        elif 24000 <= rate <= 40000:
+            self.log.warning(
+                f"inbound kind 0x10 audio arrives at about {rate:.0f} bytes/s, twice slin 8 kHz: it looks like "
+                "slin16 labelled 0x10 (ARI externalMedia format=slin16 on Asterisk before 20.17)",
+                frame_bytes=n, bytes_per_s=round(rate))
+
+    def _uuid_timed_out(self) -> None:
+        self._uuid_timer = None
+        if not self._established and not self._ended:
+            self.log.warning("no UUID message in time; closing", timeout_s=self._uuid_timeout,
+                             received_bytes=self._decoder.buffered)
+            self._end("no-uuid", send_hangup=False)
+
+    def _protocol_error(self, exc: ProtocolError) -> None:
+        self.log.warning("protocol error; closing the call", error=str(exc), error_type=type(exc).__name__)
+        self._end("protocol-error", send_hangup=False)
+
+    def _warn_once(self, key: str, event: str, **kw: Any) -> None:
+        if key not in self._warned:
+            self._warned.add(key)
+            self.log.warning(event, **kw)
+
+    async def _wait(self, *, space: bool) -> None:
+        if self._ended:
+            raise CallEnded(f"call {self.uuid} has hung up")
+        attr = "_space_waiter" if space else "_drain_waiter"
+        waiter = getattr(self, attr)
+        if waiter is None:
+            waiter = asyncio.get_running_loop().create_future()
+            setattr(self, attr, waiter)
+        await waiter
+
+    def _wake_space(self) -> None:
+        waiter, self._space_waiter = self._space_waiter, None
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def _wake_drain(self) -> None:
+        waiter, self._drain_waiter = self._drain_waiter, None
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def _fail_waiters(self) -> None:
+        for attr in ("_space_waiter", "_drain_waiter"):
+            waiter = getattr(self, attr)
+            setattr(self, attr, None)
+            if waiter is not None and not waiter.done():
+                waiter.set_exception(CallEnded(f"call {self.uuid} has hung up"))
+                waiter.exception()  # retrieved here: nobody may be left awaiting it
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if task.cancelled():
+            return
+        exc = task.exception()
+        if exc is None or isinstance(exc, CallEnded):
+            return
+        self.log.error("call task failed; hanging up", task=task.get_name(), exc_info=exc)
+        self._end("error", send_hangup=True)
+
+    def _end(self, by: str, *, send_hangup: bool, abort: bool = False) -> None:
+        """The one way a call ends, whoever ends it. Idempotent."""
+        if self._ended:
+            return
+        self._ended = True
+        self.hangup_by = by
+        if self._uuid_timer is not None:
+            self._uuid_timer.cancel()
+            self._uuid_timer = None
+        self._clock.discard(self)
+        transport = self._transport
+        if transport is not None and not transport.is_closing():
+            if abort:
+                transport.abort()
+            else:
+                if send_hangup:
+                    transport.write(HANGUP_MESSAGE)
+                transport.close()
+                if transport.get_write_buffer_size():
+                    self._abort_timer = asyncio.get_running_loop().call_later(CLOSE_TIMEOUT_S, transport.abort)
+        self._outq.clear()
+        self._fail_waiters()
+        current = asyncio.current_task()
+        for task in list(self._tasks):
+            if task is not current:
+                task.cancel()
+        self.hung_up.set()
+        if self._established:
+            self.events.put_nowait(HangupEvent(by))
+            duration = asyncio.get_running_loop().time() - (self.started_at or self.connected_at)
+            self.log.info("call ended", by=by, duration_s=round(duration, 3), frames_sent=self.frames_sent,
+                          speech_frames_sent=self.speech_frames_sent, frames_received=self.frames_received)

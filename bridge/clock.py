@@ -1,0 +1,235 @@
+"""The media clock: one task paces the outbound audio of every call.
+
+A phone has no buffer to absorb our mistakes: Asterisk forwards each AudioSocket message the moment it reads
+it, so a burst becomes a burst of RTP and a late frame becomes a gap. One task therefore ticks on an absolute
+schedule (`t0 + n * 20 ms`, never `sleep(0.02)` after the work, which drifts) and at each tick gives every
+live call exactly one frame (`Member.clock_tick()`: queued speech, else silence). The period is split into
+phases (`slots`) so the calls' writes are spread over it rather than issued in one batch.
+
+When the loop was held up, missed ticks are caught up no faster than one every half frame (so a caller never
+gets more than two frames inside 20 ms); when it fell more than `resync_s` behind, the missed ticks are
+dropped and the schedule restarts from now (resynchronised, not burst). With no call the task parks, and the
+first call to join gets its first frame at once.
+
+The clock measures itself: lateness of each tick against its schedule and the time the tick's writes took, in
+fixed-bin histograms that cost O(1) per tick and give percentiles over a whole run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Protocol
+
+import structlog
+
+from bridge.protocol import FRAME_MS
+
+__all__ = ["MediaClock", "Member", "Histogram"]
+
+log = structlog.get_logger(__name__)
+
+
+class Member(Protocol):
+    """What the clock needs of a call: write exactly one frame now."""
+
+    def clock_tick(self) -> None: ...
+
+
+class Histogram:
+    """Seconds in 0.1 ms bins up to `top_s` (plus an overflow bin): O(1) to record, percentiles on demand."""
+
+    __slots__ = ("_bins", "_scale", "count", "total", "max")
+
+    def __init__(self, top_s: float = 0.5, resolution_s: float = 0.0001) -> None:
+        self._scale = 1.0 / resolution_s
+        self._bins = [0] * (int(top_s * self._scale) + 2)
+        self.count = 0
+        self.total = 0.0
+        self.max = 0.0
+
+    def observe(self, seconds: float) -> None:
+        if seconds < 0.0:
+            seconds = 0.0
+        i = int(seconds * self._scale)
+        bins = self._bins
+        bins[i if i < len(bins) else -1] += 1
+        self.count += 1
+        self.total += seconds
+        if seconds > self.max:
+            self.max = seconds
+
+    def percentile(self, p: float) -> float:
+        """Upper edge of the bin holding the p-th percentile (0 < p <= 100), in seconds; 0 when empty."""
+        if not self.count:
+            return 0.0
+        rank = max(1, int(round(p / 100.0 * self.count)))
+        seen = 0
+        for i, n in enumerate(self._bins):
+            seen += n
+            if seen >= rank:
+                return min((i + 1) / self._scale, self.max) if i < len(self._bins) - 1 else self.max
+        return self.max
+
+    def reset(self) -> None:
+        self._bins = [0] * len(self._bins)
+        self.count = 0
+        self.total = 0.0
+        self.max = 0.0
+
+    def summary_ms(self) -> dict[str, float]:
+        return {
+            "p50_ms": round(self.percentile(50) * 1000, 2),
+            "p99_ms": round(self.percentile(99) * 1000, 2),
+            "max_ms": round(self.max * 1000, 2),
+            "mean_ms": round(self.total / self.count * 1000, 3) if self.count else 0.0,
+        }
+
+
+class MediaClock:
+    """One ticking task for all calls. `add()` a call after its UUID, `discard()` it at hang-up.
+
+    The 20 ms period is cut into `slots` phases (2 ms each by default). A call is given a phase when it
+    joins, normally the next one (so its silence starts within a couple of milliseconds of its UUID), and
+    gets exactly one frame at `t0 + n * 20 ms + phase` for every n. Spreading calls over phases keeps
+    each wake-up's work small (a thousand calls are ten batches of a hundred writes, not one batch of a
+    thousand), so the last call of a batch is not several milliseconds behind the first, and the loop
+    reads sockets between batches. `slots=1` is the plain single-tick clock.
+    """
+
+    def __init__(self, frame_s: float = FRAME_MS / 1000, resync_s: float = 0.1, slots: int = 10) -> None:
+        if slots < 1:
+            raise ValueError(f"slots must be at least 1, got {slots}")
+        self.frame_s = frame_s
+        self.resync_s = resync_s
+        self.slots = slots
+        self.lateness = Histogram()
+        """How late each wake-up (one phase's batch) ran against its absolute schedule."""
+        self.tick_work = Histogram()
+        """How long each wake-up took to write its calls' frames."""
+        self.ticks = 0
+        self.resyncs = 0
+        self.frames_written = 0
+        self.max_calls_seen = 0
+        self._phase: dict[Member, int] = {}
+        self._slots: list[dict[Member, None]] = [{} for _ in range(slots)]
+        self._snapshots: list[tuple[Member, ...]] = [() for _ in range(slots)]
+        self._dirty = [False] * slots
+        self._k = 0
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    def __len__(self) -> int:
+        return len(self._phase)
+
+    def __contains__(self, member: object) -> bool:
+        return member in self._phase
+
+    def add(self, member: Member) -> None:
+        """Join the clock: `member.clock_tick()` runs once per frame period from the next free phase on."""
+        if member in self._phase:
+            return
+        slot = self._choose_slot()
+        self._phase[member] = slot
+        self._slots[slot][member] = None
+        self._dirty[slot] = True
+        if len(self._phase) > self.max_calls_seen:
+            self.max_calls_seen = len(self._phase)
+        self._wake.set()
+        if self._task is None or self._task.done():
+            self._task = asyncio.get_running_loop().create_task(self._run(), name="media-clock")
+
+    def discard(self, member: Member) -> None:
+        """Leave the clock (idempotent). Takes effect before the next wake-up."""
+        slot = self._phase.pop(member, None)
+        if slot is not None:
+            del self._slots[slot][member]
+            self._dirty[slot] = True
+
+    async def stop(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            try:
+                await task
+            except asyncio.CancelledError:
+                pass
+
+    def stats(self) -> dict[str, object]:
+        return {
+            "ticks": self.ticks,
+            "resyncs": self.resyncs,
+            "frames": self.frames_written,
+            "calls": len(self._phase),
+            "max_calls": self.max_calls_seen,
+            "lateness": self.lateness.summary_ms(),
+            "tick_work": self.tick_work.summary_ms(),
+        }
+
+    def reset_stats(self) -> None:
+        self.lateness.reset()
+        self.tick_work.reset()
+        self.ticks = self.resyncs = self.frames_written = 0
+        self.max_calls_seen = len(self._phase)
+
+    def _choose_slot(self) -> int:
+        """The soonest phase that is not fuller than the average (rounded up): fast start, even batches."""
+        slots = self._slots
+        limit = -(-len(self._phase) // self.slots)  # ceil(calls / slots) before this one joins
+        for i in range(self.slots):
+            slot = (self._k + i) % self.slots
+            if len(slots[slot]) <= limit:
+                return slot
+        return self._k % self.slots  # pragma: no cover - some slot is always at or below the average
+
+    async def _run(self) -> None:
+        mono = time.monotonic
+        step = self.frame_s / self.slots
+        min_gap = self.frame_s / 2
+        nslots = self.slots
+        last = [float("-inf")] * nslots
+        t0 = mono()
+        self._k = 0
+        while True:
+            if not self._phase:
+                self._wake.clear()
+                await self._wake.wait()
+                t0 = mono() - self._k * step  # restart the schedule now, phases kept
+                continue
+            k = self._k
+            slot = k % nslots
+            if not self._slots[slot]:
+                self._k = k + 1
+                continue
+            target = t0 + k * step
+            due = max(target, last[slot] + min_gap)
+            now = mono()
+            # uvloop's timers have 1 ms granularity and may fire a little early: sleep again if so.
+            while due - now > 0.0002:
+                await asyncio.sleep(due - now)
+                now = mono()
+            late = now - target
+            if late > self.resync_s:
+                self.resyncs += 1
+                log.warning("media clock resynchronised", behind_ms=round(late * 1000, 1), calls=len(self._phase))
+                t0 = now - k * step
+                late = 0.0
+            self.lateness.observe(late)
+            self._tick(slot)
+            last[slot] = now
+            self._k = k + 1
+            self.tick_work.observe(mono() - now)
+
+    def _tick(self, slot: int) -> None:
+        if self._dirty[slot]:
+            self._snapshots[slot] = tuple(self._slots[slot])
+            self._dirty[slot] = False
+        members = self._snapshots[slot]
+        for member in members:
+            try:
+                member.clock_tick()
+            except Exception:  # one broken call must not stop the others' audio
+                log.exception("media clock: a call failed to tick; removing it")
+                self.discard(member)
+        self.ticks += 1
+        self.frames_written += len(members)

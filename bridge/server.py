@@ -1,0 +1,250 @@
+"""The AudioSocket server: accept loop, call registry and cap, graceful shutdown, and `voice-bridge serve`.
+
+Asterisk connects one TCP socket per call. Each connection is a `bridge.call.Call` (an asyncio Protocol);
+once its UUID has arrived the call joins the shared media clock (silence from the next tick) and the
+handler runs as the call's main task. When the handler returns the call keeps playing silence until one
+side hangs up. The handler is injected (`AudioSocketServer(config, handler)`); `make_handler(settings)`
+chooses the one `voice-bridge serve` runs.
+
+Signals (`voice-bridge serve`): SIGTERM/SIGINT stop accepting and give calls `BRIDGE_SHUTDOWN_GRACE`
+seconds to end, then hang them up with 0x00 (a second signal hangs them up at once); SIGUSR1 logs the media
+clock's statistics (`clock stats`: tick lateness and tick work p50/p99/max) and starts them afresh, which is
+how `voice-bridge bench` measures a steady state.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import math
+import signal
+import sys
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any
+
+import structlog
+
+from bridge.call import Call, CallHost
+from bridge.clock import MediaClock
+from bridge.config import BridgeConfig, Settings, add_settings_flags, settings_from_args
+from bridge.logs import configure_logging
+from bridge.protocol import FRAME_BYTES, SAMPLE_RATE
+
+__all__ = [
+    "AudioSocketServer", "Handler", "silence_handler", "tone_handler", "tone_frame", "make_handler",
+    "run_event_loop", "serve", "configure_parser", "run",
+]
+
+log = structlog.get_logger(__name__)
+
+Handler = Callable[[Call], Awaitable[None]]
+
+
+# --- handlers -------------------------------------------------------------------------------------------
+
+
+async def silence_handler(call: Call) -> None:
+    """Say nothing: the media clock keeps the line alive with silence until someone hangs up."""
+    return None
+
+
+def tone_frame(frequency_hz: float, amplitude: int = 8000) -> bytes:
+    """One 20 ms slin frame of a sine tone; choose a frequency with a whole number of periods in 20 ms
+    (a multiple of 50 Hz) so that repeating the frame is seamless."""
+    samples = FRAME_BYTES // 2
+    out = bytearray()
+    for i in range(samples):
+        value = int(round(amplitude * math.sin(2 * math.pi * frequency_hz * i / SAMPLE_RATE)))
+        out += value.to_bytes(2, "little", signed=True)
+    return bytes(out)
+
+
+def tone_handler(frequency_hz: float = 400.0) -> Handler:
+    """A handler that plays a continuous test tone (the frame is computed once)."""
+    frame = tone_frame(frequency_hz)
+
+    async def play_tone(call: Call) -> None:
+        play = call.play
+        while True:
+            await play(frame)
+
+    return play_tone
+
+
+def make_handler(settings: Settings, *, tone_hz: float | None = None) -> Handler:
+    """The handler `voice-bridge serve` runs for each call. The dialogue orchestrator replaces this."""
+    if tone_hz:
+        return tone_handler(tone_hz)
+    return silence_handler
+
+
+# --- the server -----------------------------------------------------------------------------------------
+
+
+class AudioSocketServer(CallHost):
+    """Listens for AudioSocket connections and runs `handler(call)` for each call once its UUID arrived."""
+
+    def __init__(
+        self,
+        config: BridgeConfig,
+        handler: Handler | None = None,
+        clock: MediaClock | None = None,
+    ) -> None:
+        self.config = config
+        self.handler: Handler = handler or silence_handler
+        self.clock = clock or MediaClock()
+        self.calls: set[Call] = set()
+        """Established calls (their UUID has arrived)."""
+        self.connections: set[Call] = set()
+        """Every open connection, established or not (what `max_calls` caps)."""
+        self.calls_total = 0
+        self.rejected_total = 0
+        self._server: asyncio.base_events.Server | None = None
+        self._accepting = False
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._hurry = asyncio.Event()
+
+    async def __aenter__(self) -> AudioSocketServer:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop(0)
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(
+            lambda: Call(self),
+            self.config.host,
+            self.config.port,
+            backlog=max(128, min(self.config.max_calls, 4096)),
+            reuse_address=True,
+        )
+        self._accepting = True
+        log.info("listening", host=self.config.host, port=self.port, max_calls=self.config.max_calls,
+                 loop=type(loop).__module__.split(".")[0])
+
+    @property
+    def port(self) -> int:
+        if self._server is None or not self._server.sockets:
+            raise RuntimeError("the server is not started")
+        return self._server.sockets[0].getsockname()[1]
+
+    @property
+    def accepting(self) -> bool:
+        return self._accepting
+
+    def hurry(self) -> None:
+        """Cut a running `stop()`'s grace period short."""
+        self._hurry.set()
+
+    async def stop(self, grace_s: float | None = None) -> None:
+        """Stop accepting, let calls end by themselves for `grace_s`, then hang the rest up with 0x00."""
+        grace = self.config.grace_s if grace_s is None else grace_s
+        self._accepting = False
+        if self._server is not None:
+            self._server.close()
+        log.info("stopping", calls=len(self.calls), connections=len(self.connections), grace_s=grace)
+        if self.connections and grace > 0:
+            idle = asyncio.ensure_future(self._idle.wait())
+            hurry = asyncio.ensure_future(self._hurry.wait())
+            await asyncio.wait({idle, hurry}, timeout=grace, return_when=asyncio.FIRST_COMPLETED)
+            idle.cancel()
+            hurry.cancel()
+        remaining = list(self.connections)
+        tasks = [task for call in remaining for task in call.tasks]
+        for call in remaining:
+            call._end("shutdown", send_hangup=call.uuid is not None)
+        if tasks:
+            await asyncio.wait(tasks, timeout=5)
+        await self.clock.stop()
+        log.info("stopped", hung_up=len(remaining), calls_total=self.calls_total,
+                 rejected_total=self.rejected_total, clock=self.clock.stats())
+
+    def log_stats(self, reset: bool = False) -> dict[str, object]:
+        """Log (and return) the media clock's statistics; `reset` starts a new measurement window."""
+        stats = self.clock.stats()
+        log.info("clock stats", calls=len(self.calls), clock=stats)
+        if reset:
+            self.clock.reset_stats()
+        return stats
+
+    # --- CallHost -----------------------------------------------------------------------------------
+
+    def connection_opened(self, call: Call) -> bool:
+        if not self._accepting:
+            return False
+        if len(self.connections) >= self.config.max_calls:
+            self.rejected_total += 1
+            call.log.warning("call limit reached; connection closed", max_calls=self.config.max_calls)
+            return False
+        self.connections.add(call)
+        self._idle.clear()
+        return True
+
+    def call_ready(self, call: Call) -> None:
+        self.calls.add(call)
+        self.calls_total += 1
+        call.start_task(self.handler(call), name="handler")
+
+    def connection_closed(self, call: Call) -> None:
+        self.calls.discard(call)
+        self.connections.discard(call)
+        if not self.connections:
+            self._idle.set()
+
+
+# --- `voice-bridge serve` -------------------------------------------------------------------------------
+
+
+def run_event_loop(main: Coroutine[Any, Any, int]) -> int:
+    """Run `main` on uvloop when it is installed (cheaper I/O and timers), else on asyncio's own loop."""
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency where it builds
+        return asyncio.run(main)
+    return uvloop.run(main)
+
+
+async def serve(settings: Settings, handler: Handler, *, ready: Callable[[AudioSocketServer], None] | None = None
+                ) -> int:
+    server = AudioSocketServer(settings.bridge, handler)
+    await server.start()
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+
+    def on_stop_signal(name: str) -> None:
+        if stop.is_set():
+            log.info("second signal: hanging up every call now", signal=name)
+            server.hurry()
+        else:
+            log.info("signal received: shutting down", signal=name)
+            stop.set()
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, on_stop_signal, sig.name)
+    loop.add_signal_handler(signal.SIGUSR1, server.log_stats, True)
+    if ready is not None:
+        ready(server)
+    await stop.wait()
+    await server.stop(settings.bridge.grace_s)
+    return 0
+
+
+def configure_parser(parser: argparse.ArgumentParser) -> None:
+    add_settings_flags(parser)
+    parser.add_argument("--tone", type=float, metavar="HZ", default=None,
+                        help="play a test tone of HZ (a multiple of 50, e.g. 400) instead of silence")
+
+
+def run(args: argparse.Namespace) -> int:
+    settings = settings_from_args(args)
+    configure_logging(settings.bridge.log_level, settings.bridge.log_format)
+    handler = make_handler(settings, tone_hz=args.tone)
+    try:
+        return run_event_loop(serve(settings, handler))
+    except OSError as exc:  # e.g. the port is taken
+        log.error("cannot serve", error=str(exc), host=settings.bridge.host, port=settings.bridge.port)
+        print(f"voice-bridge serve: {exc}", file=sys.stderr)
+        return 1
