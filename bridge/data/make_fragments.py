@@ -76,20 +76,21 @@ def to_telephone_wav(raw_wav: Path, out_wav: Path) -> None:
     )
 
 
-def make(stems: list[str]) -> None:
-    OUT_DIR.mkdir(parents=True, exist_ok=True)
+def make(stems: list[str], out_dir: Path = OUT_DIR) -> None:
+    out_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         for stem in stems:
             raw = Path(tmp) / f"{stem}.raw.wav"
-            out = OUT_DIR / f"{stem}.wav"
+            out = out_dir / f"{stem}.wav"
             synthesize(PHRASES[stem], raw)
             to_telephone_wav(raw, out)
-            print(f"{out.relative_to(OUT_DIR.parent.parent.parent)}  {out.stat().st_size} bytes")
+            print(f"{out}  {out.stat().st_size} bytes")
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("stems", nargs="*", help=f"stems to regenerate (default: all of {', '.join(PHRASES)})")
+    parser.add_argument("--out", type=Path, default=OUT_DIR, help=f"output directory (default: {OUT_DIR})")
     args = parser.parse_args(argv)
     unknown = [s for s in args.stems if s not in PHRASES]
     if unknown:
@@ -98,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     if missing:
         print(f"error: {' and '.join(missing)} not found on PATH (apt-get install espeak-ng sox)", file=sys.stderr)
         return 2
-    make(args.stems or list(PHRASES))
+    make(args.stems or list(PHRASES), args.out)
     return 0
 
 
