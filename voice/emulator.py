@@ -26,6 +26,7 @@ import base64
 import contextlib
 import dataclasses
 import json
+import logging
 import os
 import random
 import select
@@ -867,22 +868,26 @@ class EmulatorProcess:
         self.process: subprocess.Popen[str] | None = None
 
     def start(self) -> str:
-        self.process = subprocess.Popen(self.args, stdout=subprocess.PIPE, text=True, env=self.env)
+        self.process = subprocess.Popen(self.args, stdout=subprocess.PIPE, bufsize=0, env=self.env)
         assert self.process.stdout is not None
+        fd = self.process.stdout.fileno()
+        output = b""
         deadline = time.monotonic() + self.start_timeout_s
         while time.monotonic() < deadline:
-            ready, _, _ = select.select([self.process.stdout], [], [], 0.1)
+            ready, _, _ = select.select([fd], [], [], 0.1)
             if ready:
-                line = self.process.stdout.readline()
-                if not line:
+                data = os.read(fd, 4096)
+                if not data:
                     break
-                if line.startswith("listening on "):
-                    self.url = line.split()[-1]
-                    return self.url
+                output += data
+                for line in output.decode(errors="replace").splitlines():
+                    if line.startswith("listening on "):
+                        self.url = line.split()[-1]
+                        return self.url
             elif self.process.poll() is not None:
                 break
         self.stop()
-        raise RuntimeError(f"the emulator did not start: {' '.join(self.args)}")
+        raise RuntimeError(f"the emulator did not start: {' '.join(self.args)}; it said {output[-500:]!r}")
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
@@ -924,6 +929,8 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--inactivity-timeout", type=float, default=defaults.ws_inactivity_timeout_s,
                         help="WebSocket inactivity timeout when the URL gives none [20]")
     parser.add_argument("--knobs", default="", help="JSON object of further knobs")
+    parser.add_argument("--log-level", default=os.environ.get("LOG_LEVEL", "info"),
+                        choices=["debug", "info", "warning", "error"], help="log level (logs go to stderr)")
 
 
 def _knobs_from_args(args: argparse.Namespace) -> Knobs:
@@ -960,6 +967,11 @@ async def _serve(args: argparse.Namespace) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    # stdout carries only the "listening on URL" line that EmulatorProcess waits for; logs go to stderr
+    structlog.configure(
+        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        wrapper_class=structlog.make_filtering_bound_logger(getattr(logging, args.log_level.upper())),
+    )
     try:
         asyncio.run(_serve(args))
     except (ValueError, OSError) as exc:

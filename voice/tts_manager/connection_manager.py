@@ -24,7 +24,16 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidSta
 from websockets.protocol import State
 
 from voice.config import TTSConfig
-from voice.tts_manager.errors import TTSConnectionError
+from voice.tts_manager.errors import (
+    TTSAuthError,
+    TTSConnectionError,
+    TTSError,
+    TTSFormatError,
+    TTSQuotaError,
+    TTSVoiceNotFoundError,
+    error_from_close,
+    error_from_ws_frame,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -73,7 +82,9 @@ class WebSocketConnectionManager:
         """A live connection with its first message sent and keep-alive running.
 
         Returns the current hot connection when there is one, else opens a new one. Raises
-        `TTSConnectionError` when none can be had (refused, handshake rejected, timeout).
+        `TTSConnectionError` when none can be had (refused, handshake rejected, timeout), or
+        `TTSAuthError` (quota, voice, format errors likewise) when the server closes it at once because
+        of the credentials or settings: retrying those cannot help.
         """
         async with self._lock:
             if _is_open(self.websocket):
@@ -155,7 +166,7 @@ class WebSocketConnectionManager:
         try:
             await websocket.send(json.dumps(self.first_message()))
         except ConnectionClosed as exc:
-            raise TTSConnectionError(f"the WebSocket closed before its first message: {exc}") from exc
+            raise await _refusal(websocket, exc) from exc
         except BaseException:
             websocket.transport.abort()  # cancelled mid-setup: leave no socket behind
             raise
@@ -187,6 +198,27 @@ class WebSocketConnectionManager:
                 await websocket.send(KEEP_ALIVE_MESSAGE)
         except ConnectionClosed as exc:
             log.debug("tts_ws_keepalive_ended", code=exc.rcvd.code if exc.rcvd else None)
+
+
+async def _refusal(websocket: ClientConnection, closed: ConnectionClosed) -> TTSError:
+    """Why the server closed a socket right after the handshake (a bad key: 1008, with or without an
+    error frame). Credentials and quota problems keep their type, so nobody retries them; anything
+    else is a `TTSConnectionError`."""
+    error: TTSError | None = None
+    with contextlib.suppress(ConnectionClosed, TimeoutError):
+        async with asyncio.timeout(0.5):
+            while error is None:  # messages the server sent before closing are still readable
+                message = await websocket.recv()
+                with contextlib.suppress(ValueError, TypeError):
+                    data = json.loads(message)
+                    if isinstance(data, dict) and data.get("error"):
+                        error = error_from_ws_frame(data)
+    if error is None:
+        error = error_from_close(closed.rcvd.code if closed.rcvd else None, closed.rcvd.reason if closed.rcvd else "")
+    if isinstance(error, (TTSAuthError, TTSQuotaError, TTSVoiceNotFoundError, TTSFormatError)):
+        return error
+    return TTSConnectionError(f"the WebSocket closed before its first message: {error}",
+                              close_code=error.close_code, code=error.code)
 
 
 def _is_open(websocket: ClientConnection | None) -> bool:

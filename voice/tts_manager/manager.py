@@ -39,12 +39,13 @@ import structlog
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed, ConnectionClosedOK
 
-from voice.audio import FrameStream, SampleAligner
+from voice.audio import AudioFormatError, FrameStream, SampleAligner, sample_width
 from voice.config import TTSConfig
 from voice.tts_manager.connection_manager import END_OF_INPUT_MESSAGE, WebSocketConnectionManager
 from voice.tts_manager.errors import (
     TTSConnectionError,
     TTSError,
+    TTSFormatError,
     TTSServerError,
     TTSStreamError,
     TTSValidationError,
@@ -128,6 +129,7 @@ class TTSManager:
         """
         if not isinstance(text, str) or not text.strip():
             raise TTSValidationError(f"text to synthesize must be a non-empty string, got {text!r}")
+        self._check_format()
         attempt = 0
         while True:
             yielded = False
@@ -198,6 +200,13 @@ class TTSManager:
                               ms=round((time.monotonic() - started) * 1000, 1))
                 yield data
 
+    def _check_format(self) -> None:
+        """A format this side cannot convert is refused before any request is paid for."""
+        try:
+            sample_width(self.config.output_format)
+        except AudioFormatError as exc:
+            raise TTSFormatError(str(exc), code="unsupported_output_format") from exc
+
     def _backoff(self, attempt: int, error: TTSError) -> float:
         """Full-jitter exponential backoff; a server's Retry-After raises the floor (bounded)."""
         ceiling = min(MAX_BACKOFF_S, self.config.retry_backoff_s * 2 ** (attempt - 1))
@@ -216,6 +225,7 @@ class TTSManager:
         be had; the caller is expected to retry.
         """
         await self.stop_llm_stream()
+        self._check_format()
         websocket = await self.connection_manager.get_connection()
         text_input_queue = TextInputQueue()
         audio_output_queue: asyncio.Queue = asyncio.Queue()  # type: ignore[type-arg]
