@@ -16,10 +16,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import dataclasses
+import logging
 import random
-import statistics
 import time
+
+import structlog
 
 from voice.cache import RedisCacheManager
 from voice.config import CacheConfig
@@ -103,8 +104,6 @@ async def refused_call_cost(calls: int) -> dict[str, float]:
 
 
 async def bench(args: argparse.Namespace) -> None:
-    import structlog, logging
-
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.ERROR))  # no failure logs
     server = None if args.redis_url else RedisServer().start()
     url = args.redis_url or server.url

@@ -17,7 +17,8 @@ Why it is built the way it is:
   on first use, or from the `CacheConfig` given then). Asking for it with a *different* configuration is
   an error; `await RedisCacheManager.reset_instance()` closes and forgets it, and the next construction
   builds a fresh one (tests, a second configuration). The connections belong to the event loop that
-  first used them: `close()` (or `reset_instance()`) before using the instance from another loop.
+  opened them; used from another loop, the instance opens new ones (close it on the old loop first to
+  release the old connections cleanly).
 * **Cluster.** `REDIS_URL=redis+cluster://host:port[,host:port...]` (or `rediss+cluster://`) selects
   redis-py's asyncio `RedisCluster`, seeded with those nodes. Every write touches one key, so the MULTI
   pipeline lives in one hash slot and stays atomic there.
@@ -143,6 +144,7 @@ class RedisCacheManager(AbstractCache):
         self._cluster = _cluster_spec(config.redis_url) if config.is_cluster else None  # validates the URL
         self._deadline_s = config.connect_timeout_s + 2 * config.socket_timeout_s
         self._client: Redis | RedisCluster | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None  # the loop the client's connections belong to
         self._limiter: asyncio.Semaphore | None = None
         self._background: set[asyncio.Task[None]] = set()
         self._open_until = 0.0  # monotonic time the breaker closes; 0.0 = closed
@@ -172,7 +174,14 @@ class RedisCacheManager(AbstractCache):
         return Redis.from_pool(pool)
 
     def _current_client(self) -> Redis | RedisCluster:
+        loop = asyncio.get_running_loop()
+        if self._client is not None and self._loop is not loop:
+            # Used from a new event loop (the old one is gone, e.g. a second asyncio.run): the old
+            # connections cannot be used or even closed from here, so they are left to the collector.
+            log.debug("cache_new_event_loop")
+            self._client = None
         if self._client is None:
+            self._loop = loop
             self._client = self._build_client()
             # At most max_connections commands in flight: neither client waits for a free connection
             # by itself (the cluster client raises at once), so callers queue here, under the deadline.
@@ -189,11 +198,14 @@ class RedisCacheManager(AbstractCache):
 
     async def close(self) -> None:
         """Close the connections and wait for background clean-ups. The instance stays usable (it reconnects)."""
+        loop = asyncio.get_running_loop()
         client, self._client, self._limiter = self._client, None, None
-        if client is not None:
+        if client is not None and self._loop is loop:
             await self._dispose(client)
-        if self._background:
-            await asyncio.gather(*self._background, return_exceptions=True)
+        pending = [task for task in self._background if task.get_loop() is loop]
+        self._background.clear()
+        if pending:
+            await asyncio.gather(*pending, return_exceptions=True)
 
     async def _dispose(self, client: Redis | RedisCluster) -> None:
         try:
@@ -213,16 +225,18 @@ class RedisCacheManager(AbstractCache):
 
     # --- the breaker and the one wrapper every Redis call goes through -----------------------------
 
-    def _may_try(self) -> bool:
+    def _admit(self) -> str:
+        """"go" (breaker closed), "probe" (cool-off over: this call tries Redis for everyone) or "skip"."""
         if not self._open_until:
-            return True
+            return "go"
         if self._probing or time.monotonic() < self._open_until:
-            return False
-        self._probing = True  # this call probes; the others keep skipping until it settles
-        return True
+            return "skip"
+        self._probing = True  # the others keep skipping until this probe settles
+        return "probe"
 
     async def _run(self, op: str, key: str, action: Callable[[Any], Awaitable[T]], empty: T) -> T:
-        if not self._may_try():
+        admitted = self._admit()
+        if admitted == "skip":
             self.skipped += 1
             return empty
         client = None
@@ -241,7 +255,8 @@ class RedisCacheManager(AbstractCache):
                 self._failed(op, key, exc, client)
             return empty
         except BaseException:  # cancelled (the call hung up): not Redis's fault; let another call probe
-            self._probing = False
+            if admitted == "probe":
+                self._probing = False
             raise
         self._succeeded()
         return result

@@ -277,3 +277,18 @@ async def test_close_keeps_the_instance_usable(cache):
     await cache.close()
     await cache.close()  # twice is fine
     assert await cache.get_audio_chunks("static:x") == [b"x"]
+
+
+def test_the_instance_follows_a_new_event_loop(cache_config):
+    """Each asyncio.run is a new loop; the Singleton opens new connections there instead of failing."""
+    cache = RedisCacheManager(cache_config)
+    assert asyncio.run(cache.set_audio_chunks("static:x", [b"x"])) is True
+    assert asyncio.run(cache.get_audio_chunks("static:x")) == [b"x"]
+    assert cache.failures == 0
+
+    async def use_and_close():
+        got = await cache.get_audio_chunks("static:x")
+        await cache.close()
+        return got
+
+    assert asyncio.run(use_and_close()) == [b"x"]
