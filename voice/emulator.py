@@ -153,6 +153,8 @@ class Stats:
     ws_keepalives: int = 0  # whitespace-only text messages after the first message
     ws_generations: int = 0  # texts generated over WebSockets
     ws_max_message_bytes: int = 0  # the largest message the emulator sent on a WebSocket
+    ws_audio_log: deque = dataclasses.field(default_factory=lambda: deque(maxlen=1000))  # per generation:
+    # text and `first_audio_at` (time.monotonic() as its first audio message went out; benchmarks)
     ws_close_codes: Counter = dataclasses.field(default_factory=Counter)  # close codes the emulator sent
     ws_first_messages: deque = dataclasses.field(default_factory=lambda: deque(maxlen=100))
     ws_queries: deque = dataclasses.field(default_factory=lambda: deque(maxlen=100))
@@ -171,6 +173,7 @@ class Stats:
             "ws_keepalives": self.ws_keepalives,
             "ws_generations": self.ws_generations,
             "ws_max_message_bytes": self.ws_max_message_bytes,
+            "ws_audio_log": list(self.ws_audio_log),
             "ws_close_codes": {str(k): v for k, v in self.ws_close_codes.items()},
             "ws_first_messages": list(self.ws_first_messages),
             "ws_queries": list(self.ws_queries),
@@ -798,6 +801,8 @@ class _Session:
             message["normalizedAlignment"] = alignment
         payload = json.dumps(message)
         self.emu.stats.ws_max_message_bytes = max(self.emu.stats.ws_max_message_bytes, len(payload))
+        if offset == 0:
+            self.emu.stats.ws_audio_log.append({"text": text, "first_audio_at": time.monotonic()})
         await self.ws.send_str(payload)
 
 

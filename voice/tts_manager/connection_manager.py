@@ -3,9 +3,11 @@
 ElevenLabs' `stream-input` socket carries exactly one generation: after the end-of-input message
 (`{"text": ""}`) the server sends the rest of the audio and closes. So "keeping a connection hot" means
 always having the *next* socket open: connected, first message sent, kept alive with `{"text": " "}` before
-the server's inactivity timeout. When a turn sends its end of input the socket is marked spent and a
-replacement is opened in the background, while the turn's audio is still playing, so the next turn also
-skips the TCP + TLS + WebSocket handshake (100-300 ms).
+the server's inactivity timeout. When a turn sends its end of input its socket is marked spent (no more
+keep-alive, never handed out again); when the turn's audio has all arrived (or the turn was stopped) a
+replacement is opened in the background, while the audio is still playing, so the next turn also skips the
+TCP + TLS + WebSocket handshake (100-300 ms). Waiting for the end of the audio keeps the handshake's CPU
+work off the path of the turn's first audio.
 
 Not a singleton: one manager per call (the specification's lifecycle), owned by that call's `TTSManager`.
 """
@@ -107,17 +109,22 @@ class WebSocketConnectionManager:
         return await self.connect()
 
     def mark_spent(self, websocket: ClientConnection) -> None:
-        """`websocket` carried (or is about to carry) its end of input: stop keeping it alive and, unless the
-        manager is closed, open its replacement in the background. Idempotent."""
-        if websocket is not self.websocket:
+        """`websocket` carries (or is about to carry) its end of input: stop keeping it alive and stop
+        handing it out. Nothing may be sent on it after the end of input, keep-alive included. Idempotent."""
+        if websocket is self.websocket:
+            self._drop_current()
+
+    def prefetch(self) -> None:
+        """Open the next connection in the background, unless one is hot or connecting, or the manager is
+        closed. Called when a turn's socket is finished, so the next turn skips the handshake."""
+        if self._closed or _is_open(self.websocket):
             return
-        self._drop_current()
-        if not self._closed and (self._prefetch is None or self._prefetch.done()):
+        if self._prefetch is None or self._prefetch.done():
             self._prefetch = asyncio.create_task(self._prefetch_next(), name="tts prefetch connection")
 
     async def discard(self, websocket: ClientConnection) -> None:
-        """Abandon `websocket` mid-generation (barge-in, error): mark it spent and close it without asking
-        for the rest of its audio. Idempotent."""
+        """Drop `websocket`: mark it spent and close it (at once, without asking for the rest of its audio,
+        when it is still generating: barge-in, error). Idempotent."""
         self.mark_spent(websocket)
         if websocket.state is not State.CLOSED:
             with contextlib.suppress(Exception):

@@ -111,6 +111,7 @@ class TTSManager:
         self.config = config
         self.connection_manager = connection_manager
         self._turn: _Turn | None = None
+        self._closing = False
 
     # --- HTTP streaming ---------------------------------------------------------------------------------
 
@@ -222,7 +223,9 @@ class TTSManager:
 
         See the module docstring for the queue protocol. One turn at a time: a turn still running is stopped
         first (its audio queue gets its terminal `None`). Raises `TTSConnectionError` when no connection can
-        be had; the caller is expected to retry.
+        be had (the caller is expected to retry), `TTSAuthError` / `TTSQuotaError` / `TTSVoiceNotFoundError`
+        / `TTSFormatError` when the server refused the settings at once (retrying cannot help). Errors after
+        that arrive on the audio queue.
         """
         await self.stop_llm_stream()
         self._check_format()
@@ -256,9 +259,12 @@ class TTSManager:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         await self.connection_manager.discard(turn.websocket)
+        if not self._closing:
+            self.connection_manager.prefetch()
 
     async def aclose(self) -> None:
         """End of the call: stop any turn and close the call's WebSockets (the HTTP client is shared)."""
+        self._closing = True
         await self.stop_llm_stream()
         await self.connection_manager.close()
 
@@ -295,6 +301,8 @@ class TTSManager:
                 log.warning("tts_ws_failed", error=str(terminal), error_type=type(terminal).__name__)
             turn.finish(terminal)
             await self.connection_manager.discard(websocket)
+            if not self._closing:
+                self.connection_manager.prefetch()  # the next turn finds a hot connection
 
     async def _receive_loop(self, websocket: ClientConnection, audio_output_queue: asyncio.Queue,  # type: ignore[type-arg]
                             turn: _Turn, aligner: SampleAligner) -> TTSError | None:
