@@ -43,6 +43,7 @@ from voice.audio import AudioFormatError, FrameStream, SampleAligner, sample_wid
 from voice.config import TTSConfig
 from voice.tts_manager.connection_manager import END_OF_INPUT_MESSAGE, WebSocketConnectionManager
 from voice.tts_manager.errors import (
+    TTSAuthError,
     TTSConnectionError,
     TTSError,
     TTSFormatError,
@@ -130,7 +131,7 @@ class TTSManager:
         """
         if not isinstance(text, str) or not text.strip():
             raise TTSValidationError(f"text to synthesize must be a non-empty string, got {text!r}")
-        self._check_format()
+        self._check_settings()
         attempt = 0
         while True:
             yielded = False
@@ -201,8 +202,10 @@ class TTSManager:
                               ms=round((time.monotonic() - started) * 1000, 1))
                 yield data
 
-    def _check_format(self) -> None:
-        """A format this side cannot convert is refused before any request is paid for."""
+    def _check_settings(self) -> None:
+        """Settings that cannot work (no key, a format this side cannot convert) fail before any request."""
+        if not self.config.api_key:
+            raise TTSAuthError("ELEVENLABS_API_KEY is not set", code="missing_api_key")
         try:
             sample_width(self.config.output_format)
         except AudioFormatError as exc:
@@ -228,7 +231,7 @@ class TTSManager:
         that arrive on the audio queue.
         """
         await self.stop_llm_stream()
-        self._check_format()
+        self._check_settings()
         websocket = await self.connection_manager.get_connection()
         text_input_queue = TextInputQueue()
         audio_output_queue: asyncio.Queue = asyncio.Queue()  # type: ignore[type-arg]
