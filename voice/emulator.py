@@ -149,6 +149,7 @@ class Stats:
     http_requests: int = 0  # TTS HTTP requests, whatever their outcome
     http_status: Counter = dataclasses.field(default_factory=Counter)  # answers by status code
     ws_connections: int = 0  # WebSocket upgrades accepted
+    ws_open: int = 0  # WebSockets open right now
     ws_messages: int = 0  # client messages received on WebSockets
     ws_keepalives: int = 0  # whitespace-only text messages after the first message
     ws_generations: int = 0  # texts generated over WebSockets
@@ -169,6 +170,7 @@ class Stats:
             "http_requests": self.http_requests,
             "http_status": {str(k): v for k, v in self.http_status.items()},
             "ws_connections": self.ws_connections,
+            "ws_open": self.ws_open,
             "ws_messages": self.ws_messages,
             "ws_keepalives": self.ws_keepalives,
             "ws_generations": self.ws_generations,
@@ -543,12 +545,15 @@ class Emulator:
             return web.json_response(failure.body(), status=failure.status)
         ws = web.WebSocketResponse(autoping=True, compress=False, max_msg_size=4 * 2**20)
         await ws.prepare(request)
-        self.stats.ws_connections += 1
+        stats = self.stats
+        stats.ws_connections += 1
+        stats.ws_open += 1
         self._websockets.add(ws)
         session = _Session(self, request, ws)
         try:
             await session.run()
         finally:
+            stats.ws_open -= 1
             self._websockets.discard(ws)
             if session.sender is not None and not session.sender.done():
                 session.sender.cancel()

@@ -339,3 +339,15 @@ async def test_iter_llm_audio_raises_the_turns_error(emulator, tts_config):
         assert isinstance(info.value, TTSServerError)
     finally:
         await tts.aclose()
+
+
+async def test_close_during_a_connect_leaves_no_socket_behind(emulator, tts_config):
+    emulator.set_knobs(ttfb_ms=0)
+    connections = WebSocketConnectionManager(tts_config)
+    connecting = asyncio.create_task(connections.get_connection())
+    await asyncio.sleep(0)  # the connect is under way
+    await connections.close()
+    with pytest.raises(TTSConnectionError, match="closed while connecting"):
+        await connecting
+    assert connections.websocket is None and connections.keep_alive_task is None
+    await eventually(lambda: emulator.stats.ws_open == 0)  # the emulator saw the socket go

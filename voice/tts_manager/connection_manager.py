@@ -59,6 +59,7 @@ class WebSocketConnectionManager:
         self._prefetch: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
         self._closed = False
+        self._epoch = 0  # bumped by close(), so a connect that was under way does not outlive it
 
     # --- public API -----------------------------------------------------------------------------------
 
@@ -94,7 +95,11 @@ class WebSocketConnectionManager:
                 return self.websocket
             self._drop_current()
             self._closed = False
+            epoch = self._epoch
             websocket = await self._open()
+            if epoch != self._epoch:  # close() ran while this was connecting: leave nothing behind
+                await websocket.close()
+                raise TTSConnectionError("the connection manager was closed while connecting")
             self.websocket = websocket
             self.keep_alive_task = asyncio.create_task(
                 self._keep_alive_task(websocket), name="tts keep-alive"
@@ -134,6 +139,7 @@ class WebSocketConnectionManager:
         """End of the call: cancel keep-alive and any background connect, send `{"text": ""}` on a hot
         socket that is still open (flushing ElevenLabs' buffer), and close it."""
         self._closed = True
+        self._epoch += 1
         prefetch, self._prefetch = self._prefetch, None
         if prefetch is not None:
             prefetch.cancel()
