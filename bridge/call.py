@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import dataclasses
+import socket
 import time
 import uuid as uuid_module
 from collections.abc import Callable, Coroutine, Iterable
@@ -36,6 +37,7 @@ from bridge.protocol import (
     Decoder,
     IncompleteMessage,
     Kind,
+    Message,
     ProtocolError,
 )
 
@@ -236,7 +238,15 @@ class Call(asyncio.Protocol):
             transport.abort()
             return
         # The peer must not make us buffer without bound: past the limit pause_writing() drops the call.
+        # The kernel's send buffer is capped likewise (left alone it grows to megabytes, i.e. minutes of
+        # audio, before a stuck peer shows in user space); audio needs 16 KB/s, so this costs nothing.
         transport.set_write_buffer_limits(high=self._outbound_limit)
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, self._outbound_limit)
+            except OSError:  # pragma: no cover - not every platform lets us
+                pass
         self._uuid_timer = loop.call_later(self._uuid_timeout, self._uuid_timed_out)
 
     def data_received(self, data: bytes) -> None:
@@ -245,8 +255,12 @@ class Call(asyncio.Protocol):
         try:
             messages = self._decoder.feed(data)
         except ProtocolError as exc:
+            self._handle(exc.messages)  # what came before the fault is real
             self._protocol_error(exc)
             return
+        self._handle(messages)
+
+    def _handle(self, messages: list[Message]) -> None:
         for kind, payload in messages:
             if kind == 0x10 or 0x11 <= kind <= 0x18:
                 self._on_inbound_audio(kind, payload)

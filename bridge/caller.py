@@ -45,6 +45,7 @@ from bridge.protocol import (
     Decoder,
     IncompleteMessage,
     Kind,
+    Message,
     ProtocolError,
     encode_dtmf,
     encode_uuid,
@@ -116,7 +117,7 @@ def pacing_figures(arrivals: Sequence[float], payload_bytes: Sequence[int] | Non
         gap = t - arrivals[i - 1]
         if gap > worst_gap:
             worst_gap = gap
-        while t - arrivals[start] >= frame_s:
+        while t - arrivals[start] >= frame_s - 1e-6:  # (float rounding of exact 20 ms spacing)
             start += 1
         if i - start + 1 > burst:
             burst = i - start + 1
@@ -366,6 +367,7 @@ class _CallerProtocol(asyncio.Protocol):
         try:
             messages = self.decoder.feed(data)
         except ProtocolError as exc:
+            self._handle(exc.messages, now)
             self.finish("protocol-error", f"the server sent what Asterisk refuses: {exc}")
             return
         if since is not None and messages:
@@ -378,6 +380,9 @@ class _CallerProtocol(asyncio.Protocol):
         if self.decoder.header_pending and self._header_since is None:
             self._header_since = now
             self._header_read_len = len(data)
+        self._handle(messages, now)
+
+    def _handle(self, messages: list[Message], now: float) -> None:
         for kind, payload in messages:
             if kind == 0x10 or 0x11 <= kind <= 0x18:
                 self.arrivals.append(now)

@@ -208,6 +208,9 @@ class MediaClock:
             while due - now > 0.0002:
                 await asyncio.sleep(due - now)
                 now = mono()
+            if not self._slots[slot]:  # its calls left while we slept
+                self._k = k + 1
+                continue
             late = now - target
             if late > self.resync_s:
                 self.resyncs += 1

@@ -93,7 +93,13 @@ class Message(NamedTuple):
 
 
 class ProtocolError(ValueError):
-    """Input that breaks the AudioSocket protocol. The message says what arrived and what was expected."""
+    """Input that breaks the AudioSocket protocol. The message says what arrived and what was expected.
+
+    `messages` holds the well-formed messages that the same `feed()` completed before the fault, in order:
+    a receiver handles them first (the audio before the garbage was real audio).
+    """
+
+    messages: list[Message] = []
 
 
 class FirstMessageNotUUID(ProtocolError):
@@ -236,6 +242,9 @@ class Decoder:
                     self._check_dtmf(payload)
                 out.append(Message(kind, payload))
                 pos = stop
+        except ProtocolError as exc:
+            exc.messages = out
+            raise
         finally:
             if pos:
                 del buf[:pos]
