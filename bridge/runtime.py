@@ -1,0 +1,113 @@
+"""What one bridge process owns, built once at start-up: cache, dialogue, synthesis hub, metrics.
+
+`BridgeRuntime.handle(call)` is the server's handler: it gives each call its own TTS chain (a
+`TTSManager` over a `WebSocketConnectionManager`, as the TTS specification requires) and runs an
+`Orchestrator` on it. `aclose()` waits for background cache writes, so nothing is lost on shutdown.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import structlog
+
+from bridge.call import Call
+from bridge.config import Settings
+from bridge.dialogue import Dialogue, default_dialogue_path, load_dialogue
+from bridge.metrics import Metrics
+from bridge.orchestrator import Orchestrator
+from voice.cache import RedisCacheManager
+from voice.domain.interfaces.cache import AbstractCache
+from voice.keys import profile_tag
+from voice.synthesis import SynthesisHub
+from voice.tts_manager.connection_manager import WebSocketConnectionManager
+from voice.tts_manager.http_client import aclose_shared_client
+from voice.tts_manager.manager import TTSManager
+
+log = structlog.get_logger(__name__)
+
+
+def load_configured_dialogue(settings: Settings) -> Dialogue:
+    """The dialogue of `DIALOGUE_FILE`, or the bundled sample. Raises DialogueError when it is invalid."""
+    return load_dialogue(settings.bridge.dialogue_file or default_dialogue_path())
+
+
+class _MetricsObserver:
+    """Feeds synthesis events into the Prometheus metrics."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self.metrics = metrics
+
+    def on_request(self) -> None:
+        self.metrics.tts_requests.labels(api="http").inc()
+
+    def on_first_audio(self, seconds: float) -> None:
+        self.metrics.tts_first_byte.labels(api="http").observe(seconds)
+
+    def on_error(self, error: BaseException) -> None:
+        self.metrics.tts_errors.labels(error=type(error).__name__).inc()
+
+
+class BridgeRuntime:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        dialogue: Dialogue | None = None,
+        cache: AbstractCache | None = None,
+        metrics: Metrics | None = None,
+    ) -> None:
+        self.settings = settings
+        self.dialogue = dialogue or load_configured_dialogue(settings)
+        self.cache = cache or RedisCacheManager(settings.cache)
+        self.metrics = metrics or Metrics()
+        self.tts_profile = profile_tag(settings.tts)
+        self.hub = SynthesisHub(
+            self.cache,
+            output_format=settings.tts.output_format,
+            ttl_seconds=None,  # the cache applies the TTS TTL to tts: keys
+            observer=_MetricsObserver(self.metrics),
+        )
+
+    async def start(self) -> None:
+        await self.cache.connect()
+
+    def new_tts(self) -> TTSManager:
+        """A call's own TTS chain."""
+        config = self.settings.tts
+        return TTSManager(config, WebSocketConnectionManager(config))
+
+    async def handle(self, call: Call) -> None:
+        """The server's handler: play the dialogue on `call`."""
+        started = time.monotonic()
+        self.metrics.calls.inc()
+        tts = self.new_tts()
+        orchestrator = Orchestrator(
+            call,
+            self.dialogue,
+            cache=self.cache,
+            tts=tts,
+            hub=self.hub,
+            tts_profile=self.tts_profile,
+            config=self.settings.bridge,
+            metrics=self.metrics,
+        )
+        try:
+            await orchestrator.run()
+        except Exception:
+            self.metrics.errors.labels(where="orchestrator").inc()
+            call.log.exception("dialogue_failed")
+            raise
+        finally:
+            await tts.aclose()
+            call.log.info("dialogue_ended", seconds=round(time.monotonic() - started, 3))
+
+    async def aclose(self, timeout: float = 10.0) -> None:
+        """Wait for cache writes in flight, then release Redis and the shared HTTP client."""
+        await self.hub.drain(timeout)
+        await self.cache.close()
+        await aclose_shared_client()
+
+    def describe(self) -> dict[str, Any]:
+        return {"dialogue": self.dialogue.source, "nodes": len(self.dialogue.nodes), "tts_profile": self.tts_profile}
