@@ -71,6 +71,8 @@ class BenchResult:
     clock_tick_work_ms_p99: float | None
     clock_resyncs: int | None
     server_cpu_percent: float | None
+    server_cpu_user_percent: float | None
+    """The part of it spent in the bridge's own code (the rest is the kernel's TCP work: syscalls)."""
     server_cpu_ms_per_call_s: float | None
     server_rss_idle_mb: float | None
     server_rss_kb_per_call: float | None
@@ -101,7 +103,8 @@ class BenchResult:
             ("clock tick work p99", f(self.clock_tick_work_ms_p99, "{} ms")),
             ("clock resyncs", f(self.clock_resyncs)),
             ("bridge CPU", f"{f(self.server_cpu_percent, '{:.1f}')} % of a core "
-                           f"({f(self.server_cpu_ms_per_call_s, '{:.3f}')} ms per call-second)"),
+                           f"({f(self.server_cpu_user_percent, '{:.1f}')} % user; "
+                           f"{f(self.server_cpu_ms_per_call_s, '{:.3f}')} ms per call-second)"),
             ("bridge RSS idle / per call", f"{f(self.server_rss_idle_mb, '{:.1f}')} MB / "
                                            f"{f(self.server_rss_kb_per_call, '{:.1f}')} KB"),
             ("callers CPU (this process)", f"{self.callers_cpu_percent:.1f} % of a core"),
@@ -182,12 +185,13 @@ class BridgeProcess:
                 return None
             return self.stats[-1]
 
-    def cpu_s(self) -> float:
+    def cpu_s(self) -> tuple[float, float]:
+        """(user, system) CPU seconds of the bridge process so far."""
         assert self.proc is not None
         with open(f"/proc/{self.proc.pid}/stat") as f:
             fields = f.read().rsplit(")", 1)[1].split()
         ticks = os.sysconf("SC_CLK_TCK")
-        return (int(fields[11]) + int(fields[12])) / ticks  # utime + stime
+        return int(fields[11]) / ticks, int(fields[12]) / ticks  # utime, stime
 
     def rss_kb(self) -> int:
         assert self.proc is not None
@@ -286,7 +290,8 @@ async def run_bench(calls: int, duration_s: float, *, scenario: str = "silence",
     lateness = (window or {}).get("lateness", {})
     work = (window or {}).get("tick_work", {})
     window_s = t_b - t_a
-    cpu_window = cpu_b - cpu_a
+    cpu_user = cpu_b[0] - cpu_a[0]
+    cpu_window = cpu_user + cpu_b[1] - cpu_a[1]
     callers_cpu = (usage1.ru_utime + usage1.ru_stime) - (usage0.ru_utime + usage0.ru_stime)
     return BenchResult(
         scenario=scenario,
@@ -308,6 +313,7 @@ async def run_bench(calls: int, duration_s: float, *, scenario: str = "silence",
         clock_tick_work_ms_p99=work.get("p99_ms"),
         clock_resyncs=(window or {}).get("resyncs"),
         server_cpu_percent=round(100 * cpu_window / window_s, 1) if window_s > 0 else None,
+        server_cpu_user_percent=round(100 * cpu_user / window_s, 1) if window_s > 0 else None,
         server_cpu_ms_per_call_s=round(1000 * cpu_window / (window_s * calls), 4) if window_s > 0 else None,
         server_rss_idle_mb=round(rss_idle / 1024, 1),
         server_rss_kb_per_call=round((rss_load - rss_idle) / calls, 1),

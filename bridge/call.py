@@ -68,6 +68,14 @@ class HangupEvent:
     backpressure, error."""
 
 
+def _pad(frame: bytes) -> bytes:
+    """A short frame padded with zeros to 20 ms; b"" stays b"" (nothing to play)."""
+    n = len(frame)
+    if n > FRAME_BYTES:
+        raise ValueError(f"a frame is at most {FRAME_BYTES} bytes (20 ms), got {n}")
+    return bytes(frame) + bytes(FRAME_BYTES - n) if n else b""
+
+
 class CallEnded(Exception):
     """The call has hung up: nothing more can be played on it."""
 
@@ -145,24 +153,31 @@ class Call(asyncio.Protocol):
         Waits while the queue is full, so a producer runs at most a few frames ahead of the clock.
         Raises CallEnded once the call has hung up.
         """
-        if self._ended:
-            raise CallEnded(f"call {self.uuid} has hung up")
-        n = len(frame)
-        if n != FRAME_BYTES:
-            if n > FRAME_BYTES:
-                raise ValueError(f"a frame is at most {FRAME_BYTES} bytes (20 ms), got {n}")
-            if n == 0:
-                return
-            frame = bytes(frame) + bytes(FRAME_BYTES - n)
-        while len(self._outq) >= self._depth:
-            await self._wait(space=True)
-        self._outq.append(AUDIO_HEADER_320 + frame)
+        await self.play_frames((frame,))
 
     async def play_frames(self, frames: Iterable[bytes]) -> int:
-        """Queue frames in order as the clock makes room; returns how many were queued."""
+        """Queue frames in order as the clock makes room; returns how many were queued.
+
+        The producer is woken when the queue is down to half its depth, so it refills several frames per
+        wake-up while the clock still has 40 ms or more in hand.
+        """
+        queue = self._outq
+        depth = self._depth
+        header = AUDIO_HEADER_320
         count = 0
         for frame in frames:
-            await self.play(frame)
+            if self._ended:
+                raise CallEnded(f"call {self.uuid} has hung up")
+            if len(frame) != FRAME_BYTES:
+                frame = _pad(frame)
+                if not frame:
+                    continue
+            while len(queue) >= depth:
+                waiter = self._space_waiter
+                if waiter is None:
+                    waiter = self._space_waiter = asyncio.get_running_loop().create_future()
+                await waiter
+            queue.append(header + frame)
             count += 1
         return count
 
@@ -262,7 +277,17 @@ class Call(asyncio.Protocol):
 
     def _handle(self, messages: list[Message]) -> None:
         for kind, payload in messages:
-            if kind == 0x10 or 0x11 <= kind <= 0x18:
+            if kind == 0x10 and not self._rate_check and len(payload) == 320:
+                # the hot path: 50 times a second per call
+                self.frames_received += 1
+                callback = self.on_audio
+                if callback is not None:
+                    try:
+                        callback(payload, 8000)
+                    except Exception:
+                        self.log.exception("on_audio callback failed; disabled for this call")
+                        self.on_audio = None
+            elif kind == 0x10 or 0x11 <= kind <= 0x18:
                 self._on_inbound_audio(kind, payload)
             elif kind == Kind.DTMF:
                 digit = payload.decode("ascii")
@@ -297,8 +322,8 @@ class Call(asyncio.Protocol):
         if not self._ended:
             if exc is None:
                 by = "caller"
-            elif isinstance(exc, ConnectionResetError):
-                by = "caller-reset"
+            elif isinstance(exc, (ConnectionResetError, BrokenPipeError)):
+                by = "caller-reset"  # the caller closed with our audio unread: Linux answers with a RST
             else:
                 by = "connection-error"
                 self.log.warning("connection failed", error=repr(exc))

@@ -185,7 +185,7 @@ class Decoder:
     After a `ProtocolError` the decoder is unusable: the connection should be closed.
     """
 
-    __slots__ = ("_buf", "_expect_uuid", "_strict_audio", "_allowed", "_broken")
+    __slots__ = ("_buf", "_expect_uuid", "_strict_audio", "_allowed", "_broken", "_fast320")
 
     def __init__(
         self,
@@ -199,6 +199,7 @@ class Decoder:
         self._strict_audio = strict_audio
         self._allowed = allowed_kinds
         self._broken: ProtocolError | None = None
+        self._fast320 = self._may_skip_checks()
 
     @property
     def buffered(self) -> int:
@@ -220,6 +221,8 @@ class Decoder:
             n = len(data)
             if n >= HEADER_BYTES and n == HEADER_BYTES + ((data[1] << 8) | data[2]):
                 kind = data[0]
+                if kind == 0x10 and n == 323 and self._fast320:  # 20 ms of slin8: valid in every mode
+                    return [Message(0x10, data[HEADER_BYTES:])]
                 self._check_header(kind, n - HEADER_BYTES)
                 payload = data[HEADER_BYTES:]
                 if kind == 0x03:
@@ -272,6 +275,7 @@ class Decoder:
             if length != 16:
                 self._fail(BadUUIDLength(f"a UUID message must carry 16 bytes, this one says {length}"))
             self._expect_uuid = False
+            self._fast320 = self._may_skip_checks()
             return
         if self._allowed is not None and kind not in self._allowed:
             self._fail(UnexpectedKind(f"kind 0x{kind:02x} is not allowed here "
@@ -280,6 +284,10 @@ class Decoder:
             self._fail(BadUUIDLength(f"a UUID message must carry 16 bytes, this one says {length}"))
         if self._strict_audio and kind in SAMPLE_RATES and (length == 0 or length % 2):
             self._fail(BadAudioLength(f"audio (kind 0x{kind:02x}) must have an even, non-zero length, got {length}"))
+
+    def _may_skip_checks(self) -> bool:
+        """True when a whole 320-byte 0x10 message needs no check (the hot path)."""
+        return not self._expect_uuid and (self._allowed is None or 0x10 in self._allowed)
 
     def _check_dtmf(self, payload: bytes) -> None:
         if len(payload) != 1 or payload[0] not in DTMF_DIGITS:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import math
 import signal
 import sys
@@ -64,9 +65,7 @@ def tone_handler(frequency_hz: float = 400.0) -> Handler:
     frame = tone_frame(frequency_hz)
 
     async def play_tone(call: Call) -> None:
-        play = call.play
-        while True:
-            await play(frame)
+        await call.play_frames(itertools.repeat(frame))
 
     return play_tone
 

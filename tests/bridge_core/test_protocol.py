@@ -93,6 +93,21 @@ def test_every_split_point_of_a_multi_message_stream():
         decoder.eof()  # nothing left over
 
 
+@pytest.mark.parametrize("strict", [False, True])
+def test_message_by_message_feed_takes_the_fast_path_with_the_same_checks(strict):
+    messages = stream_messages()
+    decoder = Decoder(expect_uuid=True, strict_audio=strict)
+    out = []
+    for m in messages:
+        out += decoder.feed(encode(m.kind, m.payload))
+    assert out == messages
+    with pytest.raises(FirstMessageNotUUID):  # the fast path does not skip the first-message check
+        Decoder(expect_uuid=True).feed(encode(Kind.AUDIO, bytes(FRAME_BYTES)))
+    refusing = Decoder(allowed_kinds=frozenset({Kind.HANGUP}))
+    with pytest.raises(UnexpectedKind):
+        refusing.feed(encode(Kind.AUDIO, bytes(FRAME_BYTES)))
+
+
 def test_byte_by_byte_feed():
     messages = stream_messages()
     decoder = Decoder(expect_uuid=True)
