@@ -92,6 +92,9 @@ class CallHost:
     def call_ready(self, call: Call) -> None:  # pragma: no cover - interface
         raise NotImplementedError
 
+    def call_ended(self, call: Call) -> None:  # pragma: no cover - interface
+        raise NotImplementedError
+
     def connection_closed(self, call: Call) -> None:  # pragma: no cover - interface
         raise NotImplementedError
 
@@ -489,6 +492,7 @@ class Call(asyncio.Protocol):
                 task.cancel()
         self.hung_up.set()
         if self._established:
+            self._host.call_ended(self)
             self.events.put_nowait(HangupEvent(by))
             duration = asyncio.get_running_loop().time() - (self.started_at or self.connected_at)
             self.log.info("call ended", by=by, duration_s=round(duration, 3), frames_sent=self.frames_sent,

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from typing import Protocol
 
 import structlog
@@ -107,6 +108,8 @@ class MediaClock:
         """How late each wake-up (one phase's batch) ran against its absolute schedule."""
         self.tick_work = Histogram()
         """How long each wake-up took to write its calls' frames."""
+        self.on_lateness: Callable[[float], None] | None = None
+        """Optional observer of each wake-up's lateness in seconds (e.g. a Prometheus histogram's observe)."""
         self.ticks = 0
         self.resyncs = 0
         self.frames_written = 0
@@ -218,6 +221,8 @@ class MediaClock:
                 t0 = now - k * step
                 late = 0.0
             self.lateness.observe(late)
+            if self.on_lateness is not None:
+                self.on_lateness(late)
             self._tick(slot)
             last[slot] = now
             self._k = k + 1

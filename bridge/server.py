@@ -93,7 +93,7 @@ class AudioSocketServer(CallHost):
         self.handler: Handler = handler or silence_handler
         self.clock = clock or MediaClock()
         self.calls: set[Call] = set()
-        """Established calls (their UUID has arrived)."""
+        """Live calls: their UUID has arrived and they have not hung up."""
         self.connections: set[Call] = set()
         """Every open connection, established or not (what `max_calls` caps)."""
         self.calls_total = 0
@@ -186,6 +186,9 @@ class AudioSocketServer(CallHost):
         self.calls.add(call)
         self.calls_total += 1
         call.start_task(self.handler(call), name="handler")
+
+    def call_ended(self, call: Call) -> None:
+        self.calls.discard(call)
 
     def connection_closed(self, call: Call) -> None:
         self.calls.discard(call)

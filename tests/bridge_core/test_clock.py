@@ -30,10 +30,13 @@ async def run_for(clock: MediaClock, members, seconds: float) -> None:
 
 async def test_absolute_schedule_does_not_drift():
     clock = MediaClock()
+    observed: list[float] = []
+    clock.on_lateness = observed.append
     m = Recorder()
     await run_for(clock, [m], 1.0)
     await clock.stop()
     n = len(m.times)
+    assert len(observed) == clock.ticks and all(x >= -0.001 for x in observed)
     assert 45 <= n <= 52, n
     # the k-th tick sits at first + k * 20 ms: lateness does not accumulate
     errors = [t - (m.times[0] + k * 0.02) for k, t in enumerate(m.times)]
