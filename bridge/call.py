@@ -64,8 +64,9 @@ class DtmfEvent:
 @dataclasses.dataclass(frozen=True, slots=True)
 class HangupEvent:
     by: str
-    """Who or what ended the call: caller, caller-0x00, caller-reset, server, shutdown, protocol-error,
-    backpressure, error."""
+    """Who or what ended the call: caller (EOF), caller-0x00, caller-reset (RST/EPIPE), server (hangup()),
+    shutdown, protocol-error, backpressure (the peer stopped reading), error (a call task failed),
+    connection-error."""
 
 
 def _pad(frame: bytes) -> bytes:

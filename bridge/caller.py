@@ -1,6 +1,6 @@
 """A simulated Asterisk AudioSocket caller with a timing report, and `voice-bridge call`.
 
-It behaves as `AudioSocket()` in Asterisk's dialplan does (see ../shared/reference/audiosocket.md): it
+It behaves as `AudioSocket()` in Asterisk's dialplan does (app_audiosocket.c, res_audiosocket.c): it
 sends the UUID, then a 320-byte slin frame every 20 ms on an absolute clock (silence, a WAV file, or
 speech-like noise), DTMF digits with the audio gap Asterisk makes around them (no voice frames while the
 key is down, then 0x03 when it is released), caller speech from a given time (for barge-in), and it simply

@@ -1,9 +1,10 @@
 """The AudioSocket wire protocol, sans-I/O: bytes in, messages out; messages in, bytes out.
 
 Every message is `kind` (1 byte) + `length` (uint16, big-endian) + `length` bytes of payload, in both
-directions (see ../shared/reference/audiosocket.md). Nothing here touches a socket, a clock or a logger, so
-the same codec serves the server (`bridge.call`), the simulated caller (`bridge.caller`) and the tests, the
-way `h11` and `wsproto` keep HTTP and WebSocket apart from their I/O.
+directions (Asterisk's res_audiosocket.c and the AudioSocket page of docs.asterisk.org). Nothing here
+touches a socket, a clock or a logger, so the same codec serves the server (`bridge.call`), the simulated
+caller (`bridge.caller`) and the tests, the way `h11` and `wsproto` keep HTTP and WebSocket apart from
+their I/O.
 
 The hot path (50 frames a second per call, both ways) is kept cheap: outbound audio is one precomputed
 header plus the payload, silence and hang-up are constants, and `Decoder.feed` takes a shortcut when a read
