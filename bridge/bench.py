@@ -45,7 +45,7 @@ class Scenario:
 
 SCENARIOS: dict[str, Scenario] = {
     "silence": Scenario("the bridge plays silence (its idle state): the clock alone"),
-    "tone": Scenario("the bridge plays a 400 Hz tone through every call's queue (play() per frame)",
+    "tone": Scenario("the bridge plays a 400 Hz tone through every call's queue (play_frames: the path speech takes)",
                      serve_args=("--tone", "400")),
 }
 

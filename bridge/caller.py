@@ -243,6 +243,9 @@ class _SendTicker:
                 self._wake.clear()
                 await self._wake.wait()
                 continue
+            if not self.slots[self._k % SLOTS]:  # nobody in this phase: no need to wake up for it
+                self._k += 1
+                continue
             target = self._t0 + self._k * step
             now = mono()
             while target - now > 0.0002:
@@ -548,7 +551,7 @@ def parse_dtmf(text: str) -> list[tuple[float, str]]:
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     env = os.environ
     parser.add_argument("--host", default=env.get("BRIDGE_HOST", "127.0.0.1"), help="bridge address [BRIDGE_HOST]")
-    parser.add_argument("--port", type=int, default=int(env.get("BRIDGE_PORT", "9092")), help="bridge port [BRIDGE_PORT]")
+    parser.add_argument("--port", type=int, default=env.get("BRIDGE_PORT", "9092"), help="bridge port [BRIDGE_PORT]")
     parser.add_argument("--duration", type=float, default=5.0,
                         help="seconds before the caller hangs up; 0 = wait for the server to hang up (default 5)")
     parser.add_argument("--uuid", default=None, help="call UUID (default: a random one)")
