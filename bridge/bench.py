@@ -44,7 +44,7 @@ class Scenario:
 
 
 SCENARIOS: dict[str, Scenario] = {
-    "silence": Scenario("the bridge plays silence (its idle state): the clock alone"),
+    "silence": Scenario("the bridge plays silence (its idle state): the clock alone", serve_args=("--silence",)),
     "tone": Scenario("the bridge plays a 400 Hz tone through every call's queue (play_frames: the path speech takes)",
                      serve_args=("--tone", "400")),
 }

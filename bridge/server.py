@@ -3,8 +3,8 @@
 Asterisk connects one TCP socket per call. Each connection is a `bridge.call.Call` (an asyncio Protocol);
 once its UUID has arrived the call joins the shared media clock (silence from the next tick) and the
 handler runs as the call's main task. When the handler returns the call keeps playing silence until one
-side hangs up. The handler is injected (`AudioSocketServer(config, handler)`); `make_handler(settings)`
-chooses the one `voice-bridge serve` runs.
+side hangs up. The handler is injected (`AudioSocketServer(config, handler)`); `voice-bridge serve` runs
+the dialogue orchestrator (`bridge.runtime.BridgeRuntime.handle`), or a test tone or silence.
 
 Signals (`voice-bridge serve`): SIGTERM/SIGINT stop accepting and give calls `BRIDGE_SHUTDOWN_GRACE`
 seconds to end, then hang them up with 0x00 (a second signal hangs them up at once); SIGUSR1 logs the media
@@ -32,7 +32,7 @@ from bridge.logs import configure_logging
 from bridge.protocol import FRAME_BYTES, SAMPLE_RATE
 
 __all__ = [
-    "AudioSocketServer", "Handler", "silence_handler", "tone_handler", "tone_frame", "make_handler",
+    "AudioSocketServer", "Handler", "silence_handler", "tone_handler", "tone_frame", "line_test_handler",
     "run_event_loop", "serve", "configure_parser", "run",
 ]
 
@@ -70,11 +70,13 @@ def tone_handler(frequency_hz: float = 400.0) -> Handler:
     return play_tone
 
 
-def make_handler(settings: Settings, *, tone_hz: float | None = None) -> Handler:
-    """The handler `voice-bridge serve` runs for each call. The dialogue orchestrator replaces this."""
+def line_test_handler(*, tone_hz: float | None = None, silence: bool = False) -> Handler | None:
+    """`serve --tone HZ` / `serve --silence`: line tests without a dialogue (pacing checks, benchmarks)."""
     if tone_hz:
         return tone_handler(tone_hz)
-    return silence_handler
+    if silence:
+        return silence_handler
+    return None
 
 
 # --- the server -----------------------------------------------------------------------------------------
@@ -209,10 +211,29 @@ def run_event_loop(main: Coroutine[Any, Any, int]) -> int:
     return uvloop.run(main)
 
 
-async def serve(settings: Settings, handler: Handler, *, ready: Callable[[AudioSocketServer], None] | None = None
-                ) -> int:
+async def serve(settings: Settings, handler: Handler | None = None, *,
+                ready: Callable[[AudioSocketServer], None] | None = None) -> int:
+    """Serve until SIGTERM/SIGINT. Without a handler, every call plays the configured dialogue."""
+    runtime = None
+    if handler is None:
+        from bridge.runtime import BridgeRuntime
+
+        runtime = BridgeRuntime(settings)
+        await runtime.start()
+        handler = runtime.handle
+        log.info("dialogue", **runtime.describe())
     server = AudioSocketServer(settings.bridge, handler)
-    await server.start()
+    try:
+        await server.start()
+        await _until_stopped(server, settings, ready)
+    finally:
+        if runtime is not None:
+            await runtime.aclose()
+    return 0
+
+
+async def _until_stopped(server: AudioSocketServer, settings: Settings,
+                         ready: Callable[[AudioSocketServer], None] | None) -> None:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
 
@@ -231,19 +252,30 @@ async def serve(settings: Settings, handler: Handler, *, ready: Callable[[AudioS
         ready(server)
     await stop.wait()
     await server.stop(settings.bridge.grace_s)
-    return 0
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     add_settings_flags(parser)
-    parser.add_argument("--tone", type=float, metavar="HZ", default=None,
-                        help="play a test tone of HZ (a multiple of 50, e.g. 400) instead of silence")
+    line_test = parser.add_mutually_exclusive_group()
+    line_test.add_argument("--tone", type=float, metavar="HZ", default=None,
+                           help="play a test tone of HZ (a multiple of 50, e.g. 400) instead of the dialogue")
+    line_test.add_argument("--silence", action="store_true",
+                           help="play only silence instead of the dialogue (pacing checks, benchmarks)")
 
 
 def run(args: argparse.Namespace) -> int:
+    from bridge.dialogue import DialogueError
+    from bridge.runtime import load_configured_dialogue
+
     settings = settings_from_args(args)
     configure_logging(settings.bridge.log_level, settings.bridge.log_format)
-    handler = make_handler(settings, tone_hz=args.tone)
+    handler = line_test_handler(tone_hz=args.tone, silence=args.silence)
+    if handler is None:
+        try:
+            load_configured_dialogue(settings)  # refuse a bad file before listening (loaded again by the runtime)
+        except DialogueError as exc:
+            print(f"voice-bridge serve: invalid dialogue:\n{exc}", file=sys.stderr)
+            return 2
     try:
         return run_event_loop(serve(settings, handler))
     except OSError as exc:  # e.g. the port is taken

@@ -85,7 +85,7 @@ async def test_serve_refuses_a_bad_setting():
 
 
 async def test_serve_reports_a_port_in_use():
-    async with ServeProcess() as first:
+    async with ServeProcess("--silence") as first:
         proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "bridge", "serve", "--bridge-port", str(first.port), "--log-format", "json",
             stderr=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.DEVNULL)

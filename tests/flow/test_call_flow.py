@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
+import sys
 import uuid
 
 from flow.helpers import frames_of, make_stack, nonzero, strip_silence, wait_for
 
+from bridge.caller import place_call
 from voice.emulator import expected_frames, identify
 from voice.keys import call_vars_key, profile_tag, tts_key
 from voice.redis_server import RedisServer
@@ -274,3 +277,46 @@ async def test_defaults_apply_without_call_variables(stack):
     await stack.start(AMOUNT)
     report = await stack.call(duration_s=None)
     assert identify(report.audio) == ["12500"]
+
+
+# j. -----------------------------------------------------------------------------------------------------
+
+async def test_serve_refuses_an_invalid_dialogue_file(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text('start = "greeting"\n[nodes.greeting]\nplay = [ { static = "hello" } ]\nnext = "nowhere"\n')
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bridge", "serve", "--bridge-port", "0", "--dialogue-file", str(bad),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    _, err = await asyncio.wait_for(proc.communicate(), 30)
+    assert proc.returncode == 2
+    assert b"greeting" in err and b"nowhere" in err
+
+
+async def test_serve_plays_the_sample_dialogue_from_a_real_process(stack):
+    """`voice-bridge serve` as operators run it: settings from flags, the bundled sample dialogue."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bridge", "serve", "--bridge-port", "0", "--log-format", "json",
+        "--redis-url", stack.settings.cache.redis_url, "--elevenlabs-base-url", stack.emulator.url,
+        "--elevenlabs-api-key", stack.settings.tts.api_key, "--bridge-shutdown-grace", "0",
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
+    try:
+        port = None
+        while port is None:
+            line = await asyncio.wait_for(proc.stderr.readline(), 30)
+            assert line, "serve exited before listening"
+            event = json.loads(line)
+            if event.get("event") == "listening":
+                port = event["port"]
+        report = await place_call("127.0.0.1", port, duration_s=None, dtmf=[(9.0, "0")], keep_audio=True,
+                                  max_wait_s=30)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        await asyncio.wait_for(proc.wait(), 15)
+    assert report.hangup == "server"
+    assert "12500" in identify(report.audio)
+    heard = nonzero(frames_of(report.audio))
+    hello = nonzero(await stack.fragment("hello"))
+    assert heard[: len(hello)] == hello
+    goodbye = nonzero(await stack.fragment("goodbye"))
+    assert heard[-len(goodbye):] == goodbye
+    assert proc.returncode == 0
