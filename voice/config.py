@@ -43,30 +43,25 @@ def parse_nonempty(raw: str) -> str:
     return raw.strip()
 
 
-def parse_int_range(lo: int, hi: int) -> Callable[[str], int]:
-    def parse(raw: str) -> int:
+def _parse_range(convert: Callable[[str], T], expected: str, lo: T, hi: T) -> Callable[[str], T]:
+    def parse(raw: str) -> T:
         try:
-            value = int(raw)
+            value = convert(raw)
         except ValueError:
-            raise ValueError(f"expected a whole number, got {raw!r}") from None
-        if not lo <= value <= hi:
+            raise ValueError(f"expected {expected}, got {raw!r}") from None
+        if not lo <= value <= hi:  # type: ignore[operator]
             raise ValueError(f"must be between {lo} and {hi}, got {value}")
         return value
 
     return parse
+
+
+def parse_int_range(lo: int, hi: int) -> Callable[[str], int]:
+    return _parse_range(int, "a whole number", lo, hi)
 
 
 def parse_float_range(lo: float, hi: float) -> Callable[[str], float]:
-    def parse(raw: str) -> float:
-        try:
-            value = float(raw)
-        except ValueError:
-            raise ValueError(f"expected a number, got {raw!r}") from None
-        if not lo <= value <= hi:
-            raise ValueError(f"must be between {lo} and {hi}, got {value}")
-        return value
-
-    return parse
+    return _parse_range(float, "a number", lo, hi)
 
 
 parse_port = parse_int_range(0, 65535)
