@@ -216,6 +216,8 @@ class Orchestrator:
                 playing.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await playing
+            elif not playing.cancelled():
+                playing.exception()  # a hang-up ends it with CallEnded: retrieved, not reported by the loop
 
     async def _cut(self, playing: asyncio.Future[None], by: str) -> None:
         playing.cancel()
