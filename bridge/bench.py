@@ -7,11 +7,24 @@ be read from /proc and, with `--pin`, it can sit alone on a core while this proc
 Calls start spread over `--ramp` seconds. Once all are up, the bench sends the bridge SIGUSR1, which logs the
 media clock's statistics and starts them afresh; a second SIGUSR1 shortly before the first call ends logs
 the statistics of that steady-state window (every call live), which is what the report shows as clock
-lateness, together with the bridge's CPU over the same window. Per-call figures (realtime ratio, bursts,
-gaps, first audio) cover each whole call, as the caller heard it.
+lateness, together with the bridge's CPU over the same window (the ramp-up's own lateness is reported
+beside it). Per-call figures (realtime ratio, bursts, gaps, first audio) cover each whole call, as the
+caller heard it.
 
-Scenarios say what the bridge plays; `SCENARIOS` is the place to add more (the load benchmark of the whole
-call path adds Redis-backed ones).
+Scenarios say what the bridge plays; `SCENARIOS` is the place to add more:
+- `silence`, `tone`: line tests (`serve --silence`, `serve --tone 400`): the clock and the call queue alone.
+- `all-static`, `all-miss`, `mixed`: the whole call path. A private Redis (`voice.redis_server`) and the
+  ElevenLabs emulator (its own process, `--ttfb-ms` before each first byte) start first, the sample
+  fragments are loaded with `voice-bridge load-audio`, and the bridge plays a dialogue file written for the
+  scenario. Before each call the bench stores that call's variables at `call:<uuid>`, which is how the
+  all-miss texts differ from call to call. The report adds the cache hit ratio (the bridge's
+  `voicebridge_cache_lookups` counters when its metrics endpoint answers, else Redis INFO), and the
+  emulator's requests and measured time to first byte.
+
+`--baseline` runs `bridge.baseline` (a task per call that writes a frame and then sleeps 20 ms, the common
+design) through the same scenario with the same callers, and prints both side by side. `--workers N` runs
+`serve --workers N` (N processes on one SO_REUSEPORT port); figures are then summed (CPU, memory) or the
+worst worker's (clock lateness percentiles).
 """
 
 from __future__ import annotations
@@ -20,18 +33,26 @@ import argparse
 import asyncio
 import contextlib
 import dataclasses
+import importlib.resources
 import json
 import os
+import random
 import resource
+import shutil
 import signal
+import socket
 import sys
+import tempfile
 import time
+import uuid as uuid_module
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from bridge.caller import CallReport, place_call, sender_stats
 
-__all__ = ["Scenario", "SCENARIOS", "BenchResult", "run_bench", "configure_parser", "run"]
+__all__ = ["Scenario", "SCENARIOS", "BenchResult", "BenchStack", "run_bench", "comparison_table",
+           "configure_parser", "run"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,12 +62,88 @@ class Scenario:
     description: str
     serve_args: tuple[str, ...] = ()
     caller_kwargs: Callable[[int], dict[str, Any]] = lambda i: {}
+    dialogue: str | None = None
+    """The dialogue (TOML) the bridge plays; set for whole-path scenarios (Redis and the emulator run too)."""
+    call_vars: Callable[[int, str], dict[str, str] | None] | None = None
+    """Variables stored at `call:<uuid>` before call i (given a per-run nonce, so texts can be unique)."""
+    baseline_args: tuple[str, ...] | None = None
+    """`python -m bridge.baseline` arguments that play the same thing; None: no baseline for this scenario."""
+
+    @property
+    def whole_path(self) -> bool:
+        return self.dialogue is not None
+
+
+STATIC_PLAYLIST = ("hello", "your_cost_is", "rubles", "menu", "goodbye")
+"""Five sample fragments, 7.7 s together."""
+
+_ALL_STATIC = """\
+# voice-bridge bench, all-static: five pre-recorded fragments, played again and again until the caller hangs up
+start = "prompt"
+[nodes.prompt]
+play = [ {items} ]
+next = "prompt"
+""".replace("{items}", ", ".join(f'{{ static = "{name}" }}' for name in STATIC_PLAYLIST))
+
+_ALL_MISS = """\
+# voice-bridge bench, all-miss: one text per call that nobody has heard before, then silence
+start = "answer"
+[nodes.answer]
+play = [ { tts = "{phrase}" } ]
+next = "listen"
+[nodes.listen]
+timeout_s = 3600
+next = "listen"
+"""
+
+_MIXED = """\
+# voice-bridge bench, mixed: the sample greeting (four fragments and a synthesized amount), then silence
+start = "greeting"
+[vars]
+amount = "12500"
+[nodes.greeting]
+play = [
+    { static = "hello" },
+    { static = "your_cost_is" },
+    { tts = "{amount}" },
+    { static = "rubles" },
+    { static = "menu" },
+]
+next = "listen"
+[nodes.listen]
+timeout_s = 3600
+next = "listen"
+"""
+
+MIXED_COMMON_AMOUNTS = 20
+MIXED_UNIQUE_SHARE = 0.2
+"""In `mixed`, a fifth of the calls carry an amount of their own; the rest one of 20 common amounts."""
+
+
+def _miss_vars(i: int, nonce: str) -> dict[str, str]:
+    return {"phrase": f"заказ {nonce}-{i:05d}"}
+
+
+def _mixed_vars(i: int, nonce: str) -> dict[str, str]:
+    rng = random.Random(i)
+    if rng.random() < MIXED_UNIQUE_SHARE:
+        return {"amount": f"{nonce[:4]} {i:05d}"}
+    return {"amount": str(1000 + 500 * rng.randrange(MIXED_COMMON_AMOUNTS))}
 
 
 SCENARIOS: dict[str, Scenario] = {
-    "silence": Scenario("the bridge plays silence (its idle state): the clock alone", serve_args=("--silence",)),
+    "silence": Scenario("the bridge plays silence (its idle state): the clock alone", serve_args=("--silence",),
+                        baseline_args=("--mode", "silence")),
     "tone": Scenario("the bridge plays a 400 Hz tone through every call's queue (play_frames: the path speech takes)",
-                     serve_args=("--tone", "400")),
+                     serve_args=("--tone", "400"), baseline_args=("--mode", "tone", "--tone", "400")),
+    "all-static": Scenario("a dialogue of five cached fragments (7.7 s), repeated: Redis reads and playback",
+                           dialogue=_ALL_STATIC,
+                           baseline_args=("--mode", "static", "--play", ",".join(STATIC_PLAYLIST))),
+    "all-miss": Scenario("one synthesized text per call, different for every call: each call misses the cache "
+                         "and waits for the emulator", dialogue=_ALL_MISS, call_vars=_miss_vars),
+    "mixed": Scenario(f"the sample greeting: four fragments and an amount, {MIXED_UNIQUE_SHARE:.0%} of calls with "
+                      f"an amount of their own, the rest one of {MIXED_COMMON_AMOUNTS} common ones",
+                      dialogue=_MIXED, call_vars=_mixed_vars),
 }
 
 
@@ -83,12 +180,28 @@ class BenchResult:
     pinned: bool
     clock_window: dict[str, Any] | None = None
     """The bridge's own clock statistics over the steady-state window, as it logged them."""
+    server: str = "bridge"
+    """`bridge`, or `baseline` (bridge.baseline: sleep(0.02) after each write)."""
+    workers: int = 1
+    first_audio_ms_max: float | None = None
+    ramp_lateness_ms_p99: float | None = None
+    ramp_lateness_ms_max: float | None = None
+    """Clock lateness while the calls were starting (the all-miss syntheses happen then)."""
+    cache_hit_ratio: float | None = None
+    cache: dict[str, Any] | None = None
+    """Lookups by kind and result (`source`: the bridge's metrics, or Redis INFO when they cannot be read)."""
+    emulator: dict[str, Any] | None = None
+    """The emulator's TTFB knob and measured TTFB, its HTTP requests and WebSocket connections."""
+    loadavg: tuple[float, float] | None = None
+    """The machine's 1-minute load average before and after the run (other work on the same cores)."""
 
-    def table(self) -> str:
+    def rows(self) -> list[tuple[str, str]]:
         def f(value: Any, fmt: str = "{}") -> str:
             return "-" if value is None else fmt.format(value)
 
+        baseline = self.server == "baseline"
         rows = [
+            ("server", self.server + (f" x {self.workers} workers" if self.workers > 1 else "")),
             ("scenario", self.scenario),
             ("calls (completed / failed)", f"{self.calls} ({self.completed} / {self.failed})"),
             ("duration per call", f"{self.duration_s:g} s"),
@@ -97,21 +210,48 @@ class BenchResult:
             ("worst burst (frames in 20 ms)", str(self.worst_burst_frames)),
             ("worst gap", f(self.worst_gap_ms, "{:.1f} ms")),
             ("first frame p50 / p99", f"{f(self.first_frame_ms_p50, '{:.1f}')} / {f(self.first_frame_ms_p99, '{:.1f}')} ms"),
-            ("first audio p50 / p99", f"{f(self.first_audio_ms_p50, '{:.1f}')} / {f(self.first_audio_ms_p99, '{:.1f}')} ms"),
-            ("clock lateness p50 / p99 / max", f"{f(self.clock_lateness_ms_p50)} / {f(self.clock_lateness_ms_p99)} / "
-                                               f"{f(self.clock_lateness_ms_max)} ms"),
-            ("clock tick work p99", f(self.clock_tick_work_ms_p99, "{} ms")),
-            ("clock resyncs", f(self.clock_resyncs)),
+            ("first audio p50 / p99 / max", f"{f(self.first_audio_ms_p50, '{:.1f}')} / "
+                                            f"{f(self.first_audio_ms_p99, '{:.1f}')} / "
+                                            f"{f(self.first_audio_ms_max, '{:.1f}')} ms"),
+        ]
+        if baseline:
+            overshoot = (self.clock_window or {}).get("sleep_overshoot", {})
+            rows.append(("sleep(0.02) overshoot p50 / p99 / max",
+                         f"{f(overshoot.get('p50_ms'))} / {f(overshoot.get('p99_ms'))} / {f(overshoot.get('max_ms'))} ms"))
+        else:
+            rows += [
+                ("clock lateness p50 / p99 / max", f"{f(self.clock_lateness_ms_p50)} / {f(self.clock_lateness_ms_p99)} / "
+                                                   f"{f(self.clock_lateness_ms_max)} ms"),
+                ("clock lateness in ramp-up p99 / max", f"{f(self.ramp_lateness_ms_p99)} / {f(self.ramp_lateness_ms_max)} ms"),
+                ("clock tick work p99", f(self.clock_tick_work_ms_p99, "{} ms")),
+                ("clock resyncs", f(self.clock_resyncs)),
+            ]
+        rows += [
             ("bridge CPU", f"{f(self.server_cpu_percent, '{:.1f}')} % of a core "
                            f"({f(self.server_cpu_user_percent, '{:.1f}')} % user; "
                            f"{f(self.server_cpu_ms_per_call_s, '{:.3f}')} ms per call-second)"),
             ("bridge RSS idle / per call", f"{f(self.server_rss_idle_mb, '{:.1f}')} MB / "
                                            f"{f(self.server_rss_kb_per_call, '{:.1f}')} KB"),
+        ]
+        if self.cache is not None:
+            rows.append(("cache hit ratio", f"{f(self.cache_hit_ratio, '{:.1%}')} ({_describe_cache(self.cache)})"))
+        if self.emulator is not None:
+            e = self.emulator
+            rows.append(("emulator TTFB knob / measured p50 / p99",
+                         f"{f(e.get('ttfb_knob_ms'), '{:g}')} / {f(e.get('ttfb_ms_p50'))} / {f(e.get('ttfb_ms_p99'))} ms"))
+            rows.append(("emulator requests", f"{e.get('http_requests', 0)} HTTP, {e.get('ws_connections', 0)} WebSocket, "
+                                              f"{e.get('max_concurrent_seen', 0)} at once at most"))
+        rows += [
             ("callers CPU (this process)", f"{self.callers_cpu_percent:.1f} % of a core"),
             ("callers ticker worst lateness", f"{self.callers_ticker_late_max_ms:.1f} ms"),
             ("hang-ups", ", ".join(f"{k}={v}" for k, v in sorted(self.hangups.items()))),
             ("pinned", "bridge on one core, callers on another" if self.pinned else "no"),
+            ("load average before / after", "-" if self.loadavg is None else f"{self.loadavg[0]:.2f} / {self.loadavg[1]:.2f}"),
         ]
+        return rows
+
+    def table(self) -> str:
+        rows = self.rows()
         width = max(len(k) for k, _ in rows)
         lines = [f"{k:<{width}}  {v}" for k, v in rows]
         if self.errors:
@@ -119,17 +259,55 @@ class BenchResult:
         return "\n".join(lines)
 
 
+def comparison_table(results: list[BenchResult]) -> str:
+    """Several results side by side (e.g. the bridge and the baseline), one column each."""
+    columns: list[dict[str, str]] = [dict(r.rows()) for r in results]
+    labels: list[str] = []
+    for result in results:
+        for label, _ in result.rows():
+            if label not in labels:
+                labels.append(label)
+    width = max(len(label) for label in labels)
+    col_widths = [max(len(c.get(label, "-")) for label in labels) for c in columns]
+    lines = []
+    for label in labels:
+        cells = [c.get(label, "-").ljust(w) for c, w in zip(columns, col_widths)]
+        lines.append(f"{label:<{width}}  " + "  |  ".join(cells))
+    for result in results:
+        if result.errors:
+            lines.append(f"{result.server} errors ({len(result.errors)}): " + "; ".join(result.errors[:5]))
+    return "\n".join(lines)
+
+
+def _describe_cache(cache: dict[str, Any]) -> str:
+    if cache.get("source") == "bridge metrics":
+        parts = [f"{kind} {cache.get(kind + '_hits', 0)} hit / {cache.get(kind + '_misses', 0)} miss"
+                 for kind in ("static", "tts") if cache.get(kind + "_hits", 0) or cache.get(kind + "_misses", 0)]
+        return "bridge lookups: " + ", ".join(parts or ["none"])
+    return (f"Redis INFO: {cache.get('redis_hits', 0)} hits / {cache.get('redis_misses', 0)} misses, "
+            "call variables included")
+
+
 # --- the bridge process ---------------------------------------------------------------------------------
 
 
 class BridgeProcess:
-    """`python -m bridge serve` on a free port, its JSON log lines read as they come."""
+    """`python -m bridge serve` (or the baseline) on a free port, its JSON log lines read as they come.
 
-    def __init__(self, serve_args: tuple[str, ...], max_calls: int) -> None:
+    With `workers` > 1 the process is a supervisor: every worker logs its own `listening` (with its pid)
+    and its own `clock stats`; CPU and memory are summed over the supervisor and its workers.
+    """
+
+    def __init__(self, serve_args: tuple[str, ...], max_calls: int, *, command: list[str] | None = None,
+                 env: dict[str, str] | None = None, workers: int = 1) -> None:
         self.serve_args = serve_args
         self.max_calls = max_calls
+        self.command = command
+        self.env = env
+        self.workers = workers
         self.proc: asyncio.subprocess.Process | None = None
         self.port: int | None = None
+        self.worker_pids: list[int] = []
         self.stats: list[dict[str, Any]] = []
         self.stopped: dict[str, Any] | None = None
         self.warnings: list[str] = []
@@ -138,12 +316,14 @@ class BridgeProcess:
         self._reader: asyncio.Task[None] | None = None
 
     async def start(self, timeout_s: float = 20.0) -> None:
-        cmd = [sys.executable, "-m", "bridge", "serve", "--bridge-host", "127.0.0.1", "--bridge-port", "0",
-               "--bridge-max-calls", str(self.max_calls), "--bridge-shutdown-grace", "1",
-               "--log-format", "json", "--log-level", "info", *self.serve_args]
+        cmd = self.command or [
+            sys.executable, "-m", "bridge", "serve", "--bridge-host", "127.0.0.1", "--bridge-port", "0",
+            "--bridge-max-calls", str(self.max_calls), "--bridge-shutdown-grace", "1",
+            "--log-format", "json", "--log-level", "info", *self.serve_args]
+        env = None if self.env is None else {**os.environ, **self.env}
         self.proc = await asyncio.create_subprocess_exec(
             *cmd, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.PIPE)
+            stderr=asyncio.subprocess.PIPE, env=env, limit=2**20)
         self._reader = asyncio.create_task(self._read_log())
         try:
             await asyncio.wait_for(self._listening.wait(), timeout_s)
@@ -154,6 +334,7 @@ class BridgeProcess:
 
     async def _read_log(self) -> None:
         assert self.proc is not None and self.proc.stderr is not None
+        listening = 0
         async for raw in self.proc.stderr:
             try:
                 line = json.loads(raw)
@@ -163,7 +344,11 @@ class BridgeProcess:
             event = line.get("event")
             if event == "listening":
                 self.port = int(line["port"])
-                self._listening.set()
+                if "pid" in line:
+                    self.worker_pids.append(int(line["pid"]))
+                listening += 1
+                if listening >= self.workers:
+                    self._listening.set()
             elif event == "clock stats":
                 async with self._stats_seen:
                     self.stats.append(line["clock"])
@@ -174,32 +359,53 @@ class BridgeProcess:
                 self.warnings.append(f"{event}: {line.get('error', '')}".strip(": "))
 
     async def snapshot_stats(self, timeout_s: float = 5.0) -> dict[str, Any] | None:
-        """Ask for the clock statistics since the previous snapshot (SIGUSR1) and wait for them."""
+        """Ask for the clock statistics since the previous snapshot (SIGUSR1) and wait for them.
+
+        With several workers, each answers for itself: the worst worker's figures are returned.
+        """
         assert self.proc is not None
         async with self._stats_seen:
             before = len(self.stats)
             self.proc.send_signal(signal.SIGUSR1)
             try:
-                await asyncio.wait_for(self._stats_seen.wait_for(lambda: len(self.stats) > before), timeout_s)
+                await asyncio.wait_for(
+                    self._stats_seen.wait_for(lambda: len(self.stats) >= before + self.workers), timeout_s)
             except asyncio.TimeoutError:
-                return None
-            return self.stats[-1]
+                if len(self.stats) == before:
+                    return None
+            return _worst_of(self.stats[before:])
+
+    @property
+    def pids(self) -> list[int]:
+        assert self.proc is not None
+        return [self.proc.pid, *self.worker_pids]
 
     def cpu_s(self) -> tuple[float, float]:
-        """(user, system) CPU seconds of the bridge process so far."""
-        assert self.proc is not None
-        with open(f"/proc/{self.proc.pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
+        """(user, system) CPU seconds of the bridge process (and its workers) so far."""
+        user = system = 0.0
         ticks = os.sysconf("SC_CLK_TCK")
-        return int(fields[11]) / ticks, int(fields[12]) / ticks  # utime, stime
+        for pid in self.pids:
+            try:
+                with open(f"/proc/{pid}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            user += int(fields[11]) / ticks
+            system += int(fields[12]) / ticks
+        return user, system
 
     def rss_kb(self) -> int:
-        assert self.proc is not None
-        with open(f"/proc/{self.proc.pid}/status") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1])
-        return 0
+        total = 0
+        for pid in self.pids:
+            try:
+                with open(f"/proc/{pid}/status") as f:
+                    for line in f:
+                        if line.startswith("VmRSS:"):
+                            total += int(line.split()[1])
+                            break
+            except OSError:
+                continue
+        return total
 
     async def stop(self, timeout_s: float = 15.0) -> None:
         if self.proc is None or self.proc.returncode is not None:
@@ -219,6 +425,172 @@ class BridgeProcess:
             await self.proc.wait()
 
 
+def _worst_of(stats: list[dict[str, Any]]) -> dict[str, Any]:
+    """Several workers' `clock stats`: percentiles cannot be merged, so each figure is the worst worker's."""
+    if len(stats) == 1:
+        return stats[0]
+    merged: dict[str, Any] = {"workers": stats}
+    for key, value in stats[0].items():
+        if isinstance(value, dict):
+            merged[key] = {k: max(s.get(key, {}).get(k, 0) for s in stats) for k in value}
+        elif isinstance(value, (int, float)):
+            merged[key] = sum(s.get(key, 0) for s in stats)
+    return merged
+
+
+# --- Redis, the emulator and the fragments (whole-path scenarios) ----------------------------------------
+
+
+def _free_port(count: int = 1) -> int:
+    """A port p such that p .. p+count-1 were free a moment ago (the bridge's workers' metrics ports)."""
+    for _ in range(50):
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            base = probe.getsockname()[1]
+        if base + count > 65535:
+            continue
+        held: list[socket.socket] = []
+        try:
+            for port in range(base, base + count):
+                s = socket.socket()
+                held.append(s)
+                s.bind(("127.0.0.1", port))
+            return base
+        except OSError:
+            continue
+        finally:
+            for s in held:
+                s.close()
+    raise RuntimeError(f"no block of {count} free ports")
+
+
+def fragments_dir() -> Path:
+    return Path(str(importlib.resources.files("bridge").joinpath("data", "fragments")))
+
+
+class BenchStack:
+    """A private Redis, the ElevenLabs emulator (its own process) and the sample fragments.
+
+    Started once and shared by every run of a series; `prepare()` gives each run a clean slate (the
+    database flushed, the fragments reloaded, the emulator's counters reset and its TTFB knob set).
+    """
+
+    def __init__(self, ttfb_ms: float = 100.0) -> None:
+        self.ttfb_ms = ttfb_ms
+        self.redis_server: Any = None
+        self.emulator: Any = None
+        self.redis: Any = None
+        self.http: Any = None
+        self.dir = tempfile.mkdtemp(prefix="voice-bridge-bench-")
+
+    async def __aenter__(self) -> BenchStack:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def start(self) -> None:
+        import httpx
+        import redis.asyncio as aioredis
+
+        from voice.emulator import DEFAULT_API_KEY, EmulatorProcess
+        from voice.redis_server import RedisServer
+
+        self.api_key = DEFAULT_API_KEY
+        self.redis_server = await asyncio.to_thread(RedisServer().start)
+        self.emulator = EmulatorProcess("--api-key", DEFAULT_API_KEY, "--ttfb-ms", str(self.ttfb_ms),
+                                        "--log-level", "warning")
+        await asyncio.to_thread(self.emulator.start)
+        self.redis = aioredis.Redis.from_url(self.redis_server.url, max_connections=64)
+        self.http = httpx.AsyncClient(base_url=self.emulator.url, timeout=10)
+
+    @property
+    def pids(self) -> list[int]:
+        """Redis and the emulator: pinned with the callers, away from the bridge's core."""
+        return [p.pid for p in (self.redis_server.process, self.emulator.process) if p is not None]
+
+    async def prepare(self, name: str, scenario: Scenario) -> dict[str, str]:
+        """A clean slate for one run; returns the environment the bridge needs."""
+        await self.redis.flushdb()
+        load = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "bridge", "load-audio", "--redis-url", self.redis_server.url, str(fragments_dir()),
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+        out, _ = await load.communicate()
+        if load.returncode != 0:
+            raise RuntimeError(f"voice-bridge load-audio failed: {out.decode(errors='replace')[-500:]}")
+        (await self.http.post("/_emulator/reset")).raise_for_status()
+        (await self.http.post("/_emulator/knobs", json={"ttfb_ms": self.ttfb_ms})).raise_for_status()
+        path = Path(self.dir) / f"{name}.toml"
+        path.write_text(scenario.dialogue or "", encoding="utf-8")
+        return {
+            "REDIS_URL": self.redis_server.url,
+            "ELEVENLABS_BASE_URL": self.emulator.url,
+            "ELEVENLABS_API_KEY": self.api_key,
+            "DIALOGUE_FILE": str(path),
+        }
+
+    async def set_call_vars(self, call_uuid: uuid_module.UUID, variables: dict[str, str]) -> None:
+        from voice.keys import call_vars_key
+
+        await self.redis.set(call_vars_key(call_uuid), json.dumps(variables, ensure_ascii=False), ex=3600)
+
+    async def redis_lookups(self) -> tuple[int, int]:
+        info = await self.redis.info("stats")
+        return int(info["keyspace_hits"]), int(info["keyspace_misses"])
+
+    async def emulator_stats(self) -> dict[str, Any]:
+        stats = (await self.http.get("/_emulator/stats")).json()
+        ttfb = [1000 * (r["first_byte_at"] - r["received_at"]) for r in stats.get("requests", [])
+                if "first_byte_at" in r and "received_at" in r]
+        return {
+            "ttfb_knob_ms": self.ttfb_ms,
+            "ttfb_ms_p50": _percentile(ttfb, 50),
+            "ttfb_ms_p99": _percentile(ttfb, 99),
+            "http_requests": stats.get("http_requests", 0),
+            "http_status": stats.get("http_status", {}),
+            "ws_connections": stats.get("ws_connections", 0),
+            "max_concurrent_seen": stats.get("max_concurrent_seen", 0),
+            "characters": stats.get("characters", 0),
+        }
+
+    async def aclose(self) -> None:
+        if self.http is not None:
+            await self.http.aclose()
+        if self.redis is not None:
+            await self.redis.aclose()
+        if self.emulator is not None:
+            await asyncio.to_thread(self.emulator.stop)
+        if self.redis_server is not None:
+            await asyncio.to_thread(self.redis_server.close)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+async def _scrape_lookups(ports: list[int]) -> dict[str, int] | None:
+    """`voicebridge_cache_lookups` from the bridge's metrics endpoint(s), summed; None when none answers."""
+    import httpx
+
+    totals: dict[str, int] = {}
+    answered = False
+    async with httpx.AsyncClient(timeout=2) as client:
+        for port in ports:
+            try:
+                response = await client.get(f"http://127.0.0.1:{port}/metrics")
+            except httpx.HTTPError:
+                continue
+            if response.status_code != 200:
+                continue
+            answered = True
+            for line in response.text.splitlines():
+                if line.startswith("voicebridge_cache_lookups_total{"):
+                    labels, _, value = line[len("voicebridge_cache_lookups_total{"):].partition("} ")
+                    parsed = dict(part.split("=", 1) for part in labels.split(","))
+                    kind, result = parsed.get("kind", '""').strip('"'), parsed.get("result", '""').strip('"')
+                    name = f"{kind}_{'hits' if result == 'hit' else 'misses'}"
+                    totals[name] = totals.get(name, 0) + int(float(value))
+    return totals if answered else None
+
+
 # --- the run ---------------------------------------------------------------------------------------------
 
 
@@ -230,31 +602,87 @@ def _percentile(values: list[float], p: float) -> float | None:
     return round(ordered[index], 2)
 
 
+def _pin(server_pids: list[int], other_pids: list[int]) -> bool:
+    """The bridge alone on the first CPU; this process, Redis and the emulator on the others."""
+    if not hasattr(os, "sched_setaffinity"):
+        return False
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2:
+        return False
+    for pid in server_pids:
+        with contextlib.suppress(OSError):
+            os.sched_setaffinity(pid, {cpus[0]})
+    for pid in [0, *other_pids]:
+        with contextlib.suppress(OSError):
+            os.sched_setaffinity(pid, set(cpus[1:]))
+    return True
+
+
 async def run_bench(calls: int, duration_s: float, *, scenario: str = "silence", ramp_s: float = 1.0,
-                    pin: bool = False) -> BenchResult:
+                    pin: bool = False, server: str = "bridge", workers: int = 1, ttfb_ms: float = 100.0,
+                    stack: BenchStack | None = None) -> BenchResult:
+    """One run: start the server (`bridge` or `baseline`), place `calls` calls, report.
+
+    Whole-path scenarios use `stack` (Redis, emulator, fragments) when given, else start their own.
+    """
     chosen = SCENARIOS[scenario]
     if duration_s < ramp_s + 2:
         raise ValueError(f"--duration must exceed --ramp by at least 2 s (got {duration_s} and {ramp_s})")
-    bridge = BridgeProcess(chosen.serve_args, max_calls=max(2000, calls + 100))
+    if server not in ("bridge", "baseline"):
+        raise ValueError(f"server must be bridge or baseline, got {server!r}")
+    if server == "baseline" and chosen.baseline_args is None:
+        raise ValueError(f"scenario {scenario!r} has no baseline (the baseline does not synthesize speech)")
+    if workers < 1 or (workers > 1 and server == "baseline"):
+        raise ValueError("--workers is for the bridge, and at least 1")
+    async with contextlib.AsyncExitStack() as exits:
+        if chosen.whole_path and stack is None:
+            stack = await exits.enter_async_context(BenchStack(ttfb_ms))
+        return await _run(chosen, scenario, calls, duration_s, ramp_s, pin, server, workers, stack)
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+async def _run(chosen: Scenario, scenario: str, calls: int, duration_s: float, ramp_s: float, pin: bool,
+               server: str, workers: int, stack: BenchStack | None) -> BenchResult:
+    env: dict[str, str] | None = None
+    metrics_ports: list[int] = []
+    serve_args = chosen.serve_args
+    if stack is not None:
+        env = await stack.prepare(scenario, chosen)
+        if server == "bridge":
+            base = _free_port(workers)
+            metrics_ports = list(range(base, base + workers))
+            serve_args = (*serve_args, "--metrics-port", str(base))
+    if workers > 1:
+        serve_args = (*serve_args, "--workers", str(workers))
+    command = None
+    if server == "baseline":
+        assert chosen.baseline_args is not None
+        command = [sys.executable, "-m", "bridge.baseline", "--port", "0", *chosen.baseline_args]
+        if stack is not None:
+            command += ["--redis-url", stack.redis_server.url]
+    bridge = BridgeProcess(serve_args, max_calls=max(2000, calls + 100), command=command, env=env, workers=workers)
+    load_before = os.getloadavg()[0]
     await bridge.start()
     assert bridge.proc is not None and bridge.port is not None
-    pinned = False
-    if pin and hasattr(os, "sched_setaffinity"):
-        cpus = sorted(os.sched_getaffinity(0))
-        if len(cpus) >= 2:
-            os.sched_setaffinity(bridge.proc.pid, {cpus[0]})
-            os.sched_setaffinity(0, set(cpus[1:]))
-            pinned = True
+    pinned = pin and _pin(bridge.pids, stack.pids if stack is not None else [])
+    nonce = uuid_module.uuid4().hex[:8]
     try:
         await asyncio.sleep(0.5)
         rss_idle = bridge.rss_kb()
+        lookups0 = await stack.redis_lookups() if stack is not None else None
+        await bridge.snapshot_stats()  # start the ramp-up window
         loop = asyncio.get_running_loop()
         started = loop.time()
 
         async def one(i: int) -> CallReport | BaseException:
             await asyncio.sleep(i * ramp_s / calls)
+            call_uuid = uuid_module.uuid4()
             try:
-                return await place_call("127.0.0.1", bridge.port, duration_s=duration_s,
+                if stack is not None and chosen.call_vars is not None:
+                    variables = chosen.call_vars(i, nonce)
+                    if variables:
+                        await stack.set_call_vars(call_uuid, variables)
+                return await place_call("127.0.0.1", bridge.port, duration_s=duration_s, uuid=call_uuid,
                                         max_wait_s=duration_s + 30, **chosen.caller_kwargs(i))
             except Exception as exc:  # noqa: BLE001 - a failed call is a result to report
                 return exc
@@ -265,7 +693,7 @@ async def run_bench(calls: int, duration_s: float, *, scenario: str = "silence",
         window_start = ramp_s + 0.5
         window_end = duration_s - 0.5
         await asyncio.sleep(max(0.0, started + window_start - loop.time()))
-        await bridge.snapshot_stats()  # discard the ramp-up
+        ramp = await bridge.snapshot_stats()  # the ramp-up, reported apart
         cpu_a, t_a = bridge.cpu_s(), time.monotonic()
         await asyncio.sleep(max(0.0, started + (window_start + window_end) / 2 - loop.time()))
         rss_load = bridge.rss_kb()
@@ -275,6 +703,11 @@ async def run_bench(calls: int, duration_s: float, *, scenario: str = "silence",
         results = await asyncio.gather(*tasks)
         usage1 = resource.getrusage(resource.RUSAGE_SELF)
         wall1 = time.monotonic()
+        cache = emulator = None
+        hit_ratio = None
+        if stack is not None:
+            cache, hit_ratio = await _cache_figures(stack, lookups0, metrics_ports)
+            emulator = await stack.emulator_stats()
     finally:
         await bridge.stop()
     reports = [r for r in results if isinstance(r, CallReport)]
@@ -288,17 +721,19 @@ async def run_bench(calls: int, duration_s: float, *, scenario: str = "silence",
     first_frames = [r.first_frame_ms for r in reports if r.first_frame_ms is not None]
     first_audio = [r.first_audio_ms for r in reports if r.first_audio_ms is not None]
     lateness = (window or {}).get("lateness", {})
+    ramp_lateness = (ramp or {}).get("lateness", {})
     work = (window or {}).get("tick_work", {})
     window_s = t_b - t_a
     cpu_user = cpu_b[0] - cpu_a[0]
     cpu_window = cpu_user + cpu_b[1] - cpu_a[1]
     callers_cpu = (usage1.ru_utime + usage1.ru_stime) - (usage0.ru_utime + usage0.ru_stime)
+    completed = sum(1 for r in reports if r.hangup == "caller" and not r.error)
     return BenchResult(
         scenario=scenario,
         calls=calls,
         duration_s=duration_s,
-        completed=sum(1 for r in reports if r.hangup == "caller" and not r.error),
-        failed=calls - sum(1 for r in reports if r.hangup == "caller" and not r.error),
+        completed=completed,
+        failed=calls - completed,
         realtime_ratio_min=min(ratios) if ratios else None,
         realtime_ratio_max=max(ratios) if ratios else None,
         worst_burst_frames=max((r.worst_burst_frames for r in reports), default=0),
@@ -323,28 +758,76 @@ async def run_bench(calls: int, duration_s: float, *, scenario: str = "silence",
         errors=errors[:20] + bridge.warnings[:20],
         pinned=pinned,
         clock_window=window,
+        server=server,
+        workers=workers,
+        first_audio_ms_max=round(max(first_audio), 2) if first_audio else None,
+        ramp_lateness_ms_p99=ramp_lateness.get("p99_ms"),
+        ramp_lateness_ms_max=ramp_lateness.get("max_ms"),
+        cache_hit_ratio=hit_ratio,
+        cache=cache,
+        emulator=emulator,
+        loadavg=(round(load_before, 2), round(os.getloadavg()[0], 2)),
     )
+
+
+async def _cache_figures(stack: BenchStack, lookups0: tuple[int, int] | None,
+                         metrics_ports: list[int]) -> tuple[dict[str, Any], float | None]:
+    hits1, misses1 = await stack.redis_lookups()
+    hits0, misses0 = lookups0 or (0, 0)
+    cache: dict[str, Any] = {"redis_hits": hits1 - hits0, "redis_misses": misses1 - misses0}
+    scraped = await _scrape_lookups(metrics_ports) if metrics_ports else None
+    if scraped:
+        cache.update(scraped, source="bridge metrics")
+        hits = sum(v for k, v in scraped.items() if k.endswith("_hits"))
+        total = hits + sum(v for k, v in scraped.items() if k.endswith("_misses"))
+    else:
+        cache["source"] = "redis"
+        hits, total = cache["redis_hits"], cache["redis_hits"] + cache["redis_misses"]
+    return cache, round(hits / total, 4) if total else None
 
 
 # --- `voice-bridge bench` -------------------------------------------------------------------------------
 
 
+def _calls_list(text: str) -> list[int]:
+    try:
+        values = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--calls: expected a number or numbers separated by commas, got {text!r}") from None
+    if not values or any(v < 1 for v in values):
+        raise argparse.ArgumentTypeError(f"--calls: every count must be at least 1, got {text!r}")
+    return values
+
+
 def configure_parser(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--calls", type=int, default=100, help="concurrent simulated calls (default 100)")
+    parser.add_argument("--calls", type=_calls_list, default=[100], metavar="N[,N...]",
+                        help="concurrent simulated calls; several counts run one after another (default 100)")
     parser.add_argument("--duration", type=float, default=10.0, help="seconds each call lasts (default 10)")
     parser.add_argument("--ramp", type=float, default=1.0, help="seconds over which the calls start (default 1)")
-    parser.add_argument("--scenario", choices=sorted(SCENARIOS), default="silence",
+    parser.add_argument("--scenario", choices=list(SCENARIOS), default="silence",
                         help="what the bridge plays: " + "; ".join(f"{k}: {v.description}" for k, v in SCENARIOS.items()))
+    parser.add_argument("--baseline", action="store_true",
+                        help="also run the common design (bridge.baseline: a task per call, sleep(0.02) after each "
+                             "write) through the same scenario and show both side by side")
+    parser.add_argument("--workers", type=int, default=1, metavar="N",
+                        help="run the bridge as `serve --workers N` (N processes sharing the port)")
+    parser.add_argument("--ttfb-ms", type=float, default=100.0,
+                        help="the emulator's delay before each first audio byte (whole-path scenarios; default 100)")
     parser.add_argument("--pin", action="store_true",
-                        help="put the bridge on one CPU core and the simulated callers on the others")
-    parser.add_argument("--json", action="store_true", help="print the result as JSON")
+                        help="put the bridge on one CPU core and the simulated callers (and Redis, the emulator) "
+                             "on the others")
+    parser.add_argument("--json", action="store_true", help="print the results as JSON (a list)")
 
 
 def run(args: argparse.Namespace) -> int:
     from bridge.server import run_event_loop
 
-    if args.calls < 1:
-        print("voice-bridge bench: --calls must be at least 1", file=sys.stderr)
+    if args.workers < 1:
+        print("voice-bridge bench: --workers must be at least 1", file=sys.stderr)
+        return 2
+    if args.baseline and SCENARIOS[args.scenario].baseline_args is None:
+        print(f"voice-bridge bench: scenario {args.scenario} has no baseline (the baseline does not synthesize speech)",
+              file=sys.stderr)
         return 2
     try:
         result = run_event_loop(_run_and_print(args))
@@ -355,10 +838,21 @@ def run(args: argparse.Namespace) -> int:
 
 
 async def _run_and_print(args: argparse.Namespace) -> int:
-    result = await run_bench(args.calls, args.duration, scenario=args.scenario, ramp_s=args.ramp, pin=args.pin)
+    results: list[BenchResult] = []
+    async with contextlib.AsyncExitStack() as exits:
+        stack = None
+        if SCENARIOS[args.scenario].whole_path:
+            stack = await exits.enter_async_context(BenchStack(args.ttfb_ms))
+        for calls in args.calls:
+            group = [await run_bench(calls, args.duration, scenario=args.scenario, ramp_s=args.ramp, pin=args.pin,
+                                     workers=args.workers, stack=stack)]
+            if args.baseline:
+                group.append(await run_bench(calls, args.duration, scenario=args.scenario, ramp_s=args.ramp,
+                                             pin=args.pin, server="baseline", stack=stack))
+            results += group
+            if not args.json:
+                print(comparison_table(group) if len(group) > 1 else group[0].table(), flush=True)
+                print(flush=True)
     if args.json:
-        print(json.dumps(dataclasses.asdict(result)))
-    else:
-        print(result.table())
-    return 0 if result.failed == 0 else 1
-
+        print(json.dumps([dataclasses.asdict(r) for r in results]))
+    return 0 if all(r.failed == 0 for r in results if r.server == "bridge") else 1
