@@ -19,6 +19,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "load-audio": ("voice.load_static_audio", "load WAV files as static fragments static:<file stem>"),
     "call": ("bridge.caller", "place one simulated Asterisk AudioSocket call and report its timing"),
     "emulator": ("voice.emulator", "run the local ElevenLabs-compatible server"),
+    "llm-emulator": ("bridge.llm_emulator", "run a local OpenAI-compatible streaming chat endpoint (tests, demo)"),
     "demo": ("bridge.demo", "run everything embedded and place a recorded call"),
     "bench": ("bridge.bench", "many concurrent simulated calls with a latency and pacing report"),
 }

@@ -1,7 +1,7 @@
 """The bridge's settings: one object, read once at start-up from the environment and `serve` flags.
 
-`Settings` holds the telephony settings and embeds the voice side's `CacheConfig` and `TTSConfig`, so
-every component gets its slice from the same validated object.
+`Settings` holds the telephony settings and embeds the voice side's `CacheConfig` and `TTSConfig` and the
+LLM's `LLMConfig` (from `bridge.llm`), so every component gets its slice from the same validated object.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
+from bridge.llm import LLMConfig
 from voice.config import (
     CacheConfig,
     ConfigError,
@@ -29,7 +30,7 @@ from voice.config import (
     setting,
 )
 
-__all__ = ["BridgeConfig", "Settings", "ConfigError", "add_settings_flags", "settings_from_args"]
+__all__ = ["BridgeConfig", "LLMConfig", "Settings", "ConfigError", "add_settings_flags", "settings_from_args"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,25 +69,27 @@ class Settings:
     bridge: BridgeConfig
     cache: CacheConfig
     tts: TTSConfig
+    llm: LLMConfig = dataclasses.field(default_factory=LLMConfig)
 
     @classmethod
     def load(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> "Settings":
         """Read every setting; overrides are keyed by field name (e.g. `port=0`, `redis_url=...`)."""
         environ = os.environ if environ is None else environ
         parts = {}
-        for name, part_cls in (("bridge", BridgeConfig), ("cache", CacheConfig), ("tts", TTSConfig)):
+        for name, part_cls in (("bridge", BridgeConfig), ("cache", CacheConfig), ("tts", TTSConfig),
+                                ("llm", LLMConfig)):
             own = {f.name for f in dataclasses.fields(part_cls)}
             parts[name] = load(part_cls, environ, **{k: v for k, v in overrides.items() if k in own})
         return cls(**parts)
 
 
 def add_settings_flags(parser: argparse.ArgumentParser) -> None:
-    for part_cls in (BridgeConfig, CacheConfig, TTSConfig):
+    for part_cls in (BridgeConfig, CacheConfig, TTSConfig, LLMConfig):
         add_flags(parser, part_cls)
 
 
 def settings_from_args(args: argparse.Namespace, environ: Mapping[str, str] | None = None) -> Settings:
     overrides: dict[str, Any] = {}
-    for part_cls in (BridgeConfig, CacheConfig, TTSConfig):
+    for part_cls in (BridgeConfig, CacheConfig, TTSConfig, LLMConfig):
         overrides.update(flag_overrides(args, part_cls))
     return Settings.load(environ, **overrides)

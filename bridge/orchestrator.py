@@ -6,6 +6,11 @@ It is the call's main task: when the caller hangs up, the server cancels it with
 A playlist is resolved one item ahead of playback: while item i plays, item i+1's cache read (and on a
 miss, its synthesis) is already running, so a miss in the middle of a playlist adds no silence. Audio goes
 to the call's short outbound queue; a barge-in drops that queue and stops within a frame or two.
+
+An `llm` item streams: its prompt goes to the `TextSource` when the item is resolved (ahead of playback,
+unless an earlier `llm` item of the same playlist must be heard first, so its answer is in the history),
+the answer's pieces are grouped into phrases and spoken over the call's hot TTS WebSocket as they come,
+and the answer and the caller's DTMF choices go to the call's `Conversation` memory.
 """
 
 from __future__ import annotations
@@ -13,24 +18,39 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import AsyncIterator, Iterable, Mapping
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Iterable, Mapping
+from typing import Any, TypeVar
 
 from bridge.call import Call, DtmfEvent, HangupEvent
 from bridge.config import BridgeConfig
+from bridge.conversation import Conversation
 from bridge.dialogue import Dialogue, Item, MissingVariable, Node, render
+from bridge.llm import AnswerStream, TextSource, phrases_heard
 from bridge.metrics import Metrics
-from voice.audio import FrameStream, rms
+from voice.audio import FRAME_MS, FrameStream, rms
 from voice.domain.interfaces.cache import AbstractCache
 from voice.keys import call_vars_key, static_key, tts_key
 from voice.synthesis import Subscription, SynthesisHub
-from voice.tts_manager.errors import TTSConnectionError, TTSError
+from voice.tts_manager.errors import (
+    TTSAuthError,
+    TTSError,
+    TTSFormatError,
+    TTSQuotaError,
+    TTSStreamError,
+    TTSValidationError,
+    TTSVoiceNotFoundError,
+)
 
 FALLBACK_FRAGMENT = "fallback"
+T = TypeVar("T")
 MAX_SILENT_STEPS = 20  # node changes in a row with no audio queued before the dialogue is declared stuck
 
-# What a resolved playlist item is: frames ready to play, a synthesis to follow, or nothing (skipped).
-Source = list[bytes] | Subscription | None
+# What a resolved playlist item is: frames ready to play, a synthesis to follow, an LLM answer being read,
+# or nothing (skipped).
+Source = list[bytes] | Subscription | AnswerStream | None
+
+# A WebSocket turn that failed with one of these is not retried (the same settings fail again): HTTP next.
+_SETTINGS_ERRORS = (TTSAuthError, TTSQuotaError, TTSVoiceNotFoundError, TTSFormatError, TTSValidationError)
 
 
 class SpeechDetector:
@@ -86,6 +106,8 @@ class Orchestrator:
         tts_profile: str,
         config: BridgeConfig,
         metrics: Metrics | None = None,
+        llm: TextSource | None = None,
+        conversation: Conversation | None = None,
     ) -> None:
         self.call = call
         self.dialogue = dialogue
@@ -95,6 +117,8 @@ class Orchestrator:
         self.tts_profile = tts_profile
         self.config = config
         self.metrics = metrics or Metrics()
+        self.llm = llm
+        self.conversation = conversation
         self.log = call.log
         self.vars: dict[str, str] = dict(dialogue.vars)
         self.speech = SpeechDetector(config.barge_in_rms, config.barge_in_min_ms)
@@ -142,6 +166,7 @@ class Orchestrator:
         if digit is not None:
             target = node.dtmf.get(digit)
             if target is not None:
+                self._chose(node, digit)
                 return self._follow(node, target)
             self.log.info("dtmf_ignored", node=node.name, digit=digit)
         return await self._await_choice(node)
@@ -178,8 +203,14 @@ class Orchestrator:
             if isinstance(event, DtmfEvent):
                 target = node.dtmf.get(event.digit)
                 if target is not None:
+                    self._chose(node, event.digit)
                     return self._follow(node, target)
                 self.log.info("dtmf_ignored", node=node.name, digit=event.digit)
+
+    def _chose(self, node: Node, digit: str) -> None:
+        """A digit moved the dialogue: the LLM's memory of the call gets it."""
+        if self.conversation is not None:
+            self.conversation.add_choice(node.name, digit)
 
     # --- playing with barge-in -----------------------------------------------------------------------
 
@@ -230,17 +261,23 @@ class Orchestrator:
     # --- playlists ----------------------------------------------------------------------------------
 
     async def _play_items(self, items: list[Item]) -> None:
-        """Resolve one item ahead while the current one plays."""
+        """Resolve one item ahead while the current one plays.
+
+        An `llm` item after another `llm` item of the playlist is resolved (its request sent) only when its
+        turn comes, so that the earlier answer is in its history.
+        """
         resolving: list[asyncio.Task[Source]] = []
 
-        def ensure(index: int) -> None:
+        def ensure(index: int, *, ahead: bool = False) -> None:
             if index < len(items) and index == len(resolving):
+                if ahead and items[index].kind == "llm" and any(i.kind == "llm" for i in items[:index]):
+                    return
                 resolving.append(asyncio.ensure_future(self._resolve(items[index])))
 
         try:
             for index in range(len(items)):
                 ensure(index)
-                ensure(index + 1)
+                ensure(index + 1, ahead=True)
                 source = await resolving[index]
                 if source is not None:
                     await self._play_source(source, items[index])
@@ -250,10 +287,15 @@ class Orchestrator:
                     task.cancel()
                 elif not task.cancelled() and isinstance(task.result(), Subscription):
                     task.result().close()
+                elif not task.cancelled() and isinstance(task.result(), AnswerStream):
+                    task.result().close()  # an answer not played (barge-in): stop reading it
 
-    async def _play_source(self, source: list[bytes] | Subscription, item: Item) -> None:
+    async def _play_source(self, source: list[bytes] | Subscription | AnswerStream, item: Item) -> None:
         if isinstance(source, list):
             await self._play_frames(source)
+            return
+        if isinstance(source, AnswerStream):
+            await self._play_answer(source)
             return
         synthesis = source.synthesis
         if not synthesis.first_audio.is_set() and self.config.filler_after_s > 0:
@@ -286,6 +328,9 @@ class Orchestrator:
             template = item.text
         elif item.kind == "tts":
             template = item.value
+        elif item.kind == "llm":
+            prompt = await self._render(item.value)
+            return self._ask_llm(prompt) if prompt else None
         else:
             self.log.warning("item_kind_unsupported", kind=item.kind)
             return None
@@ -351,57 +396,114 @@ class Orchestrator:
         else:
             self.log.warning("fragment_missing", fragment=FALLBACK_FRAGMENT)
 
-    async def _play_frames(self, frames: list[bytes]) -> None:
+    async def _play_frames(self, frames: list[bytes]) -> int:
         self.frames_queued += len(frames)
         await self.call.play_frames(frames)
+        return len(frames)
 
     # --- streamed text (LLM answers) ---------------------------------------------------------------
 
-    async def speak_text_stream(self, pieces: AsyncIterator[str]) -> None:
-        """Speak text that arrives piece by piece over the TTS WebSocket, playing audio as it comes.
+    def _ask_llm(self, prompt: str) -> AnswerStream | None:
+        """Send `prompt` with the conversation so far; the answer is read in the background (a call task)."""
+        if self.llm is None:
+            self.log.warning("llm_unconfigured", prompt=prompt)
+            return None
+        history = self.conversation.messages() if self.conversation is not None else []
+        answer = AnswerStream(prompt)
+        answer.task = self.call.start_task(answer.read(self.llm.stream(prompt, history)), name="llm")
+        return answer
 
-        `TTSConnectionError` gets one retry on a fresh connection; if no WebSocket can be had, the text is
-        collected and spoken over HTTP instead, so the caller hears the answer either way.
+    async def _play_answer(self, answer: AnswerStream) -> None:
+        """Speak an LLM answer and remember it (cut short, when a barge-in or hang-up stopped it)."""
+        completed = False
+        try:
+            await self._speak_answer(answer)
+            completed = True
+        finally:
+            await answer.aclose()
+            if self.conversation is not None:
+                self.conversation.add_exchange(answer.prompt, answer.text(0, answer.sent), interrupted=not completed)
+        if answer.error is not None:
+            self.log.warning("llm_failed", error=str(answer.error), error_type=type(answer.error).__name__,
+                             phrases=len(answer.phrases))
+            if not answer.phrases:  # nothing was said: the caller hears the fallback phrase, not silence
+                await self._play_fallback()
+
+    async def speak_text_stream(self, pieces: AsyncIterator[str]) -> str:
+        """Speak text that arrives piece by piece over the TTS WebSocket, playing audio as it comes; the text
+        spoken is returned. Failures are handled as for an `llm` item (see `_speak_answer`)."""
+        answer = AnswerStream()
+        answer.task = self.call.start_task(answer.read(pieces), name="llm")
+        try:
+            await self._speak_answer(answer)
+        finally:
+            await answer.aclose()
+        return answer.text()
+
+    async def _speak_answer(self, answer: AnswerStream) -> None:
+        """Speak `answer`'s phrases as they come: over the WebSocket, retried once, then over HTTP.
+
+        A turn that fails after some audio played is resumed from the first phrase the caller has not
+        certainly heard in full (`phrases_heard`), not from the beginning: a cut phrase is said again
+        whole, phrases already heard are not. A failure caused by the settings (key, quota, voice, format)
+        is not retried on the WebSocket. The HTTP fallback speaks what is left, batch by batch as the LLM
+        produces it.
         """
-        spoken: list[str] = []
-        source = _Replayable(pieces, spoken)
-        for attempt in range(2):
+        start = 0
+        filler = _Filler(self.config.filler_after_s)
+        for attempt in (1, 2):
             try:
-                await self._speak_over_websocket(source.replay())
+                await self._speak_over_websocket(answer, start, filler)
                 return
-            except asyncio.CancelledError:
-                raise
-            except TTSConnectionError as exc:
-                self.log.warning("tts_ws_unavailable", attempt=attempt + 1, error=str(exc))
-            except TTSError as exc:
-                self.log.warning("tts_ws_failed", attempt=attempt + 1, error=str(exc))
-                break
-        await source.exhaust()
-        text = " ".join(piece.strip() for piece in spoken if piece.strip())
-        if text:
-            subscription = self.hub.open(tts_key(text, self.tts_profile), text, self.tts)
-            await self._play_source(subscription, Item(kind="tts", value=text))
+            except _TurnFailed as failed:
+                self.log.warning("tts_ws_failed", attempt=attempt, error=str(failed.error),
+                                 error_type=type(failed.error).__name__, resume_at_phrase=failed.resume_at,
+                                 phrases_sent=failed.sent, audio_s=round(failed.audio_s, 2))
+                start = failed.resume_at
+                if isinstance(failed.error, _SETTINGS_ERRORS):
+                    break
+        await self._speak_over_http(answer, start)
 
-    async def _speak_over_websocket(self, pieces: AsyncIterator[str]) -> None:
-        text_queue, audio_queue = await self.tts.start_llm_stream()
+    async def _speak_over_websocket(self, answer: AnswerStream, start: int, filler: _Filler) -> None:
+        """One WebSocket turn speaking `answer` from phrase `start`; raises `_TurnFailed` if the turn fails."""
+        if not await self._with_filler(answer.wait(start), filler):
+            return  # nothing (more) to say
+        try:
+            text_queue, audio_queue = await self.tts.start_llm_stream()
+        except TTSError as exc:
+            raise _TurnFailed(exc, resume_at=start, sent=0, audio_s=0.0) from exc
         frames = FrameStream(self.tts.config.output_format)
+        sent: list[str] = []
 
         async def feed() -> None:
-            async for piece in pieces:
-                await text_queue.put(piece)
+            index = start
+            while await answer.wait(index):
+                phrase = answer.phrases[index]
+                await text_queue.put(phrase)
+                sent.append(phrase)
+                index += 1
+                answer.sent = max(answer.sent, index)
             await text_queue.put(None)
 
         feeder = asyncio.ensure_future(feed())
+        played = 0
         finished = False
         try:
-            while True:
-                chunk = await audio_queue.get()
-                if chunk is None:
-                    break
+            chunk = await self._with_filler(audio_queue.get(), filler)
+            filler.cancel()  # the answer is audible now
+            while chunk is not None:
                 if isinstance(chunk, BaseException):
-                    raise chunk
-                await self._play_frames(frames.feed(chunk))
-            await self._play_frames(frames.flush())
+                    played += await self._play_frames(frames.flush())
+                    audio_s = played * FRAME_MS / 1000
+                    raise _TurnFailed(chunk, resume_at=start + phrases_heard(sent, audio_s), sent=len(sent),
+                                      audio_s=audio_s)
+                played += await self._play_frames(frames.feed(chunk))
+                chunk = await audio_queue.get()
+            played += await self._play_frames(frames.flush())
+            if not feeder.done():  # the server ended the turn before it had all the text
+                audio_s = played * FRAME_MS / 1000
+                raise _TurnFailed(TTSStreamError("the WebSocket turn ended before the end of the text"),
+                                  resume_at=start + phrases_heard(sent, audio_s), sent=len(sent), audio_s=audio_s)
             finished = True
         finally:
             if not finished:  # barge-in, hang-up or failure: end this turn and its socket now
@@ -410,30 +512,68 @@ class Orchestrator:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await feeder
 
+    async def _speak_over_http(self, answer: AnswerStream, start: int) -> None:
+        """Speak phrases `start:` with HTTP syntheses: whatever has arrived, as one text, while the LLM goes
+        on; then the next batch. A failure here plays the fallback phrase and ends the answer."""
+        index = start
+        while await answer.wait(index):
+            end = len(answer.phrases)
+            text = answer.text(index, end)
+            answer.sent = max(answer.sent, end)
+            index = end
+            try:
+                async with contextlib.aclosing(self.tts.stream_static_frames(text)) as frames:
+                    async for frame in frames:
+                        self.frames_queued += 1
+                        await self.call.play(frame)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self.log.warning("tts_item_failed", kind="llm", error=str(exc), error_type=type(exc).__name__)
+                await self._play_fallback()
+                return
 
-class _Replayable:
-    """Text pieces read once from their source and remembered, so a retry can start from the beginning."""
+    async def _with_filler(self, awaitable: Awaitable[T], filler: _Filler) -> T:
+        """Await `awaitable`; if the filler's time comes first, play a filler fragment meanwhile (once)."""
+        task = asyncio.ensure_future(awaitable)
+        try:
+            delay = filler.remaining()
+            if delay is not None and not task.done():
+                done, _ = await asyncio.wait([task], timeout=delay)
+                if not done:
+                    filler.cancel()
+                    await self._play_filler()
+            return await task
+        finally:
+            if not task.done():
+                task.cancel()
 
-    def __init__(self, source: AsyncIterator[str], seen: list[str]) -> None:
-        self._source = source
-        self.seen = seen
-        self._exhausted = False
 
-    async def replay(self) -> AsyncIterator[str]:
-        for piece in list(self.seen):
-            yield piece
-        if self._exhausted:
-            return
-        async for piece in self._source:
-            self.seen.append(piece)
-            yield piece
-        self._exhausted = True
+class _Filler:
+    """When a filler is due while an answer is awaited: `after_s` from the answer's start, once, never
+    after its first audio. `after_s` 0 disables it (as for syntheses)."""
 
-    async def exhaust(self) -> None:
-        if not self._exhausted:
-            async for piece in self._source:
-                self.seen.append(piece)
-            self._exhausted = True
+    def __init__(self, after_s: float) -> None:
+        self.deadline = asyncio.get_running_loop().time() + after_s if after_s > 0 else None
+
+    def remaining(self) -> float | None:
+        if self.deadline is None:
+            return None
+        return max(0.0, self.deadline - asyncio.get_running_loop().time())
+
+    def cancel(self) -> None:
+        self.deadline = None
+
+
+class _TurnFailed(Exception):
+    """A WebSocket turn failed: its error, the phrase to resume from, what it had sent and played."""
+
+    def __init__(self, error: BaseException, *, resume_at: int, sent: int, audio_s: float) -> None:
+        super().__init__(str(error))
+        self.error = error
+        self.resume_at = resume_at
+        self.sent = sent
+        self.audio_s = audio_s
 
 
 def _as_text(value: Any) -> str:

@@ -3,6 +3,10 @@
 `BridgeRuntime.handle(call)` is the server's handler: it gives each call its own TTS chain (a
 `TTSManager` over a `WebSocketConnectionManager`, as the TTS specification requires) and runs an
 `Orchestrator` on it. `aclose()` waits for background cache writes, so nothing is lost on shutdown.
+
+When the dialogue has `llm` items, the runtime holds the LLM `TextSource` (`LLM_BASE_URL` is required),
+and each call also gets a `Conversation` memory and has its TTS WebSocket connected as the call starts,
+so its first answer finds a hot socket; calls of a dialogue without `llm` items open no WebSocket.
 """
 
 from __future__ import annotations
@@ -14,7 +18,9 @@ import structlog
 
 from bridge.call import Call
 from bridge.config import Settings
+from bridge.conversation import Conversation
 from bridge.dialogue import Dialogue, default_dialogue_path, load_dialogue
+from bridge.llm import OpenAICompatibleSource, TextSource, require_llm_settings
 from bridge.metrics import Metrics
 from bridge.orchestrator import Orchestrator
 from voice.cache import RedisCacheManager
@@ -57,9 +63,14 @@ class BridgeRuntime:
         dialogue: Dialogue | None = None,
         cache: AbstractCache | None = None,
         metrics: Metrics | None = None,
+        llm: TextSource | None = None,
     ) -> None:
         self.settings = settings
         self.dialogue = dialogue or load_configured_dialogue(settings)
+        if llm is None and self.dialogue.uses_llm:
+            require_llm_settings(self.dialogue, settings.llm)  # ConfigError naming LLM_BASE_URL
+            llm = OpenAICompatibleSource(settings.llm)
+        self.llm = llm
         self.cache = cache or RedisCacheManager(settings.cache)
         self.metrics = metrics or Metrics()
         self.tts_profile = profile_tag(settings.tts)
@@ -83,6 +94,10 @@ class BridgeRuntime:
         started = time.monotonic()
         self.metrics.calls.inc()
         tts = self.new_tts()
+        conversation = None
+        if self.llm is not None and self.dialogue.uses_llm:
+            tts.connection_manager.prefetch()  # connect now: the first answer finds a hot socket
+            conversation = self.new_conversation(call)
         orchestrator = Orchestrator(
             call,
             self.dialogue,
@@ -92,6 +107,8 @@ class BridgeRuntime:
             tts_profile=self.tts_profile,
             config=self.settings.bridge,
             metrics=self.metrics,
+            llm=self.llm,
+            conversation=conversation,
         )
         try:
             await orchestrator.run()
@@ -101,7 +118,16 @@ class BridgeRuntime:
             raise
         finally:
             await tts.aclose()
+            if conversation is not None:
+                await conversation.aclose()
             call.log.info("dialogue_ended", seconds=round(time.monotonic() - started, 3))
+
+    def new_conversation(self, call: Call) -> Conversation:
+        """A call's LLM memory; its session is the call's UUID (summaries are cached under it)."""
+        assert self.llm is not None
+        config = self.settings.llm
+        return Conversation(str(call.uuid), self.llm, self.cache, memory_chars=config.llm_memory_chars,
+                            summary_ttl_s=config.llm_summary_ttl_s, log=call.log)
 
     async def aclose(self, timeout: float = 10.0) -> None:
         """Wait for cache writes in flight, then release Redis and the shared HTTP client."""

@@ -265,6 +265,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from bridge.dialogue import DialogueError
+    from bridge.llm import require_llm_settings
     from bridge.runtime import load_configured_dialogue
 
     settings = settings_from_args(args)
@@ -272,10 +273,12 @@ def run(args: argparse.Namespace) -> int:
     handler = line_test_handler(tone_hz=args.tone, silence=args.silence)
     if handler is None:
         try:
-            load_configured_dialogue(settings)  # refuse a bad file before listening (loaded again by the runtime)
+            # refuse a bad file before listening (the runtime loads it again)
+            dialogue = load_configured_dialogue(settings)
         except DialogueError as exc:
             print(f"voice-bridge serve: invalid dialogue:\n{exc}", file=sys.stderr)
             return 2
+        require_llm_settings(dialogue, settings.llm)  # llm items need LLM_BASE_URL: ConfigError, exit 2
     try:
         return run_event_loop(serve(settings, handler))
     except OSError as exc:  # e.g. the port is taken

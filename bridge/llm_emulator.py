@@ -1,0 +1,431 @@
+"""A small OpenAI-compatible chat endpoint for tests, benchmarks and the demo (`voice-bridge llm-emulator`).
+
+It serves, on one host and port (aiohttp):
+- `POST /v1/chat/completions`: with `stream: true`, server-sent events as OpenAI sends them (a role chunk,
+  one `chat.completion.chunk` per piece, a chunk with `finish_reason: "stop"`, `data: [DONE]`); without
+  it, one `chat.completion` JSON body. A bad bearer token gets 401 with OpenAI's error body, a malformed
+  request 400.
+- `GET /v1/models`: the one model it pretends to be.
+- control: `GET /_emulator/stats`, `GET|POST /_emulator/knobs` (a JSON object of knob values),
+  `POST /_emulator/reset` (stats cleared, knobs back to the start-up values).
+
+The answer is deterministic: the `answer` knob when set, else `answers[<last user message>]`, else
+`"Echo: <last user message>"` (at most `ECHO_CHARS` characters). It is cut into pieces the way OpenAI's
+tokens come (`" word"`, with the space in front) or into `piece_chars`-character slices, sent with
+`first_piece_delay_ms` before the first and `piece_delay_ms` between the others. Faults: `fail_status`
+answers an HTTP error (for `fail_count` requests), `fail_after_pieces` drops the connection mid-answer.
+Every request is logged in `stats.log` with its messages and the monotonic time each piece was written
+(`piece_at`, `first_piece_at`, `last_piece_at`; CLOCK_MONOTONIC, comparable across processes on one
+machine, for benchmarks).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import dataclasses
+import json
+import logging
+import os
+import re
+import signal
+import socket
+import sys
+import time
+import uuid
+from collections import deque
+from typing import Any
+
+import structlog
+from aiohttp import web
+
+__all__ = ["LLMEmulator", "LLMKnobs", "LLMStats", "split_pieces", "echo_answer", "configure_parser", "run"]
+
+log = structlog.get_logger(__name__)
+
+DEFAULT_MODEL = "emulated-chat"
+ECHO_CHARS = 120
+_OPENAI_PIECES = re.compile(r"\s*\S+\s*$|\s*\S+")
+
+
+@dataclasses.dataclass
+class LLMKnobs:
+    """Answer, timing and fault knobs; all settable at run time (`set_knobs`, `POST /_emulator/knobs`)."""
+
+    answer: str = ""  # every answer is this text when set
+    answers: dict[str, str] = dataclasses.field(default_factory=dict)  # last user message -> answer
+    piece_chars: int = 0  # 0: OpenAI-like word pieces (" word"); N > 0: N-character slices
+    first_piece_delay_ms: float = 0.0  # time to the first piece (after the role chunk)
+    piece_delay_ms: float = 0.0  # between pieces
+    fail_status: int = 0  # > 0: answer this HTTP status with OpenAI's error body
+    fail_count: int = -1  # how many requests `fail_status` applies to (then it clears itself); -1 = all
+    fail_after_pieces: int = -1  # >= 0: drop the connection (no [DONE]) after this many pieces
+
+    def update(self, values: dict[str, Any]) -> None:
+        """Set knobs from a mapping, checking names and types; ValueError names the bad one."""
+        fields = {f.name: f for f in dataclasses.fields(self)}
+        checked: dict[str, Any] = {}
+        for name, value in values.items():
+            if name not in fields:
+                raise ValueError(f"unknown knob {name!r}; knobs are {', '.join(fields)}")
+            checked[name] = _check_knob(name, getattr(self, name), value)
+        for name, value in checked.items():
+            setattr(self, name, value)
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _check_knob(name: str, current: Any, value: Any) -> Any:
+    if isinstance(current, dict):
+        if not isinstance(value, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
+            raise ValueError(f"knob {name} must be an object of strings, got {value!r}")
+        return dict(value)
+    if isinstance(current, str):
+        if not isinstance(value, str):
+            raise ValueError(f"knob {name} must be a string, got {value!r}")
+        return value
+    if isinstance(current, float):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+            raise ValueError(f"knob {name} must be a number >= 0, got {value!r}")
+        return float(value)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"knob {name} must be a whole number, got {value!r}")
+    if name == "piece_chars" and value < 0:
+        raise ValueError(f"knob piece_chars must be >= 0, got {value}")
+    return value
+
+
+@dataclasses.dataclass
+class LLMStats:
+    """What the endpoint saw; `snapshot()` is the JSON of `GET /_emulator/stats`."""
+
+    requests: int = 0  # chat requests, whatever their outcome
+    completed: int = 0  # answers sent to the end
+    failed: int = 0  # answered with an error status, or dropped mid-answer by `fail_after_pieces`
+    client_gone: int = 0  # the client closed the connection before the answer was complete
+    in_flight: int = 0  # answers being streamed right now
+    log: deque = dataclasses.field(default_factory=lambda: deque(maxlen=1000))  # one entry per request
+
+    def prompts(self) -> list[str]:
+        """The last user message of every logged request, in order."""
+        return [entry["prompt"] for entry in self.log]
+
+    def snapshot(self) -> dict[str, Any]:
+        return {"requests": self.requests, "completed": self.completed, "failed": self.failed,
+                "client_gone": self.client_gone, "in_flight": self.in_flight, "log": list(self.log)}
+
+
+def echo_answer(prompt: str) -> str:
+    """The default answer to `prompt`."""
+    return ("Echo: " + " ".join(prompt.split()))[:ECHO_CHARS]
+
+
+def split_pieces(answer: str, piece_chars: int = 0) -> list[str]:
+    """The pieces an answer is streamed in: OpenAI-like (`["Hello,", " how", " are", " you?"]`, the space
+    in front of each word) or `piece_chars`-character slices. Joined, they give back the answer."""
+    if piece_chars > 0:
+        return [answer[i : i + piece_chars] for i in range(0, len(answer), piece_chars)]
+    return _OPENAI_PIECES.findall(answer)
+
+
+class _Rejected(Exception):
+    def __init__(self, status: int, message: str, code: str, kind: str = "invalid_request_error") -> None:
+        super().__init__(message)
+        self.status, self.message, self.code, self.kind = status, message, code, kind
+
+    def response(self) -> web.Response:
+        return web.json_response({"error": {"message": self.message, "type": self.kind, "param": None,
+                                            "code": self.code}}, status=self.status)
+
+
+class LLMEmulator:
+    """The server. `async with LLMEmulator() as llm:` or `await llm.start()` ... `await llm.stop()`.
+
+    `api_key=None` accepts any request (with or without a token); a string requires `Bearer <api_key>`.
+    `url` is the base to configure as `LLM_BASE_URL` (it ends in `/v1`).
+    """
+
+    def __init__(self, *, api_key: str | None = None, knobs: LLMKnobs | None = None,
+                 model: str = DEFAULT_MODEL) -> None:
+        self.api_key = api_key
+        self.model = model
+        self.knobs = knobs or LLMKnobs()
+        self._initial = dataclasses.replace(self.knobs, answers=dict(self.knobs.answers))
+        self.stats = LLMStats()
+        self.host = "127.0.0.1"
+        self.port = 0
+        self._runner: web.AppRunner | None = None
+        self._fail_left = self.knobs.fail_count
+
+    # --- life cycle -------------------------------------------------------------------------------------
+
+    async def start(self, host: str = "127.0.0.1", port: int = 0) -> LLMEmulator:
+        app = web.Application(client_max_size=8 * 2**20)
+        app.add_routes([
+            web.post("/v1/chat/completions", self._chat),
+            web.get("/v1/models", self._models),
+            web.get("/_emulator/stats", self._get_stats),
+            web.get("/_emulator/knobs", self._get_knobs),
+            web.post("/_emulator/knobs", self._post_knobs),
+            web.post("/_emulator/reset", self._post_reset),
+        ])
+        self._runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=1.0)
+        await self._runner.setup()
+        sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.setblocking(False)
+        await web.SockSite(self._runner, sock).start()
+        self.host, self.port = host, sock.getsockname()[1]
+        return self
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    async def __aenter__(self) -> LLMEmulator:
+        return await self.start(self.host, self.port)
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}/v1"
+
+    def set_knobs(self, **values: Any) -> None:
+        """Change knobs at run time (`fail_status`/`fail_count` restart the failure count)."""
+        self.knobs.update(values)
+        if "fail_status" in values or "fail_count" in values:
+            self._fail_left = self.knobs.fail_count
+
+    def reset(self) -> None:
+        """Clear the stats and put the knobs back to their start-up values."""
+        self.stats = LLMStats()
+        self.knobs = dataclasses.replace(self._initial, answers=dict(self._initial.answers))
+        self._fail_left = self.knobs.fail_count
+
+    def answer_for(self, prompt: str) -> str:
+        knobs = self.knobs
+        if knobs.answer:
+            return knobs.answer
+        return knobs.answers.get(prompt) or echo_answer(prompt)
+
+    # --- the chat endpoint ------------------------------------------------------------------------------
+
+    async def _chat(self, request: web.Request) -> web.StreamResponse:
+        self.stats.requests += 1
+        entry: dict[str, Any] = {"received_at": time.monotonic(), "prompt": "", "messages": None,
+                                 "outcome": "rejected"}
+        self.stats.log.append(entry)
+        try:
+            body = await self._validate(request)
+        except _Rejected as rejected:
+            entry["status"] = rejected.status
+            self.stats.failed += 1
+            return rejected.response()
+        messages = body["messages"]
+        prompt = next((m["content"] for m in reversed(messages) if m["role"] == "user"), "")
+        answer = self.answer_for(prompt)
+        entry.update(messages=messages, prompt=prompt, model=body["model"], stream=bool(body.get("stream")),
+                     answer=answer, status=200, pieces=0, first_piece_at=None, last_piece_at=None, piece_at=[])
+        if not body.get("stream"):
+            entry["outcome"] = "done"
+            self.stats.completed += 1
+            return web.json_response(self._completion(body["model"], answer))
+        return await self._stream(request, body["model"], answer, entry)
+
+    async def _validate(self, request: web.Request) -> dict[str, Any]:
+        if self.api_key is not None and request.headers.get("Authorization") != f"Bearer {self.api_key}":
+            raise _Rejected(401, "Incorrect API key provided.", "invalid_api_key")
+        if self.knobs.fail_status > 0 and self._fail_left != 0:
+            if self._fail_left > 0:
+                self._fail_left -= 1
+            status = self.knobs.fail_status
+            raise _Rejected(status, f"Emulated failure with status {status}.",
+                            "rate_limit_exceeded" if status == 429 else "server_error",
+                            "requests" if status == 429 else "server_error")
+        try:
+            body = json.loads(await request.read())
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise _Rejected(400, "We could not parse the JSON body of your request.", "invalid_json") from None
+        if not isinstance(body, dict):
+            raise _Rejected(400, "The request body must be a JSON object.", "invalid_request")
+        if not isinstance(body.get("model"), str) or not body["model"]:
+            raise _Rejected(400, "you must provide a model parameter", "missing_model")
+        messages = body.get("messages")
+        if not isinstance(messages, list) or not messages:
+            raise _Rejected(400, "'messages' must be a non-empty array", "invalid_messages")
+        for index, message in enumerate(messages):
+            if (not isinstance(message, dict) or message.get("role") not in ("system", "user", "assistant")
+                    or not isinstance(message.get("content"), str)):
+                raise _Rejected(400, f"Invalid value for 'messages[{index}]': expected an object with a role "
+                                     "(system, user, assistant) and string content", "invalid_messages")
+        return body
+
+    async def _stream(self, request: web.Request, model: str, answer: str, entry: dict[str, Any]) -> web.StreamResponse:
+        knobs = self.knobs
+        ident = "chatcmpl-" + uuid.uuid4().hex[:24]
+        created = int(time.time())
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream; charset=utf-8",
+                                               "Cache-Control": "no-cache", "x-request-id": ident})
+        await response.prepare(request)
+        self.stats.in_flight += 1
+        try:
+            await response.write(_event(_chunk(ident, created, model, {"role": "assistant", "content": ""})))
+            pieces = split_pieces(answer, knobs.piece_chars)
+            for index, piece in enumerate(pieces):
+                delay = knobs.first_piece_delay_ms if index == 0 else knobs.piece_delay_ms
+                if delay > 0:
+                    await asyncio.sleep(delay / 1000)
+                if 0 <= knobs.fail_after_pieces <= index:
+                    entry["outcome"] = "dropped"
+                    self.stats.failed += 1
+                    await _abort(request)
+                    return response
+                stamp = time.monotonic()
+                await response.write(_event(_chunk(ident, created, model, {"content": piece})))
+                entry["pieces"] = index + 1
+                entry["piece_at"].append(stamp)
+                entry["last_piece_at"] = stamp
+                if entry["first_piece_at"] is None:
+                    entry["first_piece_at"] = stamp
+            await response.write(_event(_chunk(ident, created, model, {}, finish="stop")))
+            await response.write(b"data: [DONE]\n\n")
+            await response.write_eof()
+            entry["outcome"] = "done"
+            self.stats.completed += 1
+        except (ConnectionResetError, asyncio.CancelledError):
+            entry["outcome"] = "client_gone"
+            self.stats.client_gone += 1
+            raise
+        finally:
+            self.stats.in_flight -= 1
+        return response
+
+    def _completion(self, model: str, answer: str) -> dict[str, Any]:
+        return {"id": "chatcmpl-" + uuid.uuid4().hex[:24], "object": "chat.completion", "created": int(time.time()),
+                "model": model, "choices": [{"index": 0, "message": {"role": "assistant", "content": answer},
+                                             "logprobs": None, "finish_reason": "stop"}],
+                "usage": {"prompt_tokens": 0, "completion_tokens": len(split_pieces(answer)),
+                          "total_tokens": len(split_pieces(answer))}}
+
+    async def _models(self, request: web.Request) -> web.Response:
+        return web.json_response({"object": "list", "data": [{"id": self.model, "object": "model", "created": 0,
+                                                              "owned_by": "voice-bridge"}]})
+
+    # --- control endpoints ---------------------------------------------------------------------------
+
+    async def _get_stats(self, request: web.Request) -> web.Response:
+        return web.json_response(self.stats.snapshot())
+
+    async def _get_knobs(self, request: web.Request) -> web.Response:
+        return web.json_response(self.knobs.as_dict())
+
+    async def _post_knobs(self, request: web.Request) -> web.Response:
+        try:
+            values = await request.json()
+            if not isinstance(values, dict):
+                raise ValueError("send a JSON object of knob values")
+            self.set_knobs(**values)
+        except (ValueError, TypeError) as exc:
+            return web.json_response({"error": str(exc)}, status=400)
+        return web.json_response(self.knobs.as_dict())
+
+    async def _post_reset(self, request: web.Request) -> web.Response:
+        self.reset()
+        return web.json_response({"ok": True})
+
+
+def _chunk(ident: str, created: int, model: str, delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
+    return {"id": ident, "object": "chat.completion.chunk", "created": created, "model": model,
+            "system_fingerprint": None,
+            "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]}
+
+
+def _event(data: dict[str, Any]) -> bytes:
+    return b"data: " + json.dumps(data, ensure_ascii=False).encode("utf-8") + b"\n\n"
+
+
+async def _abort(request: web.Request) -> None:
+    """Drop the connection without ending the chunked body (after what was written has left)."""
+    transport = request.transport
+    if transport is None:
+        return
+    for _ in range(200):
+        if transport.get_write_buffer_size() == 0:
+            break
+        await asyncio.sleep(0.005)
+    transport.abort()
+
+
+# --- command line ---------------------------------------------------------------------------------------
+
+
+def configure_parser(parser: argparse.ArgumentParser) -> None:
+    defaults = LLMKnobs()
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on [127.0.0.1]")
+    parser.add_argument("--port", type=int, default=int(os.environ.get("LLM_EMULATOR_PORT", "8766")),
+                        help="port; 0 picks a free one [env LLM_EMULATOR_PORT, 8766]")
+    parser.add_argument("--api-key", default=None, help="the one accepted bearer token [unset: any]")
+    parser.add_argument("--answer", default=defaults.answer, help="answer every request with this text")
+    parser.add_argument("--piece-chars", type=int, default=defaults.piece_chars,
+                        help="characters per piece; 0 = word pieces like OpenAI's [0]")
+    parser.add_argument("--first-piece-delay-ms", type=float, default=defaults.first_piece_delay_ms,
+                        help="delay before the first piece [0]")
+    parser.add_argument("--piece-delay-ms", type=float, default=defaults.piece_delay_ms,
+                        help="delay between pieces [0]")
+    parser.add_argument("--knobs", default="", help="JSON object of further knobs")
+    parser.add_argument("--log-level", default=os.environ.get("LOG_LEVEL", "info"),
+                        choices=["debug", "info", "warning", "error"], help="log level (logs go to stderr)")
+
+
+def _knobs_from_args(args: argparse.Namespace) -> LLMKnobs:
+    knobs = LLMKnobs()
+    knobs.update({"answer": args.answer, "piece_chars": args.piece_chars,
+                  "first_piece_delay_ms": args.first_piece_delay_ms, "piece_delay_ms": args.piece_delay_ms})
+    if args.knobs:
+        extra = json.loads(args.knobs)
+        if not isinstance(extra, dict):
+            raise ValueError("--knobs must be a JSON object")
+        knobs.update(extra)
+    return knobs
+
+
+async def _serve(args: argparse.Namespace) -> None:
+    emulator = LLMEmulator(api_key=args.api_key, knobs=_knobs_from_args(args))
+    await emulator.start(args.host, args.port)
+    print(f"listening on {emulator.url}", flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        await emulator.stop()
+
+
+def run(args: argparse.Namespace) -> int:
+    # stdout carries only the "listening on URL" line; logs go to stderr
+    structlog.configure(
+        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        wrapper_class=structlog.make_filtering_bound_logger(getattr(logging, args.log_level.upper())),
+    )
+    try:
+        asyncio.run(_serve(args))
+    except (ValueError, OSError) as exc:
+        print(f"voice-bridge llm-emulator: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":  # `python -m bridge.llm_emulator`
+    _parser = argparse.ArgumentParser(prog="python -m bridge.llm_emulator", description=__doc__.splitlines()[0])
+    configure_parser(_parser)
+    with contextlib.suppress(KeyboardInterrupt):
+        sys.exit(run(_parser.parse_args()))

@@ -1,0 +1,32 @@
+"""Fixtures for the LLM tests: the fake OpenAI-compatible endpoint, and the end-to-end stack with it."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from bridge.llm import LLMConfig
+from bridge.llm_emulator import LLMEmulator
+from flow.helpers import make_stack
+
+LLM_KEY = "llm-test-key"
+
+
+@pytest.fixture
+async def fake_llm():
+    async with LLMEmulator(api_key=LLM_KEY) as emulator:
+        yield emulator
+
+
+def llm_config(fake: LLMEmulator, **overrides) -> LLMConfig:
+    return LLMConfig(llm_base_url=fake.url, llm_api_key=LLM_KEY, llm_model="test-model", llm_read_timeout_s=5.0,
+                     **overrides)
+
+
+@pytest.fixture
+async def stack(redis_url, fake_llm):
+    """The flow tests' stack (Redis with the fragments, the TTS emulator) with LLM settings for `fake_llm`."""
+    async with make_stack(redis_url) as s:
+        s.settings = dataclasses.replace(s.settings, llm=llm_config(fake_llm))
+        yield s

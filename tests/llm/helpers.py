@@ -1,0 +1,40 @@
+"""Helpers for the LLM end-to-end tests."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from voice.emulator import identify
+
+
+def heard(audio: bytes) -> str:
+    """What the caller heard of the TTS emulator's speech, without spaces.
+
+    Over the WebSocket each phrase is generated on its own (the emulator strips it), so the spaces between
+    phrases are not spoken while those inside a phrase are: comparing without spaces checks every word,
+    in order, whatever the phrase boundaries were.
+    """
+    return "".join(identify(audio)).replace(" ", "")
+
+
+def bare(text: str) -> str:
+    return text.replace(" ", "")
+
+
+def use_tts_format(stack, output_format: str) -> None:
+    """pcm_8000 keeps every frame boundary on a character boundary (no resampler), so audio cut
+    mid-answer and spoken again still reads back exactly."""
+    stack.settings = dataclasses.replace(stack.settings,
+                                         tts=dataclasses.replace(stack.settings.tts, output_format=output_format))
+
+
+def summary_requests(fake) -> list[dict]:
+    from bridge.conversation import SUMMARY_INSTRUCTION
+
+    return [entry for entry in fake.stats.log if entry["prompt"].startswith(SUMMARY_INSTRUCTION)]
+
+
+def answer_requests(fake) -> list[dict]:
+    from bridge.conversation import SUMMARY_INSTRUCTION
+
+    return [entry for entry in fake.stats.log if not entry["prompt"].startswith(SUMMARY_INSTRUCTION)]
