@@ -805,7 +805,8 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--duration", type=float, default=10.0, help="seconds each call lasts (default 10)")
     parser.add_argument("--ramp", type=float, default=1.0, help="seconds over which the calls start (default 1)")
     parser.add_argument("--scenario", choices=list(SCENARIOS), default="silence",
-                        help="what the bridge plays: " + "; ".join(f"{k}: {v.description}" for k, v in SCENARIOS.items()))
+                        help="what the bridge plays: " + "; ".join(f"{k}: {v.description}" for k, v in SCENARIOS.items())
+                        .replace("%", "%%"))  # argparse expands %-formats in help texts
     parser.add_argument("--baseline", action="store_true",
                         help="also run the common design (bridge.baseline: a task per call, sleep(0.02) after each "
                              "write) through the same scenario and show both side by side")
