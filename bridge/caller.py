@@ -51,6 +51,7 @@ from bridge.protocol import (
     encode_uuid,
 )
 from voice.audio import SAMPLE_RATE, read_wav, to_frames, write_wav
+from voice.config import ConfigError, parse_int_range
 
 __all__ = ["CallReport", "place_call", "speech_noise_frames", "configure_parser", "run", "parse_dtmf",
            "pacing_figures", "sender_stats"]
@@ -551,7 +552,7 @@ def parse_dtmf(text: str) -> list[tuple[float, str]]:
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     env = os.environ
     parser.add_argument("--host", default=env.get("BRIDGE_HOST", "127.0.0.1"), help="bridge address [BRIDGE_HOST]")
-    parser.add_argument("--port", type=int, default=env.get("BRIDGE_PORT", "9092"), help="bridge port [BRIDGE_PORT]")
+    parser.add_argument("--port", type=_port, default=None, help="bridge port [env BRIDGE_PORT; default 9092]")
     parser.add_argument("--duration", type=float, default=5.0,
                         help="seconds before the caller hangs up; 0 = wait for the server to hang up (default 5)")
     parser.add_argument("--uuid", default=None, help="call UUID (default: a random one)")
@@ -568,7 +569,27 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
 
 
+def _port(raw: str) -> int:
+    try:
+        return parse_int_range(1, 65535)(raw)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _env_port() -> int:
+    """BRIDGE_PORT, or 9092; a bad value is a ConfigError naming the variable."""
+    raw = os.environ.get("BRIDGE_PORT")
+    if raw is None:
+        return 9092
+    try:
+        return parse_int_range(1, 65535)(raw)
+    except ValueError as exc:
+        raise ConfigError("BRIDGE_PORT", str(exc)) from None
+
+
 def run(args: argparse.Namespace) -> int:
+    if args.port is None:
+        args.port = _env_port()
     try:
         report = asyncio.run(place_call(
             args.host, args.port, duration_s=args.duration or None, uuid=args.uuid, dtmf=args.dtmf,

@@ -8,10 +8,15 @@ not pay for the emulator's imports.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib
+import os
 import sys
-from collections.abc import Sequence
+import typing
+from collections.abc import Mapping, Sequence
 
+from bridge.config import BridgeConfig, Settings
+from bridge.logs import configure_logging, mask, register_environment_secrets
 from voice.config import ConfigError
 
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
@@ -25,11 +30,20 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+LOGGING_HELP = (
+    "Logging (every command): LOG_LEVEL (debug, info, warning, error; default info) and LOG_FORMAT (json, "
+    "console, or auto: console on a terminal, else JSON) from the environment; logs go to stderr. API keys "
+    "and passwords in URLs are masked in every log line."
+)
+WELL_KNOWN_SECRETS = ("ELEVENLABS_API_KEY", "LLM_API_KEY")
+"""Masked in logs even before (or without) a settings class declaring them."""
+
+
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="voice-bridge", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="voice-bridge", description=__doc__.splitlines()[0], epilog=LOGGING_HELP)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, (module_name, summary) in SUBCOMMANDS.items():
-        p = sub.add_parser(name, help=summary, description=summary)
+        p = sub.add_parser(name, help=summary, description=summary, epilog=LOGGING_HELP)
         if only == name:
             module = importlib.import_module(module_name)
             module.configure_parser(p)
@@ -43,12 +57,52 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser(only=chosen)
     args = parser.parse_args(argv)
     try:
+        prepare_process(args)
         return int(args._module.run(args) or 0)
-    except ConfigError as exc:
-        print(f"voice-bridge {args.command}: configuration error: {exc}", file=sys.stderr)
+    except ConfigError as exc:  # the message quotes the bad value: a password in a URL is masked
+        print(f"voice-bridge {args.command}: configuration error: {mask(str(exc))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130
+
+
+def prepare_process(args: argparse.Namespace, environ: Mapping[str, str] | None = None) -> None:
+    """What every subcommand gets before it runs: secrets registered for masking, logging configured.
+
+    A subcommand may configure logging again with its own settings (`serve` does, with its flags).
+    Raises ConfigError naming LOG_LEVEL or LOG_FORMAT when one is wrong.
+    """
+    environ = os.environ if environ is None else environ
+    fields = secret_fields()
+    names = {env for _, env in fields} | set(WELL_KNOWN_SECRETS)
+    register_environment_secrets(environ, names)
+    flags = {k: v for k, v in vars(args).items() if isinstance(v, str)}
+    register_environment_secrets(flags, [name for name, _ in fields])  # the same, given as flags
+    configure_logging(logging_setting(args, "log_level", environ), logging_setting(args, "log_format", environ))
+
+
+def secret_fields() -> list[tuple[str, str]]:
+    """(field name, environment variable) of every setting declared secret, in every part of `Settings`."""
+    found = []
+    for part in typing.get_type_hints(Settings).values():
+        if dataclasses.is_dataclass(part):
+            found += [(f.name, f.metadata["env"]) for f in dataclasses.fields(part) if f.metadata.get("secret")]
+    return found
+
+
+def logging_setting(args: argparse.Namespace, name: str, environ: Mapping[str, str]) -> str:
+    """LOG_LEVEL / LOG_FORMAT: the subcommand's flag if it has one, else the environment, else the default."""
+    field = next(f for f in dataclasses.fields(BridgeConfig) if f.name == name)
+    env = field.metadata["env"]
+    raw = getattr(args, name, None)
+    if raw is None:
+        raw = environ.get(env)
+    if raw is None:
+        return field.default
+    try:
+        return field.metadata["parse"](raw)
+    except ValueError as exc:
+        raise ConfigError(env, str(exc)) from None
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -62,6 +62,8 @@ class BridgeConfig:
     log_format: str = setting("LOG_FORMAT", "auto", parse_choice("auto", "json", "console"),
                               "log format; auto = console on a terminal, else json")
     metrics_port: int = setting("METRICS_PORT", 0, parse_port, "Prometheus /metrics, /healthz, /readyz port; 0 = off")
+    metrics_host: str = setting("METRICS_HOST", "", parse_str,
+                                "address the metrics port listens on; default: BRIDGE_HOST")
 
 
 @dataclasses.dataclass(frozen=True)

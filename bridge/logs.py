@@ -1,30 +1,77 @@
 """Logging set-up: structlog events, JSON or console, call context bound once and carried everywhere.
 
 Modules log with `structlog.get_logger(__name__)` and bind context (`log.bind(call=uuid, peer=...)`);
-only the application entry points call `configure_logging`.
+only the application entry points call `configure_logging` (`bridge.cli` does it for every subcommand).
+A call's handler also binds its UUID in the task's context variables, so lines logged by the voice side
+on the call's behalf (a synthesis, a cache write) carry it as well.
+
+Secrets never reach a line. Three layers, because one is never enough:
+1. a value under a key that names a secret (`api_key`, `password`, ...) is replaced by `***`;
+2. every value registered with `register_secret` (the API keys and Redis passwords of the settings, at
+   start-up) is masked wherever it appears in a string, nested dicts and lists included;
+3. the rendered line itself is masked again, which catches what was rendered from an object (an exception,
+   a request) rather than logged as a string.
+Third-party libraries log through the standard `logging` module; their records are rendered by the same
+chain (same format, same masking).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import logging
 import sys
+from collections.abc import Iterable
+from typing import Any, TextIO
+from urllib.parse import unquote, urlsplit
 
 import structlog
 
-_SECRET_KEYS = {"api_key", "xi_api_key", "xi-api-key", "authorization", "password", "token", "llm_api_key"}
+__all__ = ["configure_logging", "register_secret", "register_settings_secrets", "register_environment_secrets",
+           "settings_for_log", "redact_secrets", "mask", "MASK"]
+
+MASK = "***"
+_SECRET_KEYS = {"api_key", "xi_api_key", "xi-api-key", "authorization", "password", "token", "llm_api_key",
+                "secret"}
+_MIN_SECRET_LEN = 4  # shorter values would mask ordinary words; key-based masking still covers them
 _secret_values: set[str] = set()
+_QUIET_LIBRARIES = ("httpx", "httpcore", "websockets", "aiohttp.access", "hpack")
+"""Libraries whose INFO lines (one per HTTP request) would drown the bridge's own: WARNING and up only."""
 
 
 def register_secret(value: str) -> None:
-    """Any log value containing `value` is masked from now on (API keys, passwords in URLs)."""
-    if value and len(value) >= 4:
-        _secret_values.add(value)
+    """Any log value containing `value` is masked from now on (API keys, passwords in URLs).
+
+    The forms a secret takes when it is printed are registered too: percent-decoded (a password in a URL)
+    and JSON-escaped (the JSON renderer escapes quotes, backslashes and non-ASCII characters).
+    """
+    if not value or len(value) < _MIN_SECRET_LEN:
+        return
+    for form in {value, unquote(value)}:
+        _secret_values.add(form)
+        _secret_values.add(json.dumps(form)[1:-1])
+
+
+def mask(text: str) -> str:
+    """`text` with every registered secret replaced by `***`: for messages printed outside the logs."""
+    return _mask(text) if _secret_values else text
 
 
 def _mask(value: str) -> str:
     for secret in _secret_values:
         if secret in value:
-            value = value.replace(secret, "***")
+            value = value.replace(secret, MASK)
+    return value
+
+
+def _redact(value: Any) -> Any:
+    if isinstance(value, str):
+        return _mask(value) if _secret_values else value
+    if isinstance(value, dict):
+        return {k: (MASK if isinstance(k, str) and k.lower() in _SECRET_KEYS else _redact(v))
+                for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_redact(v) for v in value) if not hasattr(value, "_fields") else value
     return value
 
 
@@ -32,27 +79,137 @@ def redact_secrets(_logger: object, _name: str, event: dict) -> dict:
     """structlog processor: no secret ever reaches a log line, by key or by value."""
     for key, value in list(event.items()):
         if key.lower() in _SECRET_KEYS:
-            event[key] = "***"
-        elif isinstance(value, str) and _secret_values:
-            event[key] = _mask(value)
+            event[key] = MASK
+        else:
+            event[key] = _redact(value)
     return event
 
 
-def configure_logging(level: str = "info", fmt: str = "auto", stream=None) -> None:
+def _mask_rendered(_logger: object, _name: str, line: Any) -> Any:
+    """Last processor: mask the rendered line (what was rendered from objects, e.g. an exception's repr)."""
+    return _mask(line) if isinstance(line, str) and _secret_values else line
+
+
+# --- settings ---------------------------------------------------------------------------------------------
+
+
+def _url_password(value: str) -> str | None:
+    if "://" not in value:
+        return None
+    try:
+        return urlsplit(value).password
+    except ValueError:
+        return None
+
+
+def register_settings_secrets(config: object) -> None:
+    """Register every secret a settings object holds: fields declared `secret`, and passwords in URLs.
+
+    Works on any dataclass of settings (`voice.config.setting` fields), nested ones included, so a setting
+    added later is covered as soon as it is declared secret.
+    """
+    for f in dataclasses.fields(config):  # type: ignore[arg-type]
+        value = getattr(config, f.name)
+        if dataclasses.is_dataclass(value):
+            register_settings_secrets(value)
+        elif isinstance(value, str):
+            if f.metadata.get("secret"):
+                register_secret(value)
+            password = _url_password(value)
+            if password:
+                register_secret(password)
+
+
+def register_environment_secrets(environ: dict[str, str] | Any, secret_names: Iterable[str]) -> None:
+    """Register the values of the named secret variables, and any password inside a URL-valued variable."""
+    for name in secret_names:
+        register_secret(environ.get(name, ""))
+    for value in environ.values():
+        if isinstance(value, str):
+            password = _url_password(value)
+            if password:
+                register_secret(password)
+
+
+def settings_for_log(config: object) -> dict[str, Any]:
+    """{ENV_NAME: value} of a settings dataclass (nested ones flattened), secrets shown as `***` or unset.
+
+    For the `settings` line a server logs at start-up: what it really runs with, safe to share.
+    """
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(config):  # type: ignore[arg-type]
+        value = getattr(config, f.name)
+        if dataclasses.is_dataclass(value):
+            out.update(settings_for_log(value))
+            continue
+        name = f.metadata.get("env", f.name)
+        if f.metadata.get("secret"):
+            value = MASK if value else ""
+        elif isinstance(value, str) and _url_password(value):
+            parts = urlsplit(value)
+            value = value.replace(f":{parts.password}@", f":{MASK}@", 1)
+        elif isinstance(value, tuple):
+            value = list(value)
+        out[name] = value
+    return out
+
+
+# --- set-up -----------------------------------------------------------------------------------------------
+
+
+def configure_logging(level: str = "info", fmt: str = "auto", stream: TextIO | None = None) -> None:
+    """One format for every line of the process: structlog's and the standard library's.
+
+    `fmt`: json, console, or auto (console when `stream` is a terminal, else JSON).
+    """
     stream = stream or sys.stderr
     if fmt == "auto":
         fmt = "console" if getattr(stream, "isatty", lambda: False)() else "json"
-    renderer = structlog.dev.ConsoleRenderer(colors=False) if fmt == "console" else structlog.processors.JSONRenderer()
+    renderer: Any = (structlog.dev.ConsoleRenderer(colors=False) if fmt == "console"
+                     else structlog.processors.JSONRenderer())
+    numeric_level = getattr(logging, level.upper())
+    timestamper = structlog.processors.TimeStamper(fmt="iso", utc=True)
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            timestamper,
             structlog.processors.format_exc_info,
             redact_secrets,
             renderer,
+            _mask_rendered,
         ],
-        wrapper_class=structlog.make_filtering_bound_logger(getattr(logging, level.upper())),
+        wrapper_class=structlog.make_filtering_bound_logger(numeric_level),
         logger_factory=structlog.PrintLoggerFactory(file=stream),
         cache_logger_on_first_use=False,
     )
+    _configure_stdlib(numeric_level, stream, renderer, timestamper)
+
+
+def _configure_stdlib(level: int, stream: TextIO, renderer: Any, timestamper: Any) -> None:
+    """Route the standard library's records (asyncio, aiohttp, httpx, websockets) through the same chain."""
+    formatter = structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=[
+            structlog.contextvars.merge_contextvars,
+            structlog.stdlib.add_log_level,
+            structlog.stdlib.add_logger_name,
+            timestamper,
+        ],
+        processors=[
+            structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+            structlog.processors.format_exc_info,
+            redact_secrets,
+            renderer,
+            _mask_rendered,
+        ],
+    )
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(formatter)
+    handler._voice_bridge = True  # type: ignore[attr-defined]  # ours: replaced, never stacked
+    root = logging.getLogger()
+    for old in [h for h in root.handlers if getattr(h, "_voice_bridge", False)]:
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(level)
+    for name in _QUIET_LIBRARIES:
+        logging.getLogger(name).setLevel(max(level, logging.WARNING))

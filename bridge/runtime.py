@@ -28,7 +28,7 @@ from voice.domain.interfaces.cache import AbstractCache
 from voice.keys import profile_tag
 from voice.synthesis import SynthesisHub
 from voice.tts_manager.connection_manager import WebSocketConnectionManager
-from voice.tts_manager.http_client import aclose_shared_client
+from voice.tts_manager.http_client import aclose_shared_client, shared_http_client
 from voice.tts_manager.manager import TTSManager
 
 log = structlog.get_logger(__name__)
@@ -83,6 +83,9 @@ class BridgeRuntime:
 
     async def start(self) -> None:
         await self.cache.connect()
+        # Build the process's HTTP client now: it loads the CA bundle (40-70 ms of blocking work), which
+        # the first synthesis would otherwise do on the event loop while calls are playing.
+        shared_http_client()
 
     def new_tts(self) -> TTSManager:
         """A call's own TTS chain."""
@@ -92,7 +95,8 @@ class BridgeRuntime:
     async def handle(self, call: Call) -> None:
         """The server's handler: play the dialogue on `call`."""
         started = time.monotonic()
-        self.metrics.calls.inc()
+        # lines the voice side logs on this call's behalf (syntheses, cache writes) carry its UUID too
+        structlog.contextvars.bind_contextvars(call=str(call.uuid))
         tts = self.new_tts()
         conversation = None
         if self.llm is not None and self.dialogue.uses_llm:

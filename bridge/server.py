@@ -28,7 +28,8 @@ import structlog
 from bridge.call import Call, CallHost
 from bridge.clock import MediaClock
 from bridge.config import BridgeConfig, Settings, add_settings_flags, settings_from_args
-from bridge.logs import configure_logging
+from bridge.logs import configure_logging, register_settings_secrets, settings_for_log
+from bridge.metrics import Metrics
 from bridge.protocol import FRAME_BYTES, SAMPLE_RATE
 
 __all__ = [
@@ -90,16 +91,22 @@ class AudioSocketServer(CallHost):
         config: BridgeConfig,
         handler: Handler | None = None,
         clock: MediaClock | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self.config = config
         self.handler: Handler = handler or silence_handler
         self.clock = clock or MediaClock()
+        self.metrics = metrics
+        """When given: counts refused connections and reads this server's live figures (`Metrics.watch`)."""
+        if metrics is not None:
+            metrics.watch(self)
         self.calls: set[Call] = set()
         """Live calls: their UUID has arrived and they have not hung up."""
         self.connections: set[Call] = set()
         """Every open connection, established or not (what `max_calls` caps)."""
         self.calls_total = 0
         self.rejected_total = 0
+        self._frames_of_closed = 0
         self._server: asyncio.base_events.Server | None = None
         self._accepting = False
         self._idle = asyncio.Event()
@@ -173,11 +180,21 @@ class AudioSocketServer(CallHost):
 
     # --- CallHost -----------------------------------------------------------------------------------
 
+    def frames_sent_total(self) -> int:
+        """Frames written to every connection since start: the closed ones' plus the open ones' (scrape time)."""
+        return self._frames_of_closed + sum(call.frames_sent for call in self.connections)
+
+    def _rejected(self, reason: str) -> None:
+        if self.metrics is not None:
+            self.metrics.calls_rejected.labels(reason=reason).inc()
+
     def connection_opened(self, call: Call) -> bool:
         if not self._accepting:
+            self._rejected("not-accepting")
             return False
         if len(self.connections) >= self.config.max_calls:
             self.rejected_total += 1
+            self._rejected("call-limit")
             call.log.warning("call limit reached; connection closed", max_calls=self.config.max_calls)
             return False
         self.connections.add(call)
@@ -194,6 +211,10 @@ class AudioSocketServer(CallHost):
 
     def connection_closed(self, call: Call) -> None:
         self.calls.discard(call)
+        if call in self.connections:
+            self._frames_of_closed += call.frames_sent
+            if call.uuid is None:  # closed before it became a call: no UUID in time, a protocol error, ...
+                self._rejected(call.hangup_by or "closed")
         self.connections.discard(call)
         if not self.connections:
             self._idle.set()
@@ -213,19 +234,40 @@ def run_event_loop(main: Coroutine[Any, Any, int]) -> int:
 
 async def serve(settings: Settings, handler: Handler | None = None, *,
                 ready: Callable[[AudioSocketServer], None] | None = None) -> int:
-    """Serve until SIGTERM/SIGINT. Without a handler, every call plays the configured dialogue."""
+    """Serve until SIGTERM/SIGINT. Without a handler, every call plays the configured dialogue.
+
+    With `METRICS_PORT` set, `/metrics`, `/healthz` and `/readyz` are served (`bridge.health`) from before
+    the first call until the last one has ended: `/readyz` answers 503 from the moment a stop signal
+    arrives, while calls finish their grace period.
+    """
+    register_settings_secrets(settings)
+    log.info("settings", **settings_for_log(settings))
+    metrics = Metrics()
     runtime = None
     if handler is None:
         from bridge.runtime import BridgeRuntime
 
-        runtime = BridgeRuntime(settings)
+        runtime = BridgeRuntime(settings, metrics=metrics)
         await runtime.start()
         handler = runtime.handle
         log.info("dialogue", **runtime.describe())
-    server = AudioSocketServer(settings.bridge, handler)
+    server = AudioSocketServer(settings.bridge, handler, metrics=metrics)
+    health = None
+    if settings.bridge.metrics_port:
+        from bridge.health import HealthServer
+
+        health = HealthServer(server, metrics, settings, cache=runtime.cache if runtime is not None else None)
     try:
         await server.start()
-        await _until_stopped(server, settings, ready)
+        try:
+            if health is not None:
+                await health.start()
+            await _until_stopped(server, settings, ready)
+        finally:
+            if server.accepting:  # failed before the orderly stop (e.g. the metrics port is taken)
+                await server.stop(0)
+            if health is not None:
+                await health.stop()
     finally:
         if runtime is not None:
             await runtime.aclose()

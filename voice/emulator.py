@@ -44,7 +44,7 @@ from typing import Any
 import structlog
 from aiohttp import WSMsgType, web
 
-from voice.config import G711_FORMATS, PCM_RATES
+from voice.config import G711_FORMATS, PCM_RATES, ConfigError, parse_port
 from voice.emulator_audio import CHAR_MS, expected_frames, identify, synthesize
 
 __all__ = ["Emulator", "EmulatorProcess", "Knobs", "Stats", "expected_frames", "identify", "synthesize",
@@ -432,10 +432,10 @@ class Emulator:
                 response.enable_chunked_encoding()
             else:
                 response.content_length = len(audio)
-            await response.prepare(request)
             try:
+                await response.prepare(request)
                 await self._send_http_audio(request, response, audio, output_format, entry)
-            except ConnectionResetError:  # the client went away (cancelled, barge-in)
+            except ConnectionResetError:  # the client went away (cancelled, barge-in), maybe before the headers
                 entry["client_gone"] = True
             return response
         finally:
@@ -923,7 +923,7 @@ class EmulatorProcess:
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on [127.0.0.1]")
-    parser.add_argument("--port", type=int, default=int(os.environ.get("EMULATOR_PORT", "8765")),
+    parser.add_argument("--port", type=_port, default=None,
                         help="port; 0 picks a free one [env EMULATOR_PORT, 8765]")
     parser.add_argument("--api-key", default=os.environ.get("ELEVENLABS_API_KEY") or None,
                         help="the one accepted API key [env ELEVENLABS_API_KEY; unset: any non-empty key]")
@@ -941,6 +941,24 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--knobs", default="", help="JSON object of further knobs")
     parser.add_argument("--log-level", default=os.environ.get("LOG_LEVEL", "info"),
                         choices=["debug", "info", "warning", "error"], help="log level (logs go to stderr)")
+
+
+def _port(raw: str) -> int:
+    try:
+        return parse_port(raw)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _env_port() -> int:
+    """EMULATOR_PORT, or 8765; a bad value is a ConfigError naming the variable."""
+    raw = os.environ.get("EMULATOR_PORT")
+    if raw is None:
+        return 8765
+    try:
+        return parse_port(raw)
+    except ValueError as exc:
+        raise ConfigError("EMULATOR_PORT", str(exc)) from None
 
 
 def _knobs_from_args(args: argparse.Namespace) -> Knobs:
@@ -978,11 +996,15 @@ async def _serve(args: argparse.Namespace) -> None:
 
 def run(args: argparse.Namespace) -> int:
     # stdout carries only the "listening on URL" line that EmulatorProcess waits for; logs go to stderr
-    structlog.configure(
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
-        wrapper_class=structlog.make_filtering_bound_logger(getattr(logging, args.log_level.upper())),
-    )
+    # (`voice-bridge emulator` has configured them already, with --log-level; `python -m` has not)
+    if not structlog.is_configured():
+        structlog.configure(
+            logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+            wrapper_class=structlog.make_filtering_bound_logger(getattr(logging, args.log_level.upper())),
+        )
     try:
+        if args.port is None:
+            args.port = _env_port()
         asyncio.run(_serve(args))
     except (ValueError, OSError) as exc:
         print(f"voice-bridge emulator: {exc}", file=sys.stderr)
