@@ -9,7 +9,8 @@ It serves, on one host and port (aiohttp):
 - control: `GET /_emulator/stats`, `GET|POST /_emulator/knobs` (a JSON object of knob values),
   `POST /_emulator/reset` (stats cleared, knobs back to the start-up values).
 
-The answer is deterministic: the `answer` knob when set, else `answers[<last user message>]`, else
+The answer is deterministic: the `answer` knob when set, else the `answers` entry whose key ends the last
+user message, else
 `"Echo: <last user message>"` (at most `ECHO_CHARS` characters). It is cut into pieces the way OpenAI's
 tokens come (`" word"`, with the space in front) or into `piece_chars`-character slices, sent with
 `first_piece_delay_ms` before the first and `piece_delay_ms` between the others. Faults: `fail_status`
@@ -54,7 +55,7 @@ class LLMKnobs:
     """Answer, timing and fault knobs; all settable at run time (`set_knobs`, `POST /_emulator/knobs`)."""
 
     answer: str = ""  # every answer is this text when set
-    answers: dict[str, str] = dataclasses.field(default_factory=dict)  # last user message -> answer
+    answers: dict[str, str] = dataclasses.field(default_factory=dict)  # end of the last user message -> answer
     piece_chars: int = 0  # 0: OpenAI-like word pieces (" word"); N > 0: N-character slices
     first_piece_delay_ms: float = 0.0  # time to the first piece (after the role chunk)
     piece_delay_ms: float = 0.0  # between pieces
@@ -213,7 +214,10 @@ class LLMEmulator:
         knobs = self.knobs
         if knobs.answer:
             return knobs.answer
-        return knobs.answers.get(prompt) or echo_answer(prompt)
+        for key, answer in knobs.answers.items():
+            if prompt.endswith(key):  # clients may merge consecutive user messages into one
+                return answer
+        return echo_answer(prompt)
 
     # --- the chat endpoint ------------------------------------------------------------------------------
 

@@ -35,6 +35,7 @@ from voice.tts_manager.errors import (
     TTSAuthError,
     TTSError,
     TTSFormatError,
+    TTSInputTimeout,
     TTSQuotaError,
     TTSStreamError,
     TTSValidationError,
@@ -494,16 +495,13 @@ class Orchestrator:
             while chunk is not None:
                 if isinstance(chunk, BaseException):
                     played += await self._play_frames(frames.flush())
-                    audio_s = played * FRAME_MS / 1000
-                    raise _TurnFailed(chunk, resume_at=start + phrases_heard(sent, audio_s), sent=len(sent),
-                                      audio_s=audio_s)
+                    raise _TurnFailed.after(chunk, start, sent, played)
                 played += await self._play_frames(frames.feed(chunk))
                 chunk = await audio_queue.get()
             played += await self._play_frames(frames.flush())
             if not feeder.done():  # the server ended the turn before it had all the text
-                audio_s = played * FRAME_MS / 1000
-                raise _TurnFailed(TTSStreamError("the WebSocket turn ended before the end of the text"),
-                                  resume_at=start + phrases_heard(sent, audio_s), sent=len(sent), audio_s=audio_s)
+                error = TTSStreamError("the WebSocket turn ended before the end of the text")
+                raise _TurnFailed.after(error, start, sent, played)
             finished = True
         finally:
             if not finished:  # barge-in, hang-up or failure: end this turn and its socket now
@@ -574,6 +572,18 @@ class _TurnFailed(Exception):
         self.resume_at = resume_at
         self.sent = sent
         self.audio_s = audio_s
+
+    @classmethod
+    def after(cls, error: BaseException, start: int, sent: list[str], frames_played: int) -> _TurnFailed:
+        """A turn from phrase `start` failed after sending `sent` and playing `frames_played` frames.
+
+        It resumes after the phrases the caller certainly heard: all it sent when the server gave up
+        waiting for more text (`TTSInputTimeout`: it was idle, so everything sent had been spoken and its
+        audio had arrived before the error), else as many as the audio played surely covers.
+        """
+        audio_s = frames_played * FRAME_MS / 1000
+        heard = len(sent) if isinstance(error, TTSInputTimeout) else phrases_heard(sent, audio_s)
+        return cls(error, resume_at=start + heard, sent=len(sent), audio_s=audio_s)
 
 
 def _as_text(value: Any) -> str:

@@ -20,8 +20,8 @@ async def fake_llm():
 
 
 def llm_config(fake: LLMEmulator, **overrides) -> LLMConfig:
-    return LLMConfig(llm_base_url=fake.url, llm_api_key=LLM_KEY, llm_model="test-model", llm_read_timeout_s=5.0,
-                     **overrides)
+    values = {"llm_base_url": fake.url, "llm_api_key": LLM_KEY, "llm_model": "test-model", "llm_read_timeout_s": 5.0}
+    return LLMConfig(**{**values, **overrides})
 
 
 @pytest.fixture
