@@ -25,6 +25,7 @@ from bridge.metrics import Metrics
 from bridge.orchestrator import Orchestrator
 from voice.cache import RedisCacheManager
 from voice.domain.interfaces.cache import AbstractCache
+from voice.fragment_memo import FragmentMemo
 from voice.keys import profile_tag
 from voice.synthesis import SynthesisHub
 from voice.tts_manager.connection_manager import WebSocketConnectionManager
@@ -72,6 +73,8 @@ class BridgeRuntime:
             llm = OpenAICompatibleSource(settings.llm)
         self.llm = llm
         self.cache = cache or RedisCacheManager(settings.cache)
+        self.fragments = FragmentMemo(self.cache, settings.cache.static_memo_ttl_s)
+        """What calls read static fragments through: one shared copy per fragment, re-read every few seconds."""
         self.metrics = metrics or Metrics()
         self.tts_profile = profile_tag(settings.tts)
         self.hub = SynthesisHub(
@@ -105,7 +108,7 @@ class BridgeRuntime:
         orchestrator = Orchestrator(
             call,
             self.dialogue,
-            cache=self.cache,
+            cache=self.fragments,
             tts=tts,
             hub=self.hub,
             tts_profile=self.tts_profile,

@@ -227,6 +227,10 @@ class CacheConfig:
                              "seconds a cached synthesis lives in Redis")
     max_connections: int = setting("REDIS_MAX_CONNECTIONS", 64, parse_int_range(1, 10000),
                                    "size of the Redis connection pool")
+    static_memo_ttl_s: float = setting("STATIC_MEMO_TTL", 5.0, parse_float_range(0, 3600),
+                                       "seconds the bridge plays a static fragment from memory before reading "
+                                       "it from Redis again (a fragment replaced by load-audio is heard within "
+                                       "this time); 0 = read Redis on every use")
 
     @property
     def is_cluster(self) -> bool:
