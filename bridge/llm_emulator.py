@@ -303,7 +303,10 @@ class LLMEmulator:
             await response.write_eof()
             entry["outcome"] = "done"
             self.stats.completed += 1
-        except (ConnectionResetError, asyncio.CancelledError):
+        except ConnectionResetError:  # the client went away (hang-up, barge-in): nothing to answer
+            entry["outcome"] = "client_gone"
+            self.stats.client_gone += 1
+        except asyncio.CancelledError:
             entry["outcome"] = "client_gone"
             self.stats.client_gone += 1
             raise
