@@ -157,12 +157,26 @@ def settings_for_log(config: object) -> dict[str, Any]:
 # --- set-up -----------------------------------------------------------------------------------------------
 
 
+class _Stderr:
+    """`sys.stderr` as it is when a line is written, not when logging was configured (a caller that swaps
+    it, such as a test harness capturing output, must not leave the logs writing to a closed stream)."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+    def isatty(self) -> bool:
+        return sys.stderr.isatty()
+
+
 def configure_logging(level: str = "info", fmt: str = "auto", stream: TextIO | None = None) -> None:
     """One format for every line of the process: structlog's and the standard library's.
 
-    `fmt`: json, console, or auto (console when `stream` is a terminal, else JSON).
+    `fmt`: json, console, or auto (console when `stream` is a terminal, else JSON). Default stream: stderr.
     """
-    stream = stream or sys.stderr
+    stream = stream or _Stderr()  # type: ignore[assignment]
     if fmt == "auto":
         fmt = "console" if getattr(stream, "isatty", lambda: False)() else "json"
     renderer: Any = (structlog.dev.ConsoleRenderer(colors=False) if fmt == "console"

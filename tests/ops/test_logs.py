@@ -150,3 +150,20 @@ def test_console_on_a_terminal_json_otherwise(restore_logging):
     logs.configure_logging("info", "auto", stream=stream)
     structlog.get_logger().info("hello", call="abc")
     assert json.loads(stream.getvalue())["call"] == "abc"
+
+
+def test_logs_follow_stderr_when_it_is_replaced(restore_logging, monkeypatch):
+    """Configured once, logging writes to whatever `sys.stderr` is now (a closed old stream is never used)."""
+    import sys
+
+    first = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", first)
+    logs.configure_logging("info", "json")
+    structlog.get_logger().info("one")
+    logging.getLogger("aiohttp.server").error("two")
+    first.close()
+    second = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", second)
+    structlog.get_logger().info("three")
+    logging.getLogger("aiohttp.server").error("four")
+    assert [json.loads(line)["event"] for line in second.getvalue().splitlines()] == ["three", "four"]
