@@ -4,7 +4,9 @@ Each call is one `llm` item: the bridge (in this process, as `serve` runs it: ru
 media clock, uvloop) asks the fake OpenAI endpoint (`bridge.llm_emulator`, its own process), groups the
 streamed pieces into phrases and speaks them over the call's TTS WebSocket, opened when the call started,
 to the ElevenLabs emulator (its own process, with a fixed time to first byte, `--tts-ttfb-ms`). A minimal
-AudioSocket caller notes when the first non-silent frame arrives, then hangs up.
+AudioSocket caller notes when the first non-silent frame arrives, then hangs up. The LLM's time to its
+first piece gets 0-20 ms of random extra per call, so answers reach the bridge at every phase of the
+call's 20 ms media clock, as real ones do.
 
 Every party stamps CLOCK_MONOTONIC (one clock for all processes on Linux):
 - `phrase`: the fake LLM wrote the piece that completed the first phrase (the earliest moment any
@@ -31,6 +33,7 @@ import asyncio
 import dataclasses
 import json
 import logging
+import random
 import statistics
 import subprocess
 import sys
@@ -143,12 +146,17 @@ async def run(args: argparse.Namespace, tts_url: str, llm_url: str, redis_url: s
     await server.start()
     rows: dict[str, list[float]] = {"added": [], "send": [], "receive": [], "total": [], "from_first": []}
     failures = 0
+    jitter = random.Random(7)
     tts_control = httpx.AsyncClient(base_url=tts_url)
     llm_control = httpx.AsyncClient(base_url=llm_url.removesuffix("/v1"))
     try:
         for n in range(WARM_UP + args.answers):
             await tts_control.post("/_emulator/reset")
             await llm_control.post("/_emulator/reset")
+            # Round delays would bring every answer to the same phase of the call's 20 ms media clock, and a run
+            # would measure one tick wait instead of their spread: the LLM's first piece comes 0-20 ms later.
+            first_delay = args.llm_first_delay_ms + jitter.uniform(0, 20)
+            await llm_control.post("/_emulator/knobs", json={"first_piece_delay_ms": first_delay})
             try:
                 wire = await first_audio_at(server.port, uuid.uuid4())
             except (RuntimeError, TimeoutError, OSError) as exc:

@@ -17,7 +17,6 @@ LLM again, and a different conversation can never pick up a summary that is not 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import hashlib
 import json
@@ -25,7 +24,7 @@ from typing import Any, Literal
 
 import structlog
 
-from bridge.llm import ChatMessage, TextSource
+from bridge.llm import ChatMessage, TextSource, closing_stream
 from voice.domain.interfaces.cache import AbstractCache
 from voice.keys import summary_key
 
@@ -165,7 +164,7 @@ class Conversation:
         lines = [f"Earlier summary: {prior}"] if prior else []
         lines += [turn.transcript_line() for turn in folded]
         prompt = SUMMARY_INSTRUCTION + "\n\n" + "\n".join(lines)
-        async with contextlib.aclosing(self.source.stream(prompt, [])) as stream:  # type: ignore[type-var]
+        async with closing_stream(self.source.stream(prompt, [])) as stream:
             pieces = [piece async for piece in stream]
         summary = " ".join("".join(pieces).split())
         if not summary:

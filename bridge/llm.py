@@ -381,6 +381,17 @@ def phrases_heard(phrases: Sequence[str], audio_s: float, chars_per_s: float = S
     return heard
 
 
+@contextlib.asynccontextmanager
+async def closing_stream(source: AsyncIterator[str]) -> AsyncIterator[AsyncIterator[str]]:
+    """`source`, closed (`aclose()`, which ends an HTTP request) when the block is left, if it can be."""
+    try:
+        yield source
+    finally:
+        close = getattr(source, "aclose", None)
+        if close is not None:
+            await close()
+
+
 # --- one answer, read in the background -------------------------------------------------------------------
 
 
@@ -407,7 +418,7 @@ class AnswerStream:
     async def read(self, source: AsyncIterator[str]) -> None:
         """Read `source` to its end (the task's body). Failures end the answer and are kept in `error`."""
         try:
-            async with contextlib.aclosing(source) as pieces:  # type: ignore[type-var]
+            async with closing_stream(source) as pieces:
                 async for piece in pieces:
                     if not isinstance(piece, str):
                         raise LLMError(f"the text source yielded {type(piece).__name__}, expected str")

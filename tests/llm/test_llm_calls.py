@@ -9,6 +9,11 @@ import uuid
 
 from flow.helpers import frames_of, nonzero, wait_for
 
+from bridge.dialogue import parse_dialogue
+from bridge.llm import LLMConfig
+from bridge.metrics import Metrics
+from bridge.runtime import BridgeRuntime
+from bridge.server import AudioSocketServer
 from voice.emulator import expected_frames
 
 from llm.helpers import answer_requests, bare, heard, summary_requests, use_tts_format
@@ -317,3 +322,45 @@ hangup = true
     first, second = fake_llm.stats.log
     assert second["received_at"] > first["last_piece_at"]
     assert {"role": "assistant", "content": "Семь."} in second["messages"]
+
+
+# another LLM manager plugs in ------------------------------------------------------------------------------
+
+
+class EchoSource:
+    """A different `TextSource`: a plain async iterator (no `aclose`), no HTTP, no LLM settings needed."""
+
+    def __init__(self) -> None:
+        self.prompts: list[tuple[str, list]] = []
+
+    def stream(self, prompt, history):
+        self.prompts.append((prompt, list(history)))
+        return _Words(f"Вы сказали: {prompt}.")
+
+
+class _Words:
+    def __init__(self, text: str) -> None:
+        self.words = iter(text.split())
+
+    def __aiter__(self):
+        return self
+
+    async def __anext__(self) -> str:
+        await asyncio.sleep(0.01)
+        try:
+            return next(self.words) + " "
+        except StopIteration:
+            raise StopAsyncIteration from None
+
+
+async def test_any_text_source_plugs_in(stack):
+    source = EchoSource()
+    settings = dataclasses.replace(stack.settings, llm=LLMConfig())  # no LLM_BASE_URL: the source is given
+    stack.runtime = BridgeRuntime(settings, dialogue=parse_dialogue(GREETING), cache=stack.cache,
+                                  metrics=Metrics(), llm=source)
+    await stack.runtime.start()
+    stack.server = AudioSocketServer(settings.bridge, stack.runtime.handle)
+    await stack.server.start()
+    report = await stack.call(duration_s=None)
+    assert heard(report.audio) == bare("Вы сказали: Поздоровайся с Иван.")
+    assert source.prompts == [("Поздоровайся с Иван", [])]
