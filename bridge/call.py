@@ -11,6 +11,11 @@ callback per read) and the object the dialogue orchestrator works with. Its publ
 
 Only the media clock writes audio (`clock_tick()`, one frame per tick: queued speech, else silence). The
 queue is a few frames deep, so `play()` waits for the clock and a barge-in drops at most that much.
+A call joins the clock with the first frame its handler queues (the phase is chosen then, so the first
+word waits for no phase), or one period after its UUID if the handler has nothing to say by then. Speech
+that starts after silence (the call's first words, or after `QUIET_FRAMES` of silence) is brought forward
+(`MediaClock.expedite`) rather than waiting up to a period for the call's phase; a source that trickles
+in frame by frame is not, so it can never make the call play faster than real time.
 The socket is read for the whole call; EOF, a reset or 0x00 end the call and cancel its tasks.
 """
 
@@ -51,6 +56,12 @@ _log = structlog.get_logger(__name__)
 
 CLOSE_TIMEOUT_S = 5.0
 """After a hang-up, how long a peer that does not read may keep the socket before it is aborted."""
+
+JOIN_AFTER_S = FRAME_BYTES / (2 * SAMPLE_RATE)
+"""A call with nothing to say joins the clock (silence) this long after its UUID: one 20 ms period."""
+
+QUIET_FRAMES = 10
+"""Frames of silence after which new speech counts as an utterance's start (expedited), not an underrun."""
 
 _MULAW_FRAMES = 10
 """Inbound 0x10 frames used to judge the byte rate (slin8 = 16000 B/s; μ-law mislabelled = 8000 B/s)."""
@@ -132,6 +143,10 @@ class Call(asyncio.Protocol):
         self._drain_waiter: asyncio.Future[None] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._uuid_timer: asyncio.TimerHandle | None = None
+        self._join_timer: asyncio.TimerHandle | None = None
+        self._joined = False
+        self._spoke_at = -QUIET_FRAMES
+        """`frames_sent` when the last speech frame went out (the first words always count as a start)."""
         self._abort_timer: asyncio.TimerHandle | None = None
         self._outbound_limit = config.outbound_limit_bytes
         self._uuid_timeout = config.first_message_timeout_s
@@ -181,6 +196,11 @@ class Call(asyncio.Protocol):
                 if waiter is None:
                     waiter = self._space_waiter = asyncio.get_running_loop().create_future()
                 await waiter
+            if not queue:  # nothing queued: the first frame ever, an utterance's start, or an underrun
+                if not self._joined:
+                    self._join_clock()
+                elif self.frames_sent - self._spoke_at >= QUIET_FRAMES:
+                    self._clock.expedite(self)  # out at the soonest phase pacing allows
             queue.append(header + frame)
             count += 1
         return count
@@ -234,6 +254,7 @@ class Call(asyncio.Protocol):
         if q:
             self._transport.write(q.popleft())  # type: ignore[union-attr]
             self.speech_frames_sent += 1
+            self._spoke_at = self.frames_sent
             if self._space_waiter is not None and len(q) <= self._low_water:
                 self._wake_space()
             if not q and self._drain_waiter is not None:
@@ -355,8 +376,17 @@ class Call(asyncio.Protocol):
         self.started_at = asyncio.get_running_loop().time()
         self.log = self.log.bind(call=str(call_uuid))
         self.log.info("call started")
-        self._clock.add(self)  # silence from the next tick
+        self._join_timer = asyncio.get_running_loop().call_later(JOIN_AFTER_S, self._join_clock)
         self._host.call_ready(self)
+
+    def _join_clock(self) -> None:
+        """Start being paced: with the first queued frame, or after one period of nothing to say."""
+        if self._join_timer is not None:
+            self._join_timer.cancel()
+            self._join_timer = None
+        if not self._joined and not self._ended:
+            self._joined = True
+            self._clock.add(self)
 
     def _on_inbound_audio(self, kind: int, payload: bytes) -> None:
         n = len(payload)
@@ -474,6 +504,9 @@ class Call(asyncio.Protocol):
         if self._uuid_timer is not None:
             self._uuid_timer.cancel()
             self._uuid_timer = None
+        if self._join_timer is not None:
+            self._join_timer.cancel()
+            self._join_timer = None
         self._clock.discard(self)
         transport = self._transport
         if transport is not None and not transport.is_closing():
