@@ -89,6 +89,10 @@ class BridgeRuntime:
         # Build the process's HTTP client now: it loads the CA bundle (40-70 ms of blocking work), which
         # the first synthesis would otherwise do on the event loop while calls are playing.
         shared_http_client()
+        # Likewise its first request imports httpcore's async backend (anyio: 20-35 ms); import it now.
+        import anyio
+
+        await anyio.sleep(0)
 
     def new_tts(self) -> TTSManager:
         """A call's own TTS chain."""
