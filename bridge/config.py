@@ -64,6 +64,9 @@ class BridgeConfig:
     metrics_port: int = setting("METRICS_PORT", 0, parse_port, "Prometheus /metrics, /healthz, /readyz port; 0 = off")
     metrics_host: str = setting("METRICS_HOST", "", parse_str,
                                 "address the metrics port listens on; default: BRIDGE_HOST")
+    workers: int = setting("BRIDGE_WORKERS", 1, parse_int_range(1, 256),
+                           "processes sharing the AudioSocket port (SO_REUSEPORT), one core each; worker i "
+                           "serves metrics on METRICS_PORT + i")
 
 
 @dataclasses.dataclass(frozen=True)

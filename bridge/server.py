@@ -31,6 +31,7 @@ from bridge.config import BridgeConfig, Settings, add_settings_flags, settings_f
 from bridge.logs import configure_logging, register_settings_secrets, settings_for_log
 from bridge.metrics import Metrics
 from bridge.protocol import FRAME_BYTES, SAMPLE_RATE
+from bridge.workers import DUPLICATE_SIGNAL_S
 
 __all__ = [
     "AudioSocketServer", "Handler", "silence_handler", "tone_handler", "tone_frame", "line_test_handler",
@@ -128,6 +129,7 @@ class AudioSocketServer(CallHost):
             self.config.port,
             backlog=max(128, min(self.config.max_calls, 4096)),
             reuse_address=True,
+            reuse_port=self.config.workers > 1 or None,  # `serve --workers N`: N processes, one port
         )
         self._accepting = True
         log.info("listening", host=self.config.host, port=self.port, max_calls=self.config.max_calls,
@@ -278,13 +280,21 @@ async def _until_stopped(server: AudioSocketServer, settings: Settings,
                          ready: Callable[[AudioSocketServer], None] | None) -> None:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
+    first_signal_at = 0.0
+    # a worker (`serve --workers N`) may get one stop request twice: from its supervisor and from systemd
+    # or a terminal, which signal the whole group; a copy within DUPLICATE_SIGNAL_S is not a second request
+    duplicate_s = DUPLICATE_SIGNAL_S if settings.bridge.workers > 1 else 0.0
 
     def on_stop_signal(name: str) -> None:
+        nonlocal first_signal_at
         if stop.is_set():
+            if loop.time() - first_signal_at < duplicate_s:
+                return
             log.info("second signal: hanging up every call now", signal=name)
             server.hurry()
         else:
             log.info("signal received: shutting down", signal=name)
+            first_signal_at = loop.time()
             stop.set()
 
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -298,6 +308,8 @@ async def _until_stopped(server: AudioSocketServer, settings: Settings,
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     add_settings_flags(parser)
+    parser.add_argument("--workers", dest="workers", metavar="N", default=None,
+                        help="same as --bridge-workers: N processes share the port (SO_REUSEPORT), one core each")
     line_test = parser.add_mutually_exclusive_group()
     line_test.add_argument("--tone", type=float, metavar="HZ", default=None,
                            help="play a test tone of HZ (a multiple of 50, e.g. 400) instead of the dialogue")
@@ -322,6 +334,11 @@ def run(args: argparse.Namespace) -> int:
             return 2
         require_llm_settings(dialogue, settings.llm)  # llm items need LLM_BASE_URL: ConfigError, exit 2
     try:
+        if settings.bridge.workers > 1:
+            from bridge.workers import Supervisor
+
+            return Supervisor(settings, settings.bridge.workers,
+                              lambda worker: run_event_loop(serve(worker, handler))).run()
         return run_event_loop(serve(settings, handler))
     except OSError as exc:  # e.g. the port is taken
         log.error("cannot serve", error=str(exc), host=settings.bridge.host, port=settings.bridge.port)
