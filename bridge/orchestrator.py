@@ -425,6 +425,7 @@ class Orchestrator:
             if self.conversation is not None:
                 self.conversation.add_exchange(answer.prompt, answer.text(0, answer.sent), interrupted=not completed)
         if answer.error is not None:
+            self.metrics.errors.labels(where="llm").inc()
             self.log.warning("llm_failed", error=str(answer.error), error_type=type(answer.error).__name__,
                              phrases=len(answer.phrases))
             if not answer.phrases:  # nothing was said: the caller hears the fallback phrase, not silence
@@ -457,6 +458,7 @@ class Orchestrator:
                 await self._speak_over_websocket(answer, start, filler)
                 return
             except _TurnFailed as failed:
+                self.metrics.tts_errors.labels(error=type(failed.error).__name__).inc()
                 self.log.warning("tts_ws_failed", attempt=attempt, error=str(failed.error),
                                  error_type=type(failed.error).__name__, resume_at_phrase=failed.resume_at,
                                  phrases_sent=failed.sent, audio_s=round(failed.audio_s, 2))
@@ -469,10 +471,13 @@ class Orchestrator:
         """One WebSocket turn speaking `answer` from phrase `start`; raises `_TurnFailed` if the turn fails."""
         if not await self._with_filler(answer.wait(start), filler):
             return  # nothing (more) to say
+        loop = asyncio.get_running_loop()
+        started = loop.time()
         try:
             text_queue, audio_queue = await self.tts.start_llm_stream()
         except TTSError as exc:
             raise _TurnFailed(exc, resume_at=start, sent=0, audio_s=0.0) from exc
+        self.metrics.tts_requests.labels(api="ws").inc()
         frames = FrameStream(self.tts.config.output_format)
         sent: list[str] = []
 
@@ -492,6 +497,8 @@ class Orchestrator:
         try:
             chunk = await self._with_filler(audio_queue.get(), filler)
             filler.cancel()  # the answer is audible now
+            if isinstance(chunk, bytes):
+                self.metrics.tts_first_byte.labels(api="ws").observe(loop.time() - started)
             while chunk is not None:
                 if isinstance(chunk, BaseException):
                     played += await self._play_frames(frames.flush())
@@ -519,6 +526,7 @@ class Orchestrator:
             text = answer.text(index, end)
             answer.sent = max(answer.sent, end)
             index = end
+            self.metrics.tts_requests.labels(api="http").inc()
             try:
                 async with contextlib.aclosing(self.tts.stream_static_frames(text)) as frames:
                     async for frame in frames:
@@ -527,6 +535,7 @@ class Orchestrator:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
+                self.metrics.tts_errors.labels(error=type(exc).__name__).inc()
                 self.log.warning("tts_item_failed", kind="llm", error=str(exc), error_type=type(exc).__name__)
                 await self._play_fallback()
                 return

@@ -123,6 +123,10 @@ async def test_a_websocket_failure_mid_answer_is_retried_then_spoken_over_http(s
     # fallback start from that phrase again (said whole), and the caller hears the whole answer once.
     assert heard(report.audio) == "Доб" + "Доб" + bare(answer)
     assert stats.texts[answer] == 1, "the fallback spoke the whole answer in one synthesis"
+    metrics = stack.runtime.metrics
+    assert metrics.tts_requests.labels(api="ws")._value.get() == 2
+    assert metrics.tts_requests.labels(api="http")._value.get() == 1
+    assert metrics.tts_errors.labels(error="TTSServerError")._value.get() == 2
 
 
 async def test_an_answer_is_resumed_after_the_phrases_already_heard(stack, fake_llm):
@@ -263,6 +267,7 @@ async def test_an_llm_that_fails_before_any_text_plays_the_fallback_phrase(stack
     assert report.hangup == "server"
     assert nonzero(frames_of(report.audio)) == nonzero(await stack.fragment("fallback"))
     assert stack.emulator.stats.ws_generations == 0
+    assert stack.runtime.metrics.errors.labels(where="llm")._value.get() == 1
 
 
 async def test_an_llm_that_breaks_off_mid_answer_leaves_what_it_said(stack, fake_llm):
