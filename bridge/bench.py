@@ -68,6 +68,9 @@ class Scenario:
     """Variables stored at `call:<uuid>` before call i (given a per-run nonce, so texts can be unique)."""
     baseline_args: tuple[str, ...] | None = None
     """`python -m bridge.baseline` arguments that play the same thing; None: no baseline for this scenario."""
+    first_text: Callable[[dict[str, str]], str] | None = None
+    """The text a call synthesizes first, from its variables: lets the report split its first-audio time
+    at the emulator's request log (reaching the emulator / the emulator's TTFB / after the first byte)."""
 
     @property
     def whole_path(self) -> bool:
@@ -140,7 +143,8 @@ SCENARIOS: dict[str, Scenario] = {
                            dialogue=_ALL_STATIC,
                            baseline_args=("--mode", "static", "--play", ",".join(STATIC_PLAYLIST))),
     "all-miss": Scenario("one synthesized text per call, different for every call: each call misses the cache "
-                         "and waits for the emulator", dialogue=_ALL_MISS, call_vars=_miss_vars),
+                         "and waits for the emulator", dialogue=_ALL_MISS, call_vars=_miss_vars,
+                         first_text=lambda variables: variables["phrase"]),
     "mixed": Scenario(f"the sample greeting: four fragments and an amount, {MIXED_UNIQUE_SHARE:.0%} of calls with "
                       f"an amount of their own, the rest one of {MIXED_COMMON_AMOUNTS} common ones",
                       dialogue=_MIXED, call_vars=_mixed_vars),
@@ -192,6 +196,9 @@ class BenchResult:
     """Lookups by kind and result (`source`: the bridge's metrics, or Redis INFO when they cannot be read)."""
     emulator: dict[str, Any] | None = None
     """The emulator's TTFB knob and measured TTFB, its HTTP requests and WebSocket connections."""
+    first_audio_split_ms: dict[str, Any] | None = None
+    """Where first audio's time goes (p50 / p99 of each part): UUID -> the emulator has the request,
+    the emulator's own TTFB, its first byte -> the caller hears audio (conversion, queue, clock phase)."""
     loadavg: tuple[float, float] | None = None
     """The machine's 1-minute load average before and after the run (other work on the same cores)."""
 
@@ -239,6 +246,14 @@ class BenchResult:
             e = self.emulator
             rows.append(("emulator TTFB knob / measured p50 / p99",
                          f"{f(e.get('ttfb_knob_ms'), '{:g}')} / {f(e.get('ttfb_ms_p50'))} / {f(e.get('ttfb_ms_p99'))} ms"))
+            split = self.first_audio_split_ms
+            if split:
+                rows.append(("first audio = to emulator + TTFB + after (p50)",
+                             " + ".join(f(split[k].get("p50_ms")) for k in ("to_emulator", "emulator_ttfb", "after_first_byte"))
+                             + " ms"))
+                rows.append(("first audio = to emulator + TTFB + after (p99)",
+                             " + ".join(f(split[k].get("p99_ms")) for k in ("to_emulator", "emulator_ttfb", "after_first_byte"))
+                             + " ms"))
             rows.append(("emulator requests", f"{e.get('http_requests', 0)} HTTP, {e.get('ws_connections', 0)} WebSocket, "
                                               f"{e.get('max_concurrent_seen', 0)} at once at most"))
         rows += [
@@ -554,6 +569,10 @@ class BenchStack:
             "characters": stats.get("characters", 0),
         }
 
+    async def emulator_requests(self) -> list[dict[str, Any]]:
+        """The emulator's recent HTTP requests (its last 1000): text, received_at, first_byte_at."""
+        return list((await self.http.get("/_emulator/stats")).json().get("requests", []))
+
     async def aclose(self) -> None:
         if self.http is not None:
             await self.http.aclose()
@@ -674,6 +693,9 @@ async def _run(chosen: Scenario, scenario: str, calls: int, duration_s: float, r
         loop = asyncio.get_running_loop()
         started = loop.time()
 
+        placed: dict[str, tuple[float, str]] = {}
+        """call UUID -> (monotonic time just before the call was placed, its first synthesized text)"""
+
         async def one(i: int) -> CallReport | BaseException:
             await asyncio.sleep(i * ramp_s / calls)
             call_uuid = uuid_module.uuid4()
@@ -682,6 +704,8 @@ async def _run(chosen: Scenario, scenario: str, calls: int, duration_s: float, r
                     variables = chosen.call_vars(i, nonce)
                     if variables:
                         await stack.set_call_vars(call_uuid, variables)
+                        if chosen.first_text is not None:
+                            placed[str(call_uuid)] = (time.monotonic(), chosen.first_text(variables))
                 return await place_call("127.0.0.1", bridge.port, duration_s=duration_s, uuid=call_uuid,
                                         max_wait_s=duration_s + 30, **chosen.caller_kwargs(i))
             except Exception as exc:  # noqa: BLE001 - a failed call is a result to report
@@ -703,11 +727,13 @@ async def _run(chosen: Scenario, scenario: str, calls: int, duration_s: float, r
         results = await asyncio.gather(*tasks)
         usage1 = resource.getrusage(resource.RUSAGE_SELF)
         wall1 = time.monotonic()
-        cache = emulator = None
+        cache = emulator = split = None
         hit_ratio = None
         if stack is not None:
             cache, hit_ratio = await _cache_figures(stack, lookups0, metrics_ports)
             emulator = await stack.emulator_stats()
+            if placed:
+                split = _first_audio_split(results, placed, await stack.emulator_requests())
     finally:
         await bridge.stop()
     reports = [r for r in results if isinstance(r, CallReport)]
@@ -766,8 +792,39 @@ async def _run(chosen: Scenario, scenario: str, calls: int, duration_s: float, r
         cache_hit_ratio=hit_ratio,
         cache=cache,
         emulator=emulator,
+        first_audio_split_ms=split,
         loadavg=(round(load_before, 2), round(os.getloadavg()[0], 2)),
     )
+
+
+def _first_audio_split(results: list[CallReport | BaseException], placed: dict[str, tuple[float, str]],
+                       requests: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """Split each call's first-audio time at its TTS request (one request per text, matched by text).
+
+    Both processes read CLOCK_MONOTONIC, so their times compare; the call's start is taken just before
+    `place_call` (the loopback connect adds well under a millisecond to the first part).
+    """
+    by_text: dict[str, dict[str, Any]] = {}
+    for request in requests:
+        text = (request.get("body") or {}).get("text")
+        if isinstance(text, str) and "first_byte_at" in request:
+            by_text[text] = request
+    parts: dict[str, list[float]] = {"to_emulator": [], "emulator_ttfb": [], "after_first_byte": []}
+    for report in results:
+        if not isinstance(report, CallReport) or report.first_audio_ms is None or report.uuid not in placed:
+            continue
+        t0, text = placed[report.uuid]
+        request = by_text.get(text)
+        if request is None:
+            continue
+        heard = t0 + report.first_audio_ms / 1000
+        parts["to_emulator"].append(1000 * (request["received_at"] - t0))
+        parts["emulator_ttfb"].append(1000 * (request["first_byte_at"] - request["received_at"]))
+        parts["after_first_byte"].append(1000 * (heard - request["first_byte_at"]))
+    if not parts["to_emulator"]:
+        return None
+    return {name: {"p50_ms": _percentile(values, 50), "p99_ms": _percentile(values, 99), "n": len(values)}
+            for name, values in parts.items()}
 
 
 async def _cache_figures(stack: BenchStack, lookups0: tuple[int, int] | None,

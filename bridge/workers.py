@@ -34,8 +34,9 @@ from collections.abc import Callable
 import structlog
 
 from bridge.config import Settings
+from bridge.logs import configure_logging
 
-__all__ = ["Supervisor", "reserve_port", "DUPLICATE_SIGNAL_S"]
+__all__ = ["Supervisor", "reserve_port", "LineAtATime", "DUPLICATE_SIGNAL_S"]
 
 log = structlog.get_logger(__name__)
 
@@ -66,6 +67,34 @@ def reserve_port(host: str, port: int) -> socket.socket:
         sock.close()
         raise
     return sock
+
+
+class LineAtATime:
+    """A worker's stderr for logs: each line leaves in one write(2), so the lines of several workers sharing
+    one pipe or journal stream never interleave (the kernel keeps a pipe write of up to 4 KiB whole; print()
+    writes a line and its newline separately, which two processes can splice into one broken line)."""
+
+    def __init__(self, fd: int = 2) -> None:
+        self.fd = fd
+        self._pending: list[str] = []
+
+    def write(self, text: str) -> int:
+        self._pending.append(text)
+        if text.endswith("\n"):
+            data = "".join(self._pending).encode("utf-8", "replace")
+            self._pending.clear()
+            while data:
+                try:
+                    data = data[os.write(self.fd, data):]
+                except BlockingIOError:  # pragma: no cover - stderr is blocking unless someone changed it
+                    time.sleep(0.001)
+        return len(text)
+
+    def flush(self) -> None:
+        pass
+
+    def isatty(self) -> bool:
+        return os.isatty(self.fd)
 
 
 def _die_with_parent() -> None:
@@ -144,6 +173,7 @@ class Supervisor:
             try:
                 signal.pthread_sigmask(signal.SIG_SETMASK, self._mask)
                 _die_with_parent()
+                configure_logging(self.settings.bridge.log_level, self.settings.bridge.log_format, LineAtATime())
                 structlog.contextvars.bind_contextvars(worker=index, pid=os.getpid())
                 code = self.work(self.worker_settings(index, self.port))
             except KeyboardInterrupt:
