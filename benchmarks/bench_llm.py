@@ -18,8 +18,8 @@ Every party stamps CLOCK_MONOTONIC (one clock for all processes on Linux):
 Reported per answer, in ms: `added` = wire - phrase - the TTS emulator's TTFB (everything the bridge adds;
 target p99 <= 30), split into `send` = tts - phrase - TTFB (SSE parsing, grouping, the WebSocket send, and
 the emulator's own overhead on top of its TTFB, which is counted against the bridge) and `receive` = wire -
-tts (websockets, base64, conversion to 8 kHz frames, the call's queue, the wait for the next 20 ms tick of
-the media clock: 10 ms on average, up to 20, and loopback to the caller); `total` = wire - phrase;
+tts (websockets, base64, conversion to 8 kHz frames, the call's queue, the wait for the media clock's next
+tick for the call: speech after silence is expedited, 0-10 ms, and loopback to the caller); `total` = wire - phrase;
 `from_first` = wire - the LLM's very first piece - TTFB (`added` plus the LLM's own time between the first
 piece and the one that completed the phrase, `--llm-piece-delay-ms`).
 
