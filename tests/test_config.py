@@ -57,3 +57,22 @@ def test_flags_override_environment():
 def test_api_key_is_not_in_repr():
     s = Settings.load(environ={"ELEVENLABS_API_KEY": "sk-very-secret"})
     assert "sk-very-secret" not in repr(s)
+
+
+def test_field_names_are_unique_across_parts():
+    """Flags and overrides are keyed by field name: two parts sharing one would set both at once."""
+    import dataclasses
+
+    from bridge.config import BridgeConfig, LLMConfig
+    from voice.config import CacheConfig, TTSConfig
+
+    names = [f.name for part in (BridgeConfig, CacheConfig, TTSConfig, LLMConfig) for f in dataclasses.fields(part)]
+    assert len(names) == len(set(names)), sorted(n for n in names if names.count(n) > 1)
+
+
+def test_a_tts_timeout_flag_leaves_the_redis_timeout_alone():
+    parser = argparse.ArgumentParser()
+    add_settings_flags(parser)
+    s = settings_from_args(parser.parse_args(["--tts-connect-timeout", "7"]), environ={})
+    assert s.tts.connect_timeout_s == 7.0
+    assert s.cache.redis_connect_timeout_s == 0.25

@@ -142,7 +142,7 @@ class RedisCacheManager(AbstractCache):
     def _setup(self, config: CacheConfig) -> None:
         self.config = config
         self._cluster = _cluster_spec(config.redis_url) if config.is_cluster else None  # validates the URL
-        self._deadline_s = config.connect_timeout_s + 2 * config.socket_timeout_s
+        self._deadline_s = config.redis_connect_timeout_s + 2 * config.redis_socket_timeout_s
         self._client: Redis | RedisCluster | None = None
         self._loop: asyncio.AbstractEventLoop | None = None  # the loop the client's connections belong to
         self._limiter: asyncio.Semaphore | None = None
@@ -157,8 +157,8 @@ class RedisCacheManager(AbstractCache):
     def _build_client(self) -> Redis | RedisCluster:
         c = self.config
         common: dict[str, Any] = dict(
-            socket_timeout=c.socket_timeout_s,
-            socket_connect_timeout=c.connect_timeout_s,
+            socket_timeout=c.redis_socket_timeout_s,
+            socket_connect_timeout=c.redis_connect_timeout_s,
             retry=Retry(NoBackoff(), 0),  # fail fast: the breaker decides when to try again
             decode_responses=False,  # audio is binary
         )

@@ -217,10 +217,10 @@ class CacheConfig:
     redis_url: str = setting("REDIS_URL", "redis://127.0.0.1:6379/0",
                              parse_url("redis", "rediss", "unix", "redis+cluster", "rediss+cluster"),
                              "Redis URL; redis+cluster://host:port for a Redis Cluster")
-    socket_timeout_s: float = setting("REDIS_SOCKET_TIMEOUT", 0.25, parse_float_range(0.01, 30),
-                                      "seconds a Redis command may take before it counts as failed")
-    connect_timeout_s: float = setting("REDIS_CONNECT_TIMEOUT", 0.25, parse_float_range(0.01, 30),
-                                       "seconds to wait for a Redis connection")
+    redis_socket_timeout_s: float = setting("REDIS_SOCKET_TIMEOUT", 0.25, parse_float_range(0.01, 30),
+                                            "seconds a Redis command may take before it counts as failed")
+    redis_connect_timeout_s: float = setting("REDIS_CONNECT_TIMEOUT", 0.25, parse_float_range(0.01, 30),
+                                             "seconds to wait for a Redis connection")
     breaker_cooloff_s: float = setting("REDIS_BREAKER_COOLOFF", 2.0, parse_float_range(0, 600),
                                        "after a Redis failure, skip Redis for this many seconds")
     tts_ttl_s: int = setting("TTS_CACHE_TTL", 30 * 86400, parse_int_range(1, 10 * 365 * 86400),

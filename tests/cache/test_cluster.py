@@ -131,7 +131,7 @@ async def test_any_seed_node_will_do(cluster, cluster_url):
 
 async def test_a_cluster_that_is_down_degrades_like_a_single_redis(logs):
     url = f"redis+cluster://127.0.0.1:{free_port()}"
-    cache = RedisCacheManager(CacheConfig(redis_url=url, connect_timeout_s=0.1, socket_timeout_s=0.1))
+    cache = RedisCacheManager(CacheConfig(redis_url=url, redis_connect_timeout_s=0.1, redis_socket_timeout_s=0.1))
     started = time.monotonic()
     await cache.connect()
     assert await cache.get_audio_chunks("static:x") is None
