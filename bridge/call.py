@@ -10,7 +10,9 @@ callback per read) and the object the dialogue orchestrator works with. Its publ
   `ended`, `hangup_by`, `frames_sent`.
 
 Only the media clock writes audio (`clock_tick()`, one frame per tick: queued speech, else silence). The
-queue is a few frames deep, so `play()` waits for the clock and a barge-in drops at most that much.
+queue is a few frames deep, so `play()` waits for the clock and a barge-in drops at most that much. A whole
+list of frames (a cached fragment) is queued as one run the clock reads straight from the list: no copy,
+and its producer is woken once, when the run is nearly played, instead of every couple of frames.
 A call joins the clock with the first frame its handler queues (the phase is chosen then, so the first
 word waits for no phase), or one period after its UUID if the handler has nothing to say by then. Speech
 that starts after silence (the call's first words, or after `QUIET_FRAMES` of silence) is brought forward
@@ -88,6 +90,17 @@ def _pad(frame: bytes) -> bytes:
     return bytes(frame) + bytes(FRAME_BYTES - n) if n else b""
 
 
+class _Run:
+    """Frames the clock takes one by one straight from the producer's list (shared, never modified)."""
+
+    __slots__ = ("frames", "next", "end")
+
+    def __init__(self, frames: list[bytes]) -> None:
+        self.frames = frames
+        self.next = 0
+        self.end = len(frames)
+
+
 class CallEnded(Exception):
     """The call has hung up: nothing more can be played on it."""
 
@@ -136,7 +149,9 @@ class Call(asyncio.Protocol):
         self._decoder = Decoder(expect_uuid=True)
         self._established = False
         self._ended = False
-        self._outq: collections.deque[bytes] = collections.deque()
+        self._outq: collections.deque[bytes | _Run] = collections.deque()
+        self._pending = 0
+        """Frames queued, counting every frame of a run that is still to play."""
         self._depth = config.queue_frames
         self._low_water = config.queue_frames // 2
         self._space_waiter: asyncio.Future[None] | None = None
@@ -164,7 +179,7 @@ class Call(asyncio.Protocol):
 
     @property
     def queued_frames(self) -> int:
-        return len(self._outq)
+        return self._pending
 
     async def play(self, frame: bytes) -> None:
         """Queue one 20 ms slin frame; a short frame (the last of a prompt) is padded with zeros.
@@ -178,8 +193,12 @@ class Call(asyncio.Protocol):
         """Queue frames in order as the clock makes room; returns how many were queued.
 
         The producer is woken when the queue is down to half its depth, so it refills several frames per
-        wake-up while the clock still has 40 ms or more in hand.
+        wake-up while the clock still has 40 ms or more in hand. A list of whole 320-byte frames longer than
+        the queue is played as one run (see the module docstring); it returns, like the frame-by-frame path,
+        once no more than the queue's depth of it is left to play.
         """
+        if type(frames) is list and len(frames) > self._depth and all(len(f) == FRAME_BYTES for f in frames):
+            return await self._play_run(frames)
         queue = self._outq
         depth = self._depth
         header = AUDIO_HEADER_320
@@ -191,31 +210,54 @@ class Call(asyncio.Protocol):
                 frame = _pad(frame)
                 if not frame:
                     continue
-            while len(queue) >= depth:
-                waiter = self._space_waiter
-                if waiter is None:
-                    waiter = self._space_waiter = asyncio.get_running_loop().create_future()
-                await waiter
-            if not queue:  # nothing queued: the first frame ever, an utterance's start, or an underrun
-                if not self._joined:
-                    self._join_clock()
-                elif self.frames_sent - self._spoke_at >= QUIET_FRAMES:
-                    self._clock.expedite(self)  # out at the soonest phase pacing allows
+            while self._pending >= depth:
+                await self._space()
+            if not self._pending:
+                self._starting()
             queue.append(header + frame)
+            self._pending += 1
             count += 1
         return count
 
+    async def _play_run(self, frames: list[bytes]) -> int:
+        if self._ended:
+            raise CallEnded(f"call {self.uuid} has hung up")
+        while self._pending >= self._depth:  # behind no more than a full queue, as a single frame would be
+            await self._space()
+        if not self._pending:
+            self._starting()
+        self._outq.append(_Run(frames))
+        self._pending += len(frames)
+        while self._pending > self._depth:
+            await self._space()
+        return len(frames)
+
+    async def _space(self) -> None:
+        """Until the clock has taken the queue down to its low-water mark (or the call ended: CallEnded)."""
+        waiter = self._space_waiter
+        if waiter is None:
+            waiter = self._space_waiter = asyncio.get_running_loop().create_future()
+        await waiter
+
+    def _starting(self) -> None:
+        """Audio is queued while nothing was: the first frame ever, an utterance's start, or an underrun."""
+        if not self._joined:
+            self._join_clock()
+        elif self.frames_sent - self._spoke_at >= QUIET_FRAMES:
+            self._clock.expedite(self)  # out at the soonest phase pacing allows
+
     def clear_audio(self) -> int:
         """Barge-in: drop every queued frame (the clock goes on with silence); returns how many were dropped."""
-        dropped = len(self._outq)
+        dropped = self._pending
         self._outq.clear()
+        self._pending = 0
         self._wake_space()
         self._wake_drain()
         return dropped
 
     async def drained(self) -> None:
         """Return once every queued frame has been written. Raises CallEnded if the call hangs up first."""
-        while self._outq:
+        while self._pending:
             await self._wait(space=False)
         if self._ended:
             raise CallEnded(f"call {self.uuid} has hung up")
@@ -252,12 +294,24 @@ class Call(asyncio.Protocol):
             return
         q = self._outq
         if q:
-            self._transport.write(q.popleft())  # type: ignore[union-attr]
+            head = q[0]
+            if head.__class__ is bytes:
+                q.popleft()
+                self._transport.write(head)  # type: ignore[union-attr]
+            else:  # a run: its next frame, straight from the shared list
+                i = head.next  # type: ignore[union-attr]
+                self._transport.write(AUDIO_HEADER_320 + head.frames[i])  # type: ignore[union-attr]
+                i += 1
+                if i == head.end:  # type: ignore[union-attr]
+                    q.popleft()
+                else:
+                    head.next = i  # type: ignore[union-attr]
+            pending = self._pending = self._pending - 1
             self.speech_frames_sent += 1
             self._spoke_at = self.frames_sent
-            if self._space_waiter is not None and len(q) <= self._low_water:
+            if self._space_waiter is not None and pending <= self._low_water:
                 self._wake_space()
-            if not q and self._drain_waiter is not None:
+            if not pending and self._drain_waiter is not None:
                 self._wake_drain()
         else:
             self._transport.write(SILENCE_FRAME)  # type: ignore[union-attr]
@@ -519,6 +573,7 @@ class Call(asyncio.Protocol):
                 if transport.get_write_buffer_size():
                     self._abort_timer = asyncio.get_running_loop().call_later(CLOSE_TIMEOUT_S, transport.abort)
         self._outq.clear()
+        self._pending = 0
         self._fail_waiters()
         current = asyncio.current_task()
         for task in list(self._tasks):
