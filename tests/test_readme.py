@@ -1,0 +1,20 @@
+"""The README is the operators' reference: every setting the code reads is documented there."""
+
+from pathlib import Path
+
+import pytest
+
+from bridge.config import BridgeConfig, LLMConfig
+from voice.config import CacheConfig, TTSConfig, env_names
+
+README = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+
+
+@pytest.mark.parametrize("name", [n for part in (BridgeConfig, CacheConfig, TTSConfig, LLMConfig) for n in env_names(part)])
+def test_every_setting_is_documented(name):
+    assert f"`{name}`" in README, f"{name} is read by the code but not described in README.md"
+
+
+@pytest.mark.parametrize("command", ["serve", "load-audio", "call", "emulator", "demo", "bench"])
+def test_every_public_command_is_documented(command):
+    assert f"`{command}" in README
