@@ -621,11 +621,22 @@ def _percentile(values: list[float], p: float) -> float | None:
     return round(ordered[index], 2)
 
 
+_CPUS: frozenset[int] = frozenset(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else frozenset()
+"""The CPUs this process may use, as it started (a pinned run narrows this process's own set)."""
+
+
+def _unpin_self() -> None:
+    """Before starting a server: every CPU again, so the server (and workers it forks) does not inherit
+    the callers' core from a previous pinned run of this process."""
+    if _CPUS:
+        os.sched_setaffinity(0, _CPUS)
+
+
 def _pin(server_pids: list[int], other_pids: list[int]) -> bool:
     """The bridge alone on the first CPU; this process, Redis and the emulator on the others."""
-    if not hasattr(os, "sched_setaffinity"):
+    if not _CPUS:
         return False
-    cpus = sorted(os.sched_getaffinity(0))
+    cpus = sorted(_CPUS)
     if len(cpus) < 2:
         return False
     for pid in server_pids:
@@ -681,6 +692,11 @@ async def _run(chosen: Scenario, scenario: str, calls: int, duration_s: float, r
             command += ["--redis-url", stack.redis_server.url]
     bridge = BridgeProcess(serve_args, max_calls=max(2000, calls + 100), command=command, env=env, workers=workers)
     load_before = os.getloadavg()[0]
+    _unpin_self()
+    if stack is not None:
+        for pid in stack.pids:
+            with contextlib.suppress(OSError):
+                os.sched_setaffinity(pid, _CPUS)
     await bridge.start()
     assert bridge.proc is not None and bridge.port is not None
     pinned = pin and _pin(bridge.pids, stack.pids if stack is not None else [])
