@@ -245,10 +245,11 @@ class MediaClock:
         self.max_calls_seen = len(self._phase)
 
     def _choose_slot(self, start: int) -> tuple[int, int]:
-        """The soonest phase from tick `start` on that is not fuller than the average (rounded up): fast
-        start, even batches. Returns (phase, the tick index it comes at)."""
+        """The soonest phase from tick `start` on that is at most a quarter fuller than the average (plus
+        one): a joining call's first frame goes out within a phase or two rather than waiting for the one
+        emptiest phase, and batches stay within 25 % of each other. Returns (phase, its tick index)."""
         slots = self._slots
-        limit = -(-len(self._phase) // self.slots)  # ceil(calls / slots) before this one joins
+        limit = len(self._phase) * 5 // (4 * self.slots) + 1  # before this one joins
         for index in range(start, start + self.slots):
             if len(slots[index % self.slots]) <= limit:
                 return index % self.slots, index
