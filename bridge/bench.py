@@ -201,6 +201,9 @@ class BenchResult:
     the emulator's own TTFB, its first byte -> the caller hears audio (conversion, queue, clock phase)."""
     loadavg: tuple[float, float] | None = None
     """The machine's 1-minute load average before and after the run (other work on the same cores)."""
+    callers_loop_lag_max_ms: float | None = None
+    """The callers' own event loop at its most delayed (a 5 ms timer's overshoot): above ~10 ms, frames a
+    caller read late look bunched, so the per-call burst and gap figures include the callers' delays."""
 
     def rows(self) -> list[tuple[str, str]]:
         def f(value: Any, fmt: str = "{}") -> str:
@@ -259,6 +262,7 @@ class BenchResult:
         rows += [
             ("callers CPU (this process)", f"{self.callers_cpu_percent:.1f} % of a core"),
             ("callers ticker worst lateness", f"{self.callers_ticker_late_max_ms:.1f} ms"),
+            ("callers event loop worst lag", f(self.callers_loop_lag_max_ms, "{:.1f} ms")),
             ("hang-ups", ", ".join(f"{k}={v}" for k, v in sorted(self.hangups.items()))),
             ("pinned", "bridge on one core, callers on another" if self.pinned else "no"),
             ("load average before / after", "-" if self.loadavg is None else f"{self.loadavg[0]:.2f} / {self.loadavg[1]:.2f}"),
@@ -729,6 +733,8 @@ async def _run(chosen: Scenario, scenario: str, calls: int, duration_s: float, r
 
         usage0 = resource.getrusage(resource.RUSAGE_SELF)
         wall0 = time.monotonic()
+        lag: list[float] = [0.0]
+        watcher = asyncio.create_task(_watch_lag(lag))
         tasks = [asyncio.create_task(one(i)) for i in range(calls)]
         window_start = ramp_s + 0.5
         window_end = duration_s - 0.5
@@ -741,6 +747,7 @@ async def _run(chosen: Scenario, scenario: str, calls: int, duration_s: float, r
         window = await bridge.snapshot_stats()
         cpu_b, t_b = bridge.cpu_s(), time.monotonic()
         results = await asyncio.gather(*tasks)
+        watcher.cancel()
         usage1 = resource.getrusage(resource.RUSAGE_SELF)
         wall1 = time.monotonic()
         cache = emulator = split = None
@@ -810,7 +817,19 @@ async def _run(chosen: Scenario, scenario: str, calls: int, duration_s: float, r
         emulator=emulator,
         first_audio_split_ms=split,
         loadavg=(round(load_before, 2), round(os.getloadavg()[0], 2)),
+        callers_loop_lag_max_ms=round(lag[0] * 1000, 1),
     )
+
+
+async def _watch_lag(worst: list[float], period_s: float = 0.005) -> None:
+    """How late this process's event loop runs a short timer, at worst (kept in `worst[0]`, seconds)."""
+    loop = asyncio.get_running_loop()
+    while True:
+        start = loop.time()
+        await asyncio.sleep(period_s)
+        late = loop.time() - start - period_s
+        if late > worst[0]:
+            worst[0] = late
 
 
 def _first_audio_split(results: list[CallReport | BaseException], placed: dict[str, tuple[float, str]],

@@ -195,7 +195,8 @@ class Call(asyncio.Protocol):
         The producer is woken when the queue is down to half its depth, so it refills several frames per
         wake-up while the clock still has 40 ms or more in hand. A list of whole 320-byte frames longer than
         the queue is played as one run (see the module docstring); it returns, like the frame-by-frame path,
-        once no more than the queue's depth of it is left to play.
+        once no more than the queue's depth of it is left to play. The list is read, never copied: it must
+        not be changed while it plays (shared cached fragments never are).
         """
         if type(frames) is list and len(frames) > self._depth and all(len(f) == FRAME_BYTES for f in frames):
             return await self._play_run(frames)

@@ -36,6 +36,8 @@ async def test_all_static_plays_cached_fragments_only(stack):
     assert result.emulator is not None and result.emulator["http_requests"] == 0  # nothing synthesized
     assert result.realtime_ratio_min > 0.9 and result.realtime_ratio_max < 1.1
     assert result.server_rss_kb_per_call is not None and result.clock_lateness_ms_p99 is not None
+    assert result.callers_loop_lag_max_ms is not None and result.callers_loop_lag_max_ms >= 0
+    assert "callers event loop worst lag" in result.table()
 
 
 async def test_all_miss_synthesizes_one_new_text_per_call(stack):
