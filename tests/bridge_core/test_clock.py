@@ -102,7 +102,7 @@ async def test_resynchronises_when_far_behind():
     await clock.stop()
     assert clock.resyncs >= 1
     gaps = [b - a for a, b in zip(m.times, m.times[1:])]
-    assert min(gaps) >= 0.0095, min(gaps)  # no burst of the 15 missed frames
+    assert min(gaps) >= 0.004, min(gaps)  # no burst of the 15 missed frames (catch-up is one per 10 ms; margin for a busy machine)
     assert clock.lateness.max >= 0.1 or clock.lateness.count  # the late tick was measured
 
 
