@@ -31,15 +31,16 @@ import logging
 import os
 import re
 import signal
-import socket
 import sys
 import time
 import uuid
 from collections import deque
-from typing import Any
+from typing import Any, ClassVar
 
 import structlog
 from aiohttp import web
+
+from voice.emulator_control import ControlEndpoints, KnobsBase, serve_app
 
 __all__ = ["LLMEmulator", "LLMKnobs", "LLMStats", "split_pieces", "echo_answer", "configure_parser", "run"]
 
@@ -51,8 +52,10 @@ _OPENAI_PIECES = re.compile(r"\s*\S+\s*$|\s*\S+")
 
 
 @dataclasses.dataclass
-class LLMKnobs:
+class LLMKnobs(KnobsBase):
     """Answer, timing and fault knobs; all settable at run time (`set_knobs`, `POST /_emulator/knobs`)."""
+
+    MINIMUMS: ClassVar[dict[str, int]] = {"piece_chars": 0}
 
     answer: str = ""  # every answer is this text when set
     answers: dict[str, str] = dataclasses.field(default_factory=dict)  # end of the last user message -> answer
@@ -62,40 +65,6 @@ class LLMKnobs:
     fail_status: int = 0  # > 0: answer this HTTP status with OpenAI's error body
     fail_count: int = -1  # how many requests `fail_status` applies to (then it clears itself); -1 = all
     fail_after_pieces: int = -1  # >= 0: drop the connection (no [DONE]) after this many pieces
-
-    def update(self, values: dict[str, Any]) -> None:
-        """Set knobs from a mapping, checking names and types; ValueError names the bad one."""
-        fields = {f.name: f for f in dataclasses.fields(self)}
-        checked: dict[str, Any] = {}
-        for name, value in values.items():
-            if name not in fields:
-                raise ValueError(f"unknown knob {name!r}; knobs are {', '.join(fields)}")
-            checked[name] = _check_knob(name, getattr(self, name), value)
-        for name, value in checked.items():
-            setattr(self, name, value)
-
-    def as_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-
-def _check_knob(name: str, current: Any, value: Any) -> Any:
-    if isinstance(current, dict):
-        if not isinstance(value, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
-            raise ValueError(f"knob {name} must be an object of strings, got {value!r}")
-        return dict(value)
-    if isinstance(current, str):
-        if not isinstance(value, str):
-            raise ValueError(f"knob {name} must be a string, got {value!r}")
-        return value
-    if isinstance(current, float):
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-            raise ValueError(f"knob {name} must be a number >= 0, got {value!r}")
-        return float(value)
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ValueError(f"knob {name} must be a whole number, got {value!r}")
-    if name == "piece_chars" and value < 0:
-        raise ValueError(f"knob piece_chars must be >= 0, got {value}")
-    return value
 
 
 @dataclasses.dataclass
@@ -141,7 +110,7 @@ class _Rejected(Exception):
                                             "code": self.code}}, status=self.status)
 
 
-class LLMEmulator:
+class LLMEmulator(ControlEndpoints):
     """The server. `async with LLMEmulator() as llm:` or `await llm.start()` ... `await llm.stop()`.
 
     `api_key=None` accepts any request (with or without a token); a string requires `Bearer <api_key>`.
@@ -167,19 +136,10 @@ class LLMEmulator:
         app.add_routes([
             web.post("/v1/chat/completions", self._chat),
             web.get("/v1/models", self._models),
-            web.get("/_emulator/stats", self._get_stats),
-            web.get("/_emulator/knobs", self._get_knobs),
-            web.post("/_emulator/knobs", self._post_knobs),
-            web.post("/_emulator/reset", self._post_reset),
+            *self.control_routes(),
         ])
-        self._runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=1.0)
-        await self._runner.setup()
-        sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((host, port))
-        sock.setblocking(False)
-        await web.SockSite(self._runner, sock).start()
-        self.host, self.port = host, sock.getsockname()[1]
+        self._runner, self.port = await serve_app(app, host, port)
+        self.host = host
         return self
 
     async def stop(self) -> None:
@@ -324,28 +284,6 @@ class LLMEmulator:
     async def _models(self, request: web.Request) -> web.Response:
         return web.json_response({"object": "list", "data": [{"id": self.model, "object": "model", "created": 0,
                                                               "owned_by": "voice-bridge"}]})
-
-    # --- control endpoints ---------------------------------------------------------------------------
-
-    async def _get_stats(self, request: web.Request) -> web.Response:
-        return web.json_response(self.stats.snapshot())
-
-    async def _get_knobs(self, request: web.Request) -> web.Response:
-        return web.json_response(self.knobs.as_dict())
-
-    async def _post_knobs(self, request: web.Request) -> web.Response:
-        try:
-            values = await request.json()
-            if not isinstance(values, dict):
-                raise ValueError("send a JSON object of knob values")
-            self.set_knobs(**values)
-        except (ValueError, TypeError) as exc:
-            return web.json_response({"error": str(exc)}, status=400)
-        return web.json_response(self.knobs.as_dict())
-
-    async def _post_reset(self, request: web.Request) -> web.Response:
-        self.reset()
-        return web.json_response({"ok": True})
 
 
 def _chunk(ident: str, created: int, model: str, delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:

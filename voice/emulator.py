@@ -31,7 +31,6 @@ import os
 import random
 import select
 import signal
-import socket
 import ssl
 import subprocess
 import sys
@@ -39,13 +38,14 @@ import time
 import uuid
 from collections import Counter, deque
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, ClassVar
 
 import structlog
 from aiohttp import WSMsgType, web
 
 from voice.config import G711_FORMATS, PCM_RATES, ConfigError, parse_port
 from voice.emulator_audio import CHAR_MS, expected_frames, identify, synthesize
+from voice.emulator_control import ControlEndpoints, KnobsBase, serve_app
 
 __all__ = ["Emulator", "EmulatorProcess", "Knobs", "Stats", "expected_frames", "identify", "synthesize",
            "DEFAULT_API_KEY", "DEFAULT_VOICES", "configure_parser", "run"]
@@ -73,8 +73,10 @@ INVALID_MESSAGE = "Could not parse input message, make sure it is a json and fol
 
 
 @dataclasses.dataclass
-class Knobs:
+class Knobs(KnobsBase):
     """Fault and timing knobs. Every field can be set at run time (in-process or `POST /_emulator/knobs`)."""
+
+    MINIMUMS: ClassVar[dict[str, int]] = {"chunk_bytes": 1}
 
     ttfb_ms: float = 0.0  # delay before the first audio byte of each generation
     realtime_factor: float = 0.0  # audio is sent at this multiple of real time; 0 = as fast as possible
@@ -100,46 +102,6 @@ class Knobs:
     max_characters: int = 40000  # per request (400 max_character_limit_exceeded above it)
     tier_gated_formats: list[str] = dataclasses.field(default_factory=list)  # 403 for these (e.g. pcm_44100)
     voices: list[str] = dataclasses.field(default_factory=lambda: list(DEFAULT_VOICES))  # others: 404
-
-    def update(self, values: dict[str, Any]) -> None:
-        """Set knobs from a mapping, checking names and types; raises ValueError naming the bad one."""
-        fields = {f.name: f for f in dataclasses.fields(self)}
-        checked: dict[str, Any] = {}
-        for name, value in values.items():
-            if name not in fields:
-                raise ValueError(f"unknown knob {name!r}; knobs are {', '.join(fields)}")
-            checked[name] = _check_knob(name, getattr(self, name), value)
-        for name, value in checked.items():
-            setattr(self, name, value)
-
-    def as_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-
-def _check_knob(name: str, current: Any, value: Any) -> Any:
-    if isinstance(current, bool):
-        if not isinstance(value, bool):
-            raise ValueError(f"knob {name} must be true or false, got {value!r}")
-        return value
-    if isinstance(current, int):
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ValueError(f"knob {name} must be a whole number, got {value!r}")
-        if name == "chunk_bytes" and value < 1:
-            raise ValueError(f"knob chunk_bytes must be at least 1, got {value}")
-        return value
-    if isinstance(current, float):
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-            raise ValueError(f"knob {name} must be a number >= 0, got {value!r}")
-        return float(value)
-    if isinstance(current, list):
-        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-            raise ValueError(f"knob {name} must be a list of strings, got {value!r}")
-        return list(value)
-    if isinstance(current, str):
-        if not isinstance(value, str):
-            raise ValueError(f"knob {name} must be a string, got {value!r}")
-        return value
-    raise ValueError(f"knob {name} cannot be set")  # pragma: no cover
 
 
 @dataclasses.dataclass
@@ -217,7 +179,7 @@ def _missing(loc: list[Any], given: Any) -> dict[str, Any]:
     return {"type": "missing", "loc": loc, "msg": "Field required", "input": given}
 
 
-class Emulator:
+class Emulator(ControlEndpoints):
     """The server. `async with Emulator() as emu:` or `await emu.start()` ... `await emu.stop()`.
 
     `api_key=None` accepts any non-empty key. `ssl_context` serves https/wss (for the official SDK's
@@ -252,21 +214,11 @@ class Emulator:
                 web.post("/v1/text-to-speech/{voice_id}/stream", self._http_stream),
                 web.post("/v1/text-to-speech/{voice_id}", self._http_convert),
                 web.get("/v1/text-to-speech/{voice_id}/stream-input", self._websocket),
-                web.get("/_emulator/stats", self._get_stats),
-                web.get("/_emulator/knobs", self._get_knobs),
-                web.post("/_emulator/knobs", self._post_knobs),
-                web.post("/_emulator/reset", self._post_reset),
+                *self.control_routes(),
             ]
         )
-        self._runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=1.0)
-        await self._runner.setup()
-        sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((host, port))
-        sock.setblocking(False)
-        site = web.SockSite(self._runner, sock, ssl_context=self.ssl_context)
-        await site.start()
-        self.host, self.port = host, sock.getsockname()[1]
+        self._runner, self.port = await serve_app(app, host, port, self.ssl_context)
+        self.host = host
         self._fail_left = self.knobs.fail_count
         log.debug("emulator_started", url=self.url)
         return self
@@ -560,28 +512,6 @@ class Emulator:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await session.sender
         return ws
-
-    # --- control endpoints ---------------------------------------------------------------------------
-
-    async def _get_stats(self, request: web.Request) -> web.Response:
-        return web.json_response(self.stats.snapshot())
-
-    async def _get_knobs(self, request: web.Request) -> web.Response:
-        return web.json_response(self.knobs.as_dict())
-
-    async def _post_knobs(self, request: web.Request) -> web.Response:
-        try:
-            values = await request.json()
-            if not isinstance(values, dict):
-                raise ValueError("send a JSON object of knob values")
-            self.set_knobs(**values)
-        except (ValueError, TypeError) as exc:
-            return web.json_response({"error": str(exc)}, status=400)
-        return web.json_response(self.knobs.as_dict())
-
-    async def _post_reset(self, request: web.Request) -> web.Response:
-        self.reset()
-        return web.json_response({"ok": True})
 
 
 class _Session:

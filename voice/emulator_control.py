@@ -1,0 +1,124 @@
+"""What the project's local emulators (ElevenLabs, the OpenAI-compatible LLM) share: run-time knobs checked
+by type, the `/_emulator/*` control endpoints, and serving an aiohttp app on a bound socket.
+
+Tests drive an emulator in-process or as a separate process; the control endpoints make both the same.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import socket
+import ssl
+from typing import Any, ClassVar
+
+from aiohttp import web
+
+
+class KnobsBase:
+    """Base of a dataclass of knobs: `update()` checks every value against its field's current type."""
+
+    MINIMUMS: ClassVar[dict[str, int]] = {}  # integer knobs with a lower bound
+
+    def update(self, values: dict[str, Any]) -> None:
+        """Set knobs from a mapping; ValueError names the first bad one and nothing is changed."""
+        names = {f.name for f in dataclasses.fields(self)}  # type: ignore[arg-type]
+        checked: dict[str, Any] = {}
+        for name, value in values.items():
+            if name not in names:
+                raise ValueError(f"unknown knob {name!r}; knobs are {', '.join(sorted(names))}")
+            checked[name] = self._check(name, getattr(self, name), value)
+        for name, value in checked.items():
+            setattr(self, name, value)
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)  # type: ignore[call-overload]
+
+    def _check(self, name: str, current: Any, value: Any) -> Any:
+        if isinstance(current, bool):
+            if not isinstance(value, bool):
+                raise ValueError(f"knob {name} must be true or false, got {value!r}")
+            return value
+        if isinstance(current, int):
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ValueError(f"knob {name} must be a whole number, got {value!r}")
+            if name in self.MINIMUMS and value < self.MINIMUMS[name]:
+                raise ValueError(f"knob {name} must be at least {self.MINIMUMS[name]}, got {value}")
+            return value
+        if isinstance(current, float):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+                raise ValueError(f"knob {name} must be a number >= 0, got {value!r}")
+            return float(value)
+        if isinstance(current, str):
+            if not isinstance(value, str):
+                raise ValueError(f"knob {name} must be a string, got {value!r}")
+            return value
+        if isinstance(current, list):
+            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                raise ValueError(f"knob {name} must be a list of strings, got {value!r}")
+            return list(value)
+        if isinstance(current, dict):
+            if not isinstance(value, dict) or not all(isinstance(k, str) and isinstance(v, str)
+                                                      for k, v in value.items()):
+                raise ValueError(f"knob {name} must be an object of strings, got {value!r}")
+            return dict(value)
+        raise ValueError(f"knob {name} cannot be set")  # pragma: no cover
+
+
+class ControlEndpoints:
+    """`GET /_emulator/stats`, `GET|POST /_emulator/knobs`, `POST /_emulator/reset` for an emulator that has
+    `stats.snapshot()`, `knobs.as_dict()`, `set_knobs(**values)` and `reset()`."""
+
+    stats: Any
+    knobs: Any
+
+    def set_knobs(self, **values: Any) -> None:  # pragma: no cover - provided by the emulator
+        raise NotImplementedError
+
+    def reset(self) -> None:  # pragma: no cover - provided by the emulator
+        raise NotImplementedError
+
+    def control_routes(self) -> list[web.RouteDef]:
+        return [
+            web.get("/_emulator/stats", self._get_stats),
+            web.get("/_emulator/knobs", self._get_knobs),
+            web.post("/_emulator/knobs", self._post_knobs),
+            web.post("/_emulator/reset", self._post_reset),
+        ]
+
+    async def _get_stats(self, request: web.Request) -> web.Response:
+        return web.json_response(self.stats.snapshot())
+
+    async def _get_knobs(self, request: web.Request) -> web.Response:
+        return web.json_response(self.knobs.as_dict())
+
+    async def _post_knobs(self, request: web.Request) -> web.Response:
+        try:
+            values = await request.json()
+            if not isinstance(values, dict):
+                raise ValueError("send a JSON object of knob values")
+            self.set_knobs(**values)
+        except (ValueError, TypeError) as exc:
+            return web.json_response({"error": str(exc)}, status=400)
+        return web.json_response(self.knobs.as_dict())
+
+    async def _post_reset(self, request: web.Request) -> web.Response:
+        self.reset()
+        return web.json_response({"ok": True})
+
+
+async def serve_app(app: web.Application, host: str, port: int,
+                    ssl_context: ssl.SSLContext | None = None) -> tuple[web.AppRunner, int]:
+    """Serve `app` on `host:port` (0 = a free port); returns the runner (to clean up) and the bound port."""
+    runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=1.0)
+    await runner.setup()
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError:
+        sock.close()
+        await runner.cleanup()
+        raise
+    sock.setblocking(False)
+    await web.SockSite(runner, sock, ssl_context=ssl_context).start()
+    return runner, sock.getsockname()[1]
