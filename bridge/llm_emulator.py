@@ -147,22 +147,10 @@ class LLMEmulator(ControlEndpoints):
             await self._runner.cleanup()
             self._runner = None
 
-    async def __aenter__(self) -> LLMEmulator:
-        return await self.start(self.host, self.port)
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.stop()
-
     @property
     def url(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"http://{host}:{self.port}/v1"
-
-    def set_knobs(self, **values: Any) -> None:
-        """Change knobs at run time (`fail_status`/`fail_count` restart the failure count)."""
-        self.knobs.update(values)
-        if "fail_status" in values or "fail_count" in values:
-            self._fail_left = self.knobs.fail_count
 
     def reset(self) -> None:
         """Clear the stats and put the knobs back to their start-up values."""

@@ -231,12 +231,6 @@ class Emulator(ControlEndpoints):
             await self._runner.cleanup()
             self._runner = None
 
-    async def __aenter__(self) -> Emulator:
-        return await self.start(self.host, self.port)
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.stop()
-
     @property
     def url(self) -> str:
         """Base URL to configure as `ELEVENLABS_BASE_URL` (http, or https with an SSL context)."""
@@ -246,12 +240,6 @@ class Emulator(ControlEndpoints):
     @property
     def ws_url(self) -> str:
         return ("wss" if self.ssl_context else "ws") + self.url[self.url.index(":"):]
-
-    def set_knobs(self, **values: Any) -> None:
-        """Change knobs at run time (`fail_count` restarts its count)."""
-        self.knobs.update(values)
-        if "fail_status" in values or "fail_count" in values:
-            self._fail_left = self.knobs.fail_count
 
     def reset(self) -> None:
         """Clear the stats and put the knobs back to their start-up values."""

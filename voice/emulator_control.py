@@ -65,17 +65,36 @@ class KnobsBase:
 
 
 class ControlEndpoints:
-    """`GET /_emulator/stats`, `GET|POST /_emulator/knobs`, `POST /_emulator/reset` for an emulator that has
-    `stats.snapshot()`, `knobs.as_dict()`, `set_knobs(**values)` and `reset()`."""
+    """`GET /_emulator/stats`, `GET|POST /_emulator/knobs`, `POST /_emulator/reset`, run-time knobs and
+    `async with` for an emulator that has `stats.snapshot()`, `knobs` (a KnobsBase with `fail_count`),
+    `start()`, `stop()` and `reset()`."""
 
     stats: Any
     knobs: Any
+    host: str
+    port: int
+    _fail_left: int
 
-    def set_knobs(self, **values: Any) -> None:  # pragma: no cover - provided by the emulator
+    async def start(self, host: str = "127.0.0.1", port: int = 0) -> Any:  # pragma: no cover - the emulator's
+        raise NotImplementedError
+
+    async def stop(self) -> None:  # pragma: no cover - provided by the emulator
         raise NotImplementedError
 
     def reset(self) -> None:  # pragma: no cover - provided by the emulator
         raise NotImplementedError
+
+    async def __aenter__(self) -> Any:
+        return await self.start(self.host, self.port)
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    def set_knobs(self, **values: Any) -> None:
+        """Change knobs at run time; setting `fail_status` or `fail_count` restarts the failure count."""
+        self.knobs.update(values)
+        if "fail_status" in values or "fail_count" in values:
+            self._fail_left = self.knobs.fail_count
 
     def control_routes(self) -> list[web.RouteDef]:
         return [
