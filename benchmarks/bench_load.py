@@ -15,7 +15,6 @@ The markdown table it prints is the one in README ("Benchmarks", "The whole call
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import dataclasses
 import json

@@ -441,7 +441,7 @@ def run(args: argparse.Namespace) -> int:
     finally:
         redis.close()
     if status:
-        print(f"voice-bridge demo: interrupted; everything it started has been stopped", file=sys.stderr)
+        print("voice-bridge demo: interrupted; everything it started has been stopped", file=sys.stderr)
     else:
         print("Everything the demo started has been stopped. Next: README, \"On a fresh machine\".", flush=True)
     return status

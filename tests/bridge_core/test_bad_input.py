@@ -135,7 +135,6 @@ async def test_client_that_stops_reading_is_dropped(start_server):
         sock.setblocking(False)
         await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", server.port))
         await asyncio.get_running_loop().sock_sendall(sock, uuid_message())
-        t = time.monotonic()
         await wait_until(lambda: bool(events(logs, "peer stopped reading; dropping the call")), 30, "drop")
         sock.close()
     (line,) = events(logs, "peer stopped reading; dropping the call")

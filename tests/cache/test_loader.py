@@ -57,7 +57,7 @@ def test_a_bad_file_is_reported_and_the_rest_still_load(fragments, tmp_path, red
     out = capsys.readouterr().out
     assert status == 1
     assert f"FAILED  {bad}: not a usable WAV file" in out
-    assert f"absent.wav: no such file" in out
+    assert "absent.wav: no such file" in out
     assert "2 loaded, 2 failed" in out
     assert sorted(raw.keys()) == [b"static:currency", b"static:intro"]
 

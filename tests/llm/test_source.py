@@ -14,7 +14,7 @@ from bridge.llm_emulator import split_pieces
 from voice.config import ConfigError
 from voice.tts_manager import aclose_shared_client
 
-from llm.conftest import LLM_KEY, llm_config
+from llm.conftest import llm_config
 
 
 @pytest.fixture(autouse=True)

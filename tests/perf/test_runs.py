@@ -44,7 +44,6 @@ async def test_a_run_is_heard_whole_in_order_and_returns_with_at_most_a_queue_le
     wakeups = 0
 
     async def play(call: Call) -> None:
-        nonlocal wakeups
         space = call._space
 
         async def counting_space() -> None:
