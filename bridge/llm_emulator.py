@@ -30,7 +30,6 @@ import json
 import logging
 import os
 import re
-import signal
 import sys
 import time
 import uuid
@@ -331,16 +330,7 @@ def _knobs_from_args(args: argparse.Namespace) -> LLMKnobs:
 
 async def _serve(args: argparse.Namespace) -> None:
     emulator = LLMEmulator(api_key=args.api_key, knobs=_knobs_from_args(args))
-    await emulator.start(args.host, args.port)
-    print(f"listening on {emulator.url}", flush=True)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    try:
-        await stop.wait()
-    finally:
-        await emulator.stop()
+    await emulator.serve_until_signalled(args.host, args.port)
 
 
 def run(args: argparse.Namespace) -> int:

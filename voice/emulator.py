@@ -900,16 +900,7 @@ async def _serve(args: argparse.Namespace) -> None:
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         context.load_cert_chain(args.tls_cert, args.tls_key)
     emulator = Emulator(api_key=args.api_key, knobs=_knobs_from_args(args), ssl_context=context)
-    await emulator.start(args.host, args.port)
-    print(f"listening on {emulator.url}", flush=True)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    try:
-        await stop.wait()
-    finally:
-        await emulator.stop()
+    await emulator.serve_until_signalled(args.host, args.port)
 
 
 def run(args: argparse.Namespace) -> int:

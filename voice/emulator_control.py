@@ -6,7 +6,9 @@ Tests drive an emulator in-process or as a separate process; the control endpoin
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
+import signal
 import socket
 import ssl
 from typing import Any, ClassVar
@@ -73,6 +75,7 @@ class ControlEndpoints:
     knobs: Any
     host: str
     port: int
+    url: str
     _fail_left: int
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> Any:  # pragma: no cover - the emulator's
@@ -89,6 +92,20 @@ class ControlEndpoints:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
+
+    async def serve_until_signalled(self, host: str, port: int) -> None:
+        """The CLI's life: start, print `listening on URL` (what a parent process waits for on stdout),
+        serve until SIGINT or SIGTERM, stop."""
+        await self.start(host, port)
+        print(f"listening on {self.url}", flush=True)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        try:
+            await stop.wait()
+        finally:
+            await self.stop()
 
     def set_knobs(self, **values: Any) -> None:
         """Change knobs at run time; setting `fail_status` or `fail_count` restarts the failure count."""
