@@ -156,9 +156,14 @@ class Supervisor:
                     self._on_signal(signal.Signals(info.si_signo))
                 self._reap()
                 self._restart_due()
-        finally:
+        except BaseException:
             signal.pthread_sigmask(signal.SIG_SETMASK, self._mask)
+            raise
+        finally:
             reserved.close()
+        # The signals stay blocked until this process exits: a stop signal that arrives while it winds down
+        # (systemd and terminals signal every process; an operator may repeat it) is the request already
+        # carried out, and must not kill the supervisor with the default action and a -15 exit status.
         log.info("workers stopped", exit_code=self.exit_code)
         return self.exit_code
 

@@ -4,6 +4,7 @@ passed on, a dead worker replaced, a clean stop; and `bench --workers`."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -155,3 +156,14 @@ async def test_bench_drives_several_workers():
     assert result.workers == 2 and (result.completed, result.failed) == (6, 0), result.errors
     assert result.clock_window is not None and len(result.clock_window["workers"]) == 2
     assert result.server_cpu_percent is not None and result.server_rss_kb_per_call is not None
+
+
+async def test_stop_signals_repeated_while_the_workers_wind_down_do_not_kill_the_supervisor():
+    """An operator (or systemd) repeating SIGTERM until the process is gone must still see exit status 0."""
+    async with Workers("--workers", "2", "--silence", "--bridge-shutdown-grace", "0") as serve:
+        await serve.wait_for("listening", 2)
+        while serve.proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                serve.proc.send_signal(signal.SIGTERM)
+            await asyncio.sleep(0.002)
+        assert await serve.stop() == 0
