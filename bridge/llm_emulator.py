@@ -320,11 +320,7 @@ def _knobs_from_args(args: argparse.Namespace) -> LLMKnobs:
     knobs = LLMKnobs()
     knobs.update({"answer": args.answer, "piece_chars": args.piece_chars,
                   "first_piece_delay_ms": args.first_piece_delay_ms, "piece_delay_ms": args.piece_delay_ms})
-    if args.knobs:
-        extra = json.loads(args.knobs)
-        if not isinstance(extra, dict):
-            raise ValueError("--knobs must be a JSON object")
-        knobs.update(extra)
+    knobs.update_json(args.knobs)
     return knobs
 
 

@@ -22,7 +22,7 @@ import math
 import signal
 import sys
 from collections.abc import Awaitable, Callable, Coroutine
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
@@ -33,6 +33,10 @@ from bridge.logs import configure_logging, register_settings_secrets, settings_f
 from bridge.metrics import Metrics
 from bridge.protocol import FRAME_BYTES, SAMPLE_RATE
 from bridge.workers import DUPLICATE_SIGNAL_S
+
+
+if TYPE_CHECKING:
+    from bridge.dialogue import Dialogue
 
 __all__ = [
     "AudioSocketServer", "Handler", "silence_handler", "tone_handler", "tone_frame", "line_test_handler",
@@ -236,8 +240,8 @@ def run_event_loop(main: Coroutine[Any, Any, int]) -> int:
 
 
 async def serve(settings: Settings, handler: Handler | None = None, *,
-                ready: Callable[[AudioSocketServer], None] | None = None) -> int:
-    """Serve until SIGTERM/SIGINT. Without a handler, every call plays the configured dialogue.
+                ready: Callable[[AudioSocketServer], None] | None = None, dialogue: Dialogue | None = None) -> int:
+    """Serve until SIGTERM/SIGINT. Without a handler, every call plays `dialogue` (default: the configured one).
 
     With `METRICS_PORT` set, `/metrics`, `/healthz` and `/readyz` are served (`bridge.health`) from before
     the first call until the last one has ended: `/readyz` answers 503 from the moment a stop signal
@@ -250,7 +254,7 @@ async def serve(settings: Settings, handler: Handler | None = None, *,
     if handler is None:
         from bridge.runtime import BridgeRuntime
 
-        runtime = BridgeRuntime(settings, metrics=metrics)
+        runtime = BridgeRuntime(settings, dialogue=dialogue, metrics=metrics)
         await runtime.start()
         handler = runtime.handle
         log.info("dialogue", **runtime.describe())
@@ -343,9 +347,9 @@ def run(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
     configure_logging(settings.bridge.log_level, settings.bridge.log_format)
     handler = line_test_handler(tone_hz=args.tone, silence=args.silence)
+    dialogue = None
     if handler is None:
-        try:
-            # refuse a bad file before listening (the runtime loads it again)
+        try:  # refuse a bad file before listening; the runtime is given the loaded model
             dialogue = load_configured_dialogue(settings)
         except DialogueError as exc:
             print(f"voice-bridge serve: invalid dialogue:\n{exc}", file=sys.stderr)
@@ -356,8 +360,8 @@ def run(args: argparse.Namespace) -> int:
             from bridge.workers import Supervisor
 
             return Supervisor(settings, settings.bridge.workers,
-                              lambda worker: run_event_loop(serve(worker, handler))).run()
-        return run_event_loop(serve(settings, handler))
+                              lambda worker: run_event_loop(serve(worker, handler, dialogue=dialogue))).run()
+        return run_event_loop(serve(settings, handler, dialogue=dialogue))
     except OSError as exc:  # e.g. the port is taken
         log.error("cannot serve", error=str(exc), host=settings.bridge.host, port=settings.bridge.port)
         print(f"voice-bridge serve: {exc}", file=sys.stderr)

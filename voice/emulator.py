@@ -886,11 +886,7 @@ def _knobs_from_args(args: argparse.Namespace) -> Knobs:
         "odd_chunks": args.odd_chunks, "max_concurrent": args.max_concurrent,
         "ws_inactivity_timeout_s": args.inactivity_timeout,
     })
-    if args.knobs:
-        extra = json.loads(args.knobs)
-        if not isinstance(extra, dict):
-            raise ValueError("--knobs must be a JSON object")
-        knobs.update(extra)
+    knobs.update_json(args.knobs)
     return knobs
 
 

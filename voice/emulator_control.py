@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 import signal
 import socket
 import ssl
@@ -34,6 +35,15 @@ class KnobsBase:
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)  # type: ignore[call-overload]
+
+    def update_json(self, text: str | None) -> None:
+        """Apply a CLI's `--knobs '{"name": value, ...}'` (nothing when empty)."""
+        if not text:
+            return
+        values = json.loads(text)
+        if not isinstance(values, dict):
+            raise ValueError("--knobs must be a JSON object")
+        self.update(values)
 
     def _check(self, name: str, current: Any, value: Any) -> Any:
         if isinstance(current, bool):
