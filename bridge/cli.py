@@ -16,17 +16,17 @@ import typing
 from collections.abc import Mapping, Sequence
 
 from bridge.config import BridgeConfig, Settings
-from bridge.logs import configure_logging, mask, register_environment_secrets
+from bridge.ops.logs import configure_logging, mask, register_environment_secrets
 from voice.config import ConfigError
 
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "serve": ("bridge.server", "run the AudioSocket server"),
     "load-audio": ("voice.load_static_audio", "load WAV files as static fragments static:<file stem>"),
-    "call": ("bridge.caller", "place one simulated Asterisk AudioSocket call and report its timing"),
-    "emulator": ("voice.emulator", "run the local ElevenLabs-compatible server"),
-    "llm-emulator": ("bridge.llm_emulator", "run a local OpenAI-compatible streaming chat endpoint (tests, demo)"),
-    "demo": ("bridge.demo", "run everything embedded and place a recorded call"),
-    "bench": ("bridge.bench", "many concurrent simulated calls with a latency and pacing report"),
+    "call": ("bridge.sim.caller", "place one simulated Asterisk AudioSocket call and report its timing"),
+    "emulator": ("voice.emulators.elevenlabs", "run the local ElevenLabs-compatible server"),
+    "llm-emulator": ("voice.emulators.llm", "run a local OpenAI-compatible streaming chat endpoint (tests, demo)"),
+    "demo": ("bridge.sim.demo", "run everything embedded and place a recorded call"),
+    "bench": ("bridge.sim.bench.load", "many concurrent simulated calls with a latency and pacing report"),
 }
 
 

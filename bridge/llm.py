@@ -182,7 +182,7 @@ class OpenAICompatibleSource:
     async def stream(self, prompt: str, history: Sequence[ChatMessage] = ()) -> AsyncIterator[str]:
         import httpx
 
-        from voice.tts_manager.http_client import shared_http_client
+        from voice.http import shared_http_client
 
         config = self.config
         headers = {"Accept": "text/event-stream"}

@@ -26,7 +26,7 @@ from bridge.config import BridgeConfig
 from bridge.conversation import Conversation
 from bridge.dialogue import Dialogue, Item, MissingVariable, Node, render
 from bridge.llm import AnswerStream, TextSource, phrases_heard
-from bridge.metrics import Metrics
+from bridge.ops.metrics import Metrics
 from voice.audio import FRAME_MS, FrameStream, rms
 from voice.domain.interfaces.cache import AbstractCache
 from voice.keys import call_vars_key, static_key, tts_key

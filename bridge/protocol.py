@@ -3,7 +3,7 @@
 Every message is `kind` (1 byte) + `length` (uint16, big-endian) + `length` bytes of payload, in both
 directions (Asterisk's res_audiosocket.c and the AudioSocket page of docs.asterisk.org). Nothing here
 touches a socket, a clock or a logger, so the same codec serves the server (`bridge.call`), the simulated
-caller (`bridge.caller`) and the tests, the way `h11` and `wsproto` keep HTTP and WebSocket apart from
+caller (`bridge.sim.caller`) and the tests, the way `h11` and `wsproto` keep HTTP and WebSocket apart from
 their I/O.
 
 The hot path (50 frames a second per call, both ways) is kept cheap: outbound audio is one precomputed

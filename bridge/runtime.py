@@ -21,7 +21,7 @@ from bridge.config import Settings
 from bridge.conversation import Conversation
 from bridge.dialogue import Dialogue, default_dialogue_path, load_dialogue
 from bridge.llm import OpenAICompatibleSource, TextSource, require_llm_settings
-from bridge.metrics import Metrics
+from bridge.ops.metrics import Metrics
 from bridge.orchestrator import Orchestrator
 from voice.cache import RedisCacheManager
 from voice.domain.interfaces.cache import AbstractCache
@@ -29,7 +29,7 @@ from voice.fragment_memo import FragmentMemo
 from voice.keys import profile_tag
 from voice.synthesis import SynthesisHub
 from voice.tts_manager.connection_manager import WebSocketConnectionManager
-from voice.tts_manager.http_client import aclose_shared_client, shared_http_client
+from voice.http import aclose_shared_client, shared_http_client
 from voice.tts_manager.manager import TTSManager
 
 log = structlog.get_logger(__name__)

@@ -29,10 +29,10 @@ import structlog
 from bridge.call import Call, CallHost
 from bridge.clock import MediaClock
 from bridge.config import BridgeConfig, Settings, add_settings_flags, settings_from_args
-from bridge.logs import configure_logging, register_settings_secrets, settings_for_log
-from bridge.metrics import Metrics
+from bridge.ops.logs import configure_logging, register_settings_secrets, settings_for_log
+from bridge.ops.metrics import Metrics
 from bridge.protocol import FRAME_BYTES, SAMPLE_RATE
-from bridge.workers import DUPLICATE_SIGNAL_S
+from bridge.ops.workers import DUPLICATE_SIGNAL_S
 
 
 if TYPE_CHECKING:
@@ -243,7 +243,7 @@ async def serve(settings: Settings, handler: Handler | None = None, *,
                 ready: Callable[[AudioSocketServer], None] | None = None, dialogue: Dialogue | None = None) -> int:
     """Serve until SIGTERM/SIGINT. Without a handler, every call plays `dialogue` (default: the configured one).
 
-    With `METRICS_PORT` set, `/metrics`, `/healthz` and `/readyz` are served (`bridge.health`) from before
+    With `METRICS_PORT` set, `/metrics`, `/healthz` and `/readyz` are served (`bridge.ops.health`) from before
     the first call until the last one has ended: `/readyz` answers 503 from the moment a stop signal
     arrives, while calls finish their grace period.
     """
@@ -261,7 +261,7 @@ async def serve(settings: Settings, handler: Handler | None = None, *,
     server = AudioSocketServer(settings.bridge, handler, metrics=metrics)
     health = None
     if settings.bridge.metrics_port:
-        from bridge.health import HealthServer
+        from bridge.ops.health import HealthServer
 
         health = HealthServer(server, metrics, settings, cache=runtime.cache if runtime is not None else None)
     _freeze_startup_objects()
@@ -357,7 +357,7 @@ def run(args: argparse.Namespace) -> int:
         require_llm_settings(dialogue, settings.llm)  # llm items need LLM_BASE_URL: ConfigError, exit 2
     try:
         if settings.bridge.workers > 1:
-            from bridge.workers import Supervisor
+            from bridge.ops.workers import Supervisor
 
             return Supervisor(settings, settings.bridge.workers,
                               lambda worker: run_event_loop(serve(worker, handler, dialogue=dialogue))).run()

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from voice.redis_server import RedisServer, free_port
+from voice.emulators.redis_server import RedisServer, free_port
 
 
 @pytest.fixture(scope="session")

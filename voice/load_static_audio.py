@@ -40,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _logs_to_stderr() -> None:
-    """Keep stdout for the report when no entry point has configured logging (voice/ cannot use bridge.logs)."""
+    """Keep stdout for the report when no entry point has configured logging (voice/ cannot use bridge.ops.logs)."""
     if not structlog.is_configured():
         structlog.configure(logger_factory=lambda *_: structlog.PrintLogger(sys.stderr))
 

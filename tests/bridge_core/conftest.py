@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 
-from bridge.caller import CallReport, place_call
+from bridge.sim.caller import CallReport, place_call
 from bridge.config import BridgeConfig
 from bridge.server import AudioSocketServer, Handler
 

@@ -9,7 +9,7 @@ import time
 
 from structlog.testing import capture_logs
 
-from bridge.caller import place_call
+from bridge.sim.caller import place_call
 from bridge.protocol import AUDIO_HEADER_320, encode, Kind
 
 from .conftest import normal_call, uuid_message, wait_until

@@ -11,7 +11,7 @@ import wave
 
 import pytest
 
-from bridge.caller import parse_dtmf, pacing_figures, place_call, speech_noise_frames
+from bridge.sim.caller import parse_dtmf, pacing_figures, place_call, speech_noise_frames
 from bridge.protocol import (
     AUDIO_HEADER_320,
     FRAME_BYTES,

@@ -8,8 +8,8 @@ import signal
 import sys
 import time
 
-from bridge.bench import run_bench
-from bridge.caller import place_call
+from bridge.sim.bench.load import run_bench
+from bridge.sim.caller import place_call
 
 
 class ServeProcess:

@@ -10,7 +10,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from bridge.call import Call, CallEnded, DtmfEvent, HangupEvent
-from bridge.caller import place_call
+from bridge.sim.caller import place_call
 from bridge.protocol import FRAME_BYTES, SILENCE_PAYLOAD, Decoder, Kind, encode
 from bridge.server import tone_frame, tone_handler
 

@@ -14,7 +14,7 @@ import structlog
 
 from voice.cache import RedisCacheManager
 from voice.config import CacheConfig
-from voice.redis_server import RedisServer
+from voice.emulators.redis_server import RedisServer
 
 
 @pytest.fixture(autouse=True)

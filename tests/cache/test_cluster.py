@@ -15,7 +15,7 @@ import redis
 from voice import keys
 from voice.cache import RedisCacheManager
 from voice.config import CacheConfig, TTSConfig
-from voice.redis_server import RedisServer, find_binary, free_port
+from voice.emulators.redis_server import RedisServer, find_binary, free_port
 
 from .test_cache import _poll, chunks_of
 

@@ -11,7 +11,7 @@ import time
 import redis
 
 from voice.cache import RedisCacheManager
-from voice.redis_server import RedisServer, free_port
+from voice.emulators.redis_server import RedisServer, free_port
 
 from .conftest import fault_config
 

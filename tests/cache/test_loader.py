@@ -10,7 +10,7 @@ import redis
 import structlog
 
 from bridge.cli import main
-from voice.redis_server import free_port
+from voice.emulators.redis_server import free_port
 
 from .conftest import s16, sine, write_pcm_wav
 

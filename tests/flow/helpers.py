@@ -11,15 +11,15 @@ from pathlib import Path
 import redis.asyncio as aioredis
 
 from bridge.call import Call
-from bridge.caller import CallReport, place_call
+from bridge.sim.caller import CallReport, place_call
 from bridge.config import BridgeConfig, Settings
 from bridge.dialogue import Dialogue, parse_dialogue
-from bridge.metrics import Metrics
+from bridge.ops.metrics import Metrics
 from bridge.runtime import BridgeRuntime
 from bridge.server import AudioSocketServer
 from voice.cache import RedisCacheManager
 from voice.config import CacheConfig, TTSConfig
-from voice.emulator import DEFAULT_API_KEY, DEFAULT_VOICES, Emulator
+from voice.emulators.elevenlabs import DEFAULT_API_KEY, DEFAULT_VOICES, Emulator
 from voice.keys import static_key
 from voice.tts_manager import aclose_shared_client
 

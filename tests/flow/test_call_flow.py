@@ -10,10 +10,10 @@ import uuid
 
 from flow.helpers import frames_of, make_stack, nonzero, strip_silence, wait_for
 
-from bridge.caller import place_call
-from voice.emulator import expected_frames, identify
+from bridge.sim.caller import place_call
+from voice.emulators.elevenlabs import expected_frames, identify
 from voice.keys import call_vars_key, profile_tag, tts_key
-from voice.redis_server import RedisServer
+from voice.emulators.redis_server import RedisServer
 
 ZERO = bytes(320)
 

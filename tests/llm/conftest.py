@@ -7,7 +7,7 @@ import dataclasses
 import pytest
 
 from bridge.llm import LLMConfig
-from bridge.llm_emulator import LLMEmulator
+from voice.emulators.llm import LLMEmulator
 from flow.helpers import make_stack
 
 LLM_KEY = "llm-test-key"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from voice.emulator import identify
+from voice.emulators.elevenlabs import identify
 
 
 def heard(audio: bytes) -> str:

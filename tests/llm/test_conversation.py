@@ -8,7 +8,7 @@ from bridge.conversation import KEEP_RECENT, SUMMARY_INSTRUCTION, Conversation
 from bridge.llm import ChatMessage, OpenAICompatibleSource
 from voice.cache import RedisCacheManager
 from voice.config import CacheConfig
-from voice.redis_server import RedisServer
+from voice.emulators.redis_server import RedisServer
 from voice.tts_manager import aclose_shared_client
 
 from flow.helpers import wait_for

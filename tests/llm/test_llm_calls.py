@@ -11,10 +11,10 @@ from flow.helpers import frames_of, nonzero, wait_for
 
 from bridge.dialogue import parse_dialogue
 from bridge.llm import LLMConfig
-from bridge.metrics import Metrics
+from bridge.ops.metrics import Metrics
 from bridge.runtime import BridgeRuntime
 from bridge.server import AudioSocketServer
-from voice.emulator import expected_frames
+from voice.emulators.elevenlabs import expected_frames
 
 from llm.helpers import answer_requests, bare, heard, summary_requests, use_tts_format
 

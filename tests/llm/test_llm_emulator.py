@@ -9,7 +9,7 @@ import sys
 import httpx
 import pytest
 
-from bridge.llm_emulator import LLMEmulator, LLMKnobs, echo_answer, split_pieces
+from voice.emulators.llm import LLMEmulator, LLMKnobs, echo_answer, split_pieces
 
 from llm.conftest import LLM_KEY
 

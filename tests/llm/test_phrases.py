@@ -7,7 +7,7 @@ import random
 import pytest
 
 from bridge.llm import PhraseGrouper, phrases_heard
-from bridge.llm_emulator import split_pieces
+from voice.emulators.llm import split_pieces
 
 
 def group(pieces: list[str], **kw) -> list[str]:

@@ -10,7 +10,7 @@ import pytest
 from aiohttp import web
 
 from bridge.llm import ChatMessage, LLMConfig, LLMError, OpenAICompatibleSource, TextSource
-from bridge.llm_emulator import split_pieces
+from voice.emulators.llm import split_pieces
 from voice.config import ConfigError
 from voice.tts_manager import aclose_shared_client
 

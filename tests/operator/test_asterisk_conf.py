@@ -21,7 +21,7 @@ import redis
 
 from bridge.config import BridgeConfig
 from voice import keys
-from voice.redis_server import find_binary
+from voice.emulators.redis_server import find_binary
 
 ROOT = Path(__file__).resolve().parents[2]
 CONF = ROOT / "asterisk_conf"

@@ -17,7 +17,7 @@ from voice.audio import FRAME_BYTES, SAMPLE_RATE, SAMPLE_WIDTH, read_wav, rms, t
 
 ROOT = Path(__file__).resolve().parents[2]
 FRAGMENTS = ROOT / "bridge" / "data" / "fragments"
-GENERATOR = ROOT / "bridge" / "data" / "make_fragments.py"
+GENERATOR = ROOT / "bridge" / "sim" / "make_fragments.py"
 
 # The specification's phrases (issue "Operator experience", item 1), by fragment stem.
 EXPECTED = {

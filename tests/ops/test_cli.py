@@ -9,7 +9,7 @@ import logging
 import pytest
 import structlog
 
-from bridge import logs
+from bridge.ops import logs
 from bridge.cli import SUBCOMMANDS, main
 from bridge.config import BridgeConfig
 from voice.config import CacheConfig, TTSConfig

@@ -25,7 +25,7 @@ import pytest
 
 from ops.helpers import ROOT, clean_env, port_open
 from voice.audio import FRAME_BYTES, read_wav, rms, to_frames
-from voice.emulator import identify
+from voice.emulators.elevenlabs import identify
 
 SCRIPT = Path(sys.executable).parent / "voice-bridge"
 SPEECH_RMS = 500

@@ -8,9 +8,9 @@ import sys
 import time
 
 from ops.helpers import ServeProcess, clean_env, get, load_fragments
-from bridge.caller import place_call
-from voice.emulator import DEFAULT_API_KEY, Emulator
-from voice.redis_server import RedisServer
+from bridge.sim.caller import place_call
+from voice.emulators.elevenlabs import DEFAULT_API_KEY, Emulator
+from voice.emulators.redis_server import RedisServer
 
 
 def free_port() -> int:

@@ -13,11 +13,11 @@ import redis
 import structlog
 
 from ops.helpers import ServeProcess, clean_env, load_fragments
-from bridge import logs
-from bridge.caller import place_call
+from bridge.ops import logs
+from bridge.sim.caller import place_call
 from bridge.config import Settings
-from voice.emulator import Emulator
-from voice.redis_server import RedisServer
+from voice.emulators.elevenlabs import Emulator
+from voice.emulators.redis_server import RedisServer
 
 API_KEY = "sk_LEAKCHECK_0123456789abcdef"
 PASSWORD = "pw-LEAKCHECK-s3cr3t"

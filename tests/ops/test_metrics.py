@@ -11,8 +11,8 @@ import redis.asyncio as aioredis
 from prometheus_client.parser import text_string_to_metric_families
 
 from ops.helpers import ServeProcess, clean_env, get, load_fragments
-from bridge.caller import place_call
-from voice.emulator import DEFAULT_API_KEY, Emulator, Knobs, identify
+from bridge.sim.caller import place_call
+from voice.emulators.elevenlabs import DEFAULT_API_KEY, Emulator, Knobs, identify
 from voice.keys import call_vars_key
 
 # A synthesis first (slow emulator: a filler plays), then fragments the caller interrupts with "0".

@@ -11,7 +11,7 @@ import sys
 import pytest
 import pytest_asyncio
 
-from bridge.bench import MIXED_UNIQUE_SHARE, SCENARIOS, STATIC_PLAYLIST, BenchStack, comparison_table, run_bench
+from bridge.sim.bench.load import MIXED_UNIQUE_SHARE, SCENARIOS, STATIC_PLAYLIST, BenchStack, comparison_table, run_bench
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 

@@ -12,7 +12,7 @@ import time
 import pytest
 
 from bridge.call import QUIET_FRAMES, Call
-from bridge.caller import place_call
+from bridge.sim.caller import place_call
 from bridge.clock import MediaClock
 from bridge.config import BridgeConfig
 from bridge.server import AudioSocketServer, tone_frame

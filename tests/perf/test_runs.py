@@ -7,7 +7,7 @@ import asyncio
 import dataclasses
 
 from bridge.call import Call, CallEnded
-from bridge.caller import place_call
+from bridge.sim.caller import place_call
 from bridge.config import BridgeConfig
 from bridge.server import AudioSocketServer
 

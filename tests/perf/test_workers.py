@@ -14,9 +14,9 @@ import time
 
 import pytest
 
-from bridge.bench import run_bench
-from bridge.caller import place_call
-from bridge.workers import reserve_port
+from bridge.sim.bench.load import run_bench
+from bridge.sim.caller import place_call
+from bridge.ops.workers import reserve_port
 
 
 class Workers:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from voice.config import TTSConfig
-from voice.emulator import DEFAULT_API_KEY, DEFAULT_VOICES, Emulator
+from voice.emulators.elevenlabs import DEFAULT_API_KEY, DEFAULT_VOICES, Emulator
 from voice.tts_manager import aclose_shared_client
 
 

@@ -12,7 +12,7 @@ import websockets
 from websockets.exceptions import ConnectionClosedError
 
 from voice.audio import FrameStream
-from voice.emulator import (
+from voice.emulators.elevenlabs import (
     DEFAULT_API_KEY,
     DEFAULT_VOICES,
     EmulatorProcess,

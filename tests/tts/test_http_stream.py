@@ -10,8 +10,8 @@ import pytest
 
 from voice.audio import FrameStream, sample_width
 from voice.config import OUTPUT_FORMATS
-from voice.emulator import expected_frames, identify
-from voice.redis_server import free_port
+from voice.emulators.elevenlabs import expected_frames, identify
+from voice.emulators.redis_server import free_port
 from voice.tts_manager import (
     TTSAuthError,
     TTSConnectionError,

@@ -14,7 +14,7 @@ import trustme
 from elevenlabs.client import AsyncElevenLabs, ElevenLabs
 from elevenlabs.core.api_error import ApiError
 
-from voice.emulator import DEFAULT_API_KEY, DEFAULT_VOICES, Emulator, synthesize
+from voice.emulators.elevenlabs import DEFAULT_API_KEY, DEFAULT_VOICES, Emulator, synthesize
 
 VOICE = DEFAULT_VOICES[0]
 

@@ -12,8 +12,8 @@ from websockets.exceptions import ConnectionClosedError
 from websockets.protocol import State
 
 from voice.audio import FrameStream
-from voice.emulator import expected_frames, identify
-from voice.redis_server import free_port
+from voice.emulators.elevenlabs import expected_frames, identify
+from voice.emulators.redis_server import free_port
 from voice.tts_manager import (
     FLUSH,
     TTSAuthError,

@@ -15,7 +15,7 @@ from voice.tts_manager.errors import (
     TTSValidationError,
     TTSVoiceNotFoundError,
 )
-from voice.tts_manager.http_client import aclose_shared_client, shared_http_client
+from voice.http import aclose_shared_client, shared_http_client
 from voice.tts_manager.manager import FLUSH, TextInputQueue, TTSManager, iter_llm_audio
 
 __all__ = [

@@ -54,7 +54,7 @@ from voice.tts_manager.errors import (
     error_from_http,
     error_from_ws_frame,
 )
-from voice.tts_manager.http_client import shared_http_client
+from voice.http import shared_http_client
 
 log = structlog.get_logger(__name__)
 

@@ -39,7 +39,7 @@ from typing import Any, ClassVar
 import structlog
 from aiohttp import web
 
-from voice.emulator_control import ControlEndpoints, KnobsBase, serve_app
+from voice.emulators.control import ControlEndpoints, KnobsBase, serve_app
 
 __all__ = ["LLMEmulator", "LLMKnobs", "LLMStats", "split_pieces", "echo_answer", "configure_parser", "run"]
 
@@ -343,8 +343,8 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-if __name__ == "__main__":  # `python -m bridge.llm_emulator`
-    _parser = argparse.ArgumentParser(prog="python -m bridge.llm_emulator", description=__doc__.splitlines()[0])
+if __name__ == "__main__":  # `python -m voice.emulators.llm`
+    _parser = argparse.ArgumentParser(prog="python -m voice.emulators.llm", description=__doc__.splitlines()[0])
     configure_parser(_parser)
     with contextlib.suppress(KeyboardInterrupt):
         sys.exit(run(_parser.parse_args()))

@@ -1,6 +1,6 @@
 """The operator's HTTP endpoint on `METRICS_PORT`: `/metrics`, `/healthz`, `/readyz`.
 
-- `/metrics`: the Prometheus exposition of `bridge.metrics.Metrics` (text format, or OpenMetrics when the
+- `/metrics`: the Prometheus exposition of `bridge.ops.metrics.Metrics` (text format, or OpenMetrics when the
   scraper asks for it).
 - `/healthz`: the process is alive and its event loop answers (a blocked loop answers nothing, which is
   what a liveness probe should see). Always 200 while it answers.
@@ -27,7 +27,7 @@ from aiohttp import web
 from prometheus_client.exposition import choose_encoder
 
 from bridge.config import Settings
-from bridge.metrics import Metrics
+from bridge.ops.metrics import Metrics
 from voice.cache import safe_url
 from voice.domain.interfaces.cache import AbstractCache
 

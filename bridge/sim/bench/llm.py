@@ -1,7 +1,7 @@
 """LLM answers benchmark: the latency the bridge adds between the LLM's text and the caller's first audio.
 
 Each call is one `llm` item: the bridge (in this process, as `serve` runs it: runtime, AudioSocket server,
-media clock, uvloop) asks the fake OpenAI endpoint (`bridge.llm_emulator`, its own process), groups the
+media clock, uvloop) asks the fake OpenAI endpoint (`voice.emulators.llm`, its own process), groups the
 streamed pieces into phrases and speaks them over the call's TTS WebSocket, opened when the call started,
 to the ElevenLabs emulator (its own process, with a fixed time to first byte, `--tts-ttfb-ms`). A minimal
 AudioSocket caller notes when the first non-silent frame arrives, then hangs up. The LLM's time to its
@@ -23,7 +23,7 @@ tick for the call: speech after silence is expedited, 0-10 ms, and loopback to t
 `from_first` = wire - the LLM's very first piece - TTFB (`added` plus the LLM's own time between the first
 piece and the one that completed the phrase, `--llm-piece-delay-ms`).
 
-    .venv/bin/python benchmarks/bench_llm.py [--answers 300] [--tts-ttfb-ms 50] [--json]
+    .venv/bin/python bridge/sim/bench/llm.py [--answers 300] [--tts-ttfb-ms 50] [--json]
 """
 
 from __future__ import annotations
@@ -45,15 +45,15 @@ import structlog
 from bridge.config import BridgeConfig, Settings
 from bridge.dialogue import parse_dialogue
 from bridge.llm import LLMConfig, PhraseGrouper
-from bridge.llm_emulator import split_pieces
-from bridge.metrics import Metrics
+from voice.emulators.llm import split_pieces
+from bridge.ops.metrics import Metrics
 from bridge.protocol import Decoder, Kind, encode_uuid
 from bridge.runtime import BridgeRuntime
 from bridge.server import AudioSocketServer
 from voice.cache import RedisCacheManager
 from voice.config import CacheConfig, TTSConfig
-from voice.emulator import DEFAULT_API_KEY, DEFAULT_VOICES, EmulatorProcess
-from voice.redis_server import RedisServer
+from voice.emulators.elevenlabs import DEFAULT_API_KEY, DEFAULT_VOICES, EmulatorProcess
+from voice.emulators.redis_server import RedisServer
 from voice.tts_manager import aclose_shared_client
 
 ANSWER = "Здравствуйте, чем могу помочь? Ваш баланс двенадцать тысяч пятьсот рублей."
@@ -87,10 +87,10 @@ def first_phrase(answer: str) -> tuple[int, str]:
 
 
 class LLMProcess:
-    """`python -m bridge.llm_emulator` in a subprocess; `url` once it listens."""
+    """`python -m voice.emulators.llm` in a subprocess; `url` once it listens."""
 
     def __init__(self, *args: str) -> None:
-        self.args = [sys.executable, "-m", "bridge.llm_emulator", "--port", "0", "--log-level", "warning", *args]
+        self.args = [sys.executable, "-m", "voice.emulators.llm", "--port", "0", "--log-level", "warning", *args]
         self.process: subprocess.Popen[str] | None = None
         self.url = ""
 

@@ -1,8 +1,8 @@
 """Benchmark of the voice cache: `get_audio_chunks` latency, and the cost of a call while Redis is down.
 
-    .venv/bin/python benchmarks/bench_cache.py                      # full run (a private redis-server)
-    .venv/bin/python benchmarks/bench_cache.py --quick              # small sizes, while developing
-    .venv/bin/python benchmarks/bench_cache.py --redis-url redis://host:6379/0 --loop asyncio
+    .venv/bin/python bridge/sim/bench/cache.py                      # full run (a private redis-server)
+    .venv/bin/python bridge/sim/bench/cache.py --quick              # small sizes, while developing
+    .venv/bin/python bridge/sim/bench/cache.py --redis-url redis://host:6379/0 --loop asyncio
 
 Reads a 3 s fragment (150 chunks of 20 ms, 320 bytes each) with RedisCacheManager:
 * closed loop: N callers each read back to back (the worst case: every caller always waiting on Redis);
@@ -24,7 +24,7 @@ import structlog
 
 from voice.cache import RedisCacheManager
 from voice.config import CacheConfig
-from voice.redis_server import RedisServer, free_port
+from voice.emulators.redis_server import RedisServer, free_port
 
 KEY = "static:bench_3s"
 CHUNKS = [bytes([i % 256]) * 320 for i in range(150)]

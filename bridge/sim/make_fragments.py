@@ -5,8 +5,8 @@ The WAV files are committed so that no machine needs a speech synthesiser at ins
 script only documents and repeats how they were made. It needs `espeak-ng` (Russian voice `ru`) and
 `sox` on PATH (Debian/Ubuntu: `apt-get install espeak-ng sox`):
 
-    python bridge/data/make_fragments.py            # all fragments
-    python bridge/data/make_fragments.py hello menu # only these stems
+    python bridge/sim/make_fragments.py            # all fragments
+    python bridge/sim/make_fragments.py hello menu # only these stems
 
 Each phrase is spoken by espeak-ng, then sox trims the leading and trailing silence (leaving a short
 fade and 30/50 ms of silence), resamples to 8000 Hz, makes it mono 16-bit and normalises the peak to
@@ -24,7 +24,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-OUT_DIR = Path(__file__).resolve().parent / "fragments"
+OUT_DIR = Path(__file__).resolve().parents[1] / "data" / "fragments"
 
 # stem (fragment name `static:<stem>`) -> the phrase spoken. The sample dialogue and the bridge's
 # fillers/fallback refer to these stems.

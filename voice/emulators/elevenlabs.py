@@ -7,7 +7,7 @@ It speaks the real API on one host and port (aiohttp), with the same validation 
   pieces, flush, keep-alive `{"text": " "}`, end of input `{"text": ""}` -> rest of the audio,
   `{"audio": null, "isFinal": true}`, close 1000; bad key -> close 1008 after the handshake; inactivity
   timeout -> `input_timeout_exceeded` frame and close 1008).
-The audio is a deterministic function of the text (see `voice.emulator_audio`): a test can tell which text
+The audio is a deterministic function of the text (see `voice.emulators.tone_code`): a test can tell which text
 it hears, byte for byte (`expected_frames`) or by decoding (`identify`).
 
 Faults are knobs (`Knobs`), settable in-process (`Emulator.set_knobs`) or over HTTP, and what happened is
@@ -44,8 +44,8 @@ import structlog
 from aiohttp import WSMsgType, web
 
 from voice.config import G711_FORMATS, PCM_RATES, ConfigError, parse_port
-from voice.emulator_audio import CHAR_MS, expected_frames, identify, synthesize
-from voice.emulator_control import ControlEndpoints, KnobsBase, serve_app
+from voice.emulators.tone_code import CHAR_MS, expected_frames, identify, synthesize
+from voice.emulators.control import ControlEndpoints, KnobsBase, serve_app
 
 __all__ = ["Emulator", "EmulatorProcess", "Knobs", "Stats", "expected_frames", "identify", "synthesize",
            "DEFAULT_API_KEY", "DEFAULT_VOICES", "configure_parser", "run"]
@@ -782,14 +782,14 @@ async def _abort(request: web.Request) -> None:
 
 
 class EmulatorProcess:
-    """`python -m voice.emulator` in a subprocess: for tests and benchmarks that need it out of process.
+    """`python -m voice.emulators.elevenlabs` in a subprocess: for tests and benchmarks that need it out of process.
 
     `with EmulatorProcess("--ttfb-ms", "50") as emu: emu.url ...`; drive it over HTTP (`/_emulator/...`).
     """
 
     def __init__(self, *args: str, host: str = "127.0.0.1", port: int = 0, env: dict[str, str] | None = None,
                  start_timeout_s: float = 20.0) -> None:
-        self.args = [sys.executable, "-m", "voice.emulator", "--host", host, "--port", str(port), *args]
+        self.args = [sys.executable, "-m", "voice.emulators.elevenlabs", "--host", host, "--port", str(port), *args]
         self.env = env
         self.start_timeout_s = start_timeout_s
         self.url = ""
@@ -917,7 +917,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-if __name__ == "__main__":  # `python -m voice.emulator`, used by EmulatorProcess
-    _parser = argparse.ArgumentParser(prog="python -m voice.emulator", description=__doc__.splitlines()[0])
+if __name__ == "__main__":  # `python -m voice.emulators.elevenlabs`, used by EmulatorProcess
+    _parser = argparse.ArgumentParser(prog="python -m voice.emulators.elevenlabs", description=__doc__.splitlines()[0])
     configure_parser(_parser)
     sys.exit(run(_parser.parse_args()))

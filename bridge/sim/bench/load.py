@@ -2,7 +2,7 @@
 
 The bridge runs as a separate process (`python -m bridge serve --bridge-port 0`), so its CPU and memory can
 be read from /proc and, with `--pin`, it can sit alone on a core while this process drives the callers
-(`bridge.caller.place_call`, all sharing one sending ticker) from another core.
+(`bridge.sim.caller.place_call`, all sharing one sending ticker) from another core.
 
 Calls start spread over `--ramp` seconds. Once all are up, the bench sends the bridge SIGUSR1, which logs the
 media clock's statistics and starts them afresh; a second SIGUSR1 shortly before the first call ends logs
@@ -13,7 +13,7 @@ caller heard it.
 
 Scenarios say what the bridge plays; `SCENARIOS` is the place to add more:
 - `silence`, `tone`: line tests (`serve --silence`, `serve --tone 400`): the clock and the call queue alone.
-- `all-static`, `all-miss`, `mixed`: the whole call path. A private Redis (`voice.redis_server`) and the
+- `all-static`, `all-miss`, `mixed`: the whole call path. A private Redis (`voice.emulators.redis_server`) and the
   ElevenLabs emulator (its own process, `--ttfb-ms` before each first byte) start first, the sample
   fragments are loaded with `voice-bridge load-audio`, and the bridge plays a dialogue file written for the
   scenario. Before each call the bench stores that call's variables at `call:<uuid>`, which is how the
@@ -21,7 +21,7 @@ Scenarios say what the bridge plays; `SCENARIOS` is the place to add more:
   `voicebridge_cache_lookups` counters when its metrics endpoint answers, else Redis INFO), and the
   emulator's requests and measured time to first byte.
 
-`--baseline` runs `bridge.baseline` (a task per call that writes a frame and then sleeps 20 ms, the common
+`--baseline` runs `bridge.sim.baseline` (a task per call that writes a frame and then sleeps 20 ms, the common
 design) through the same scenario with the same callers, and prints both side by side. `--workers N` runs
 `serve --workers N` (N processes on one SO_REUSEPORT port); figures are then summed (CPU, memory) or the
 worst worker's (clock lateness percentiles).
@@ -49,7 +49,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bridge.caller import CallReport, place_call, sender_stats
+from bridge.sim.caller import CallReport, place_call, sender_stats
 
 __all__ = ["Scenario", "SCENARIOS", "BenchResult", "BenchStack", "run_bench", "comparison_table",
            "configure_parser", "run"]
@@ -67,7 +67,7 @@ class Scenario:
     call_vars: Callable[[int, str], dict[str, str] | None] | None = None
     """Variables stored at `call:<uuid>` before call i (given a per-run nonce, so texts can be unique)."""
     baseline_args: tuple[str, ...] | None = None
-    """`python -m bridge.baseline` arguments that play the same thing; None: no baseline for this scenario."""
+    """`python -m bridge.sim.baseline` arguments that play the same thing; None: no baseline for this scenario."""
     first_text: Callable[[dict[str, str]], str] | None = None
     """The text a call synthesizes first, from its variables: lets the report split its first-audio time
     at the emulator's request log (reaching the emulator / the emulator's TTFB / after the first byte)."""
@@ -185,7 +185,7 @@ class BenchResult:
     clock_window: dict[str, Any] | None = None
     """The bridge's own clock statistics over the steady-state window, as it logged them."""
     server: str = "bridge"
-    """`bridge`, or `baseline` (bridge.baseline: sleep(0.02) after each write)."""
+    """`bridge`, or `baseline` (bridge.sim.baseline: sleep(0.02) after each write)."""
     workers: int = 1
     first_audio_ms_max: float | None = None
     ramp_lateness_ms_p99: float | None = None
@@ -513,8 +513,8 @@ class BenchStack:
         import httpx
         import redis.asyncio as aioredis
 
-        from voice.emulator import DEFAULT_API_KEY, EmulatorProcess
-        from voice.redis_server import RedisServer
+        from voice.emulators.elevenlabs import DEFAULT_API_KEY, EmulatorProcess
+        from voice.emulators.redis_server import RedisServer
 
         self.api_key = DEFAULT_API_KEY
         self.redis_server = await asyncio.to_thread(RedisServer().start)
@@ -691,7 +691,7 @@ async def _run(chosen: Scenario, scenario: str, calls: int, duration_s: float, r
     command = None
     if server == "baseline":
         assert chosen.baseline_args is not None
-        command = [sys.executable, "-m", "bridge.baseline", "--port", "0", *chosen.baseline_args]
+        command = [sys.executable, "-m", "bridge.sim.baseline", "--port", "0", *chosen.baseline_args]
         if stack is not None:
             command += ["--redis-url", stack.redis_server.url]
     bridge = BridgeProcess(serve_args, max_calls=max(2000, calls + 100), command=command, env=env, workers=workers)
@@ -900,7 +900,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
                         help="what the bridge plays: " + "; ".join(f"{k}: {v.description}" for k, v in SCENARIOS.items())
                         .replace("%", "%%"))  # argparse expands %-formats in help texts
     parser.add_argument("--baseline", action="store_true",
-                        help="also run the common design (bridge.baseline: a task per call, sleep(0.02) after each "
+                        help="also run the common design (bridge.sim.baseline: a task per call, sleep(0.02) after each "
                              "write) through the same scenario and show both side by side")
     parser.add_argument("--workers", type=int, default=1, metavar="N",
                         help="run the bridge as `serve --workers N` (N processes sharing the port)")

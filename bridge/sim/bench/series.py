@@ -6,7 +6,7 @@ emulator and the fragments start once and are shared by every whole-path run (ea
 flushed database). The machine's load average is printed before every run, because other work on the same
 cores changes the figures: take final figures when it is low.
 
-    .venv/bin/python benchmarks/bench_load.py --scenarios all-static --calls 100,500,1000 --baseline \
+    .venv/bin/python bridge/sim/bench/series.py --scenarios all-static --calls 100,500,1000 --baseline \
         [--workers 1,2] [--repeat 3] [--duration 10 --ramp 2] [--pin] [--json out.json]
 
 The markdown table it prints is the one in README ("Benchmarks", "The whole call path").
@@ -23,7 +23,7 @@ import statistics
 import sys
 from typing import Any
 
-from bridge.bench import SCENARIOS, BenchResult, BenchStack, run_bench
+from bridge.sim.bench.load import SCENARIOS, BenchResult, BenchStack, run_bench
 from bridge.server import run_event_loop
 
 # (column title, BenchResult field, format)
@@ -122,7 +122,7 @@ if __name__ == "__main__":
                         help=f"comma-separated, of: {', '.join(SCENARIOS)}")
     parser.add_argument("--calls", type=_ints, default=[100, 500, 1000])
     parser.add_argument("--workers", type=_ints, default=[1], help="bridge worker counts to run, e.g. 1,2")
-    parser.add_argument("--baseline", action="store_true", help="also run bridge.baseline where the scenario has one")
+    parser.add_argument("--baseline", action="store_true", help="also run bridge.sim.baseline where the scenario has one")
     parser.add_argument("--repeat", type=int, default=1)
     parser.add_argument("--duration", type=float, default=10.0)
     parser.add_argument("--ramp", type=float, default=2.0)

@@ -1,7 +1,7 @@
 """Benchmark of the operator endpoint: what a Prometheus scrape and a readiness probe cost a busy bridge.
 
-    .venv/bin/python benchmarks/bench_metrics.py              # 500 calls connected
-    .venv/bin/python benchmarks/bench_metrics.py --calls 50   # while developing
+    .venv/bin/python bridge/sim/bench/metrics.py              # 500 calls connected
+    .venv/bin/python bridge/sim/bench/metrics.py --calls 50   # while developing
 
 Starts the AudioSocket server (silence handler) with its metrics wired, the `/metrics` endpoint, and N
 simulated calls in this process, then times, with every call playing:
@@ -23,10 +23,10 @@ import httpx
 import structlog
 from prometheus_client.exposition import generate_latest
 
-from bridge.caller import place_call
+from bridge.sim.caller import place_call
 from bridge.config import Settings
-from bridge.health import HealthServer
-from bridge.metrics import Metrics
+from bridge.ops.health import HealthServer
+from bridge.ops.metrics import Metrics
 from bridge.server import AudioSocketServer
 
 

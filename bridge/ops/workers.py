@@ -34,7 +34,7 @@ from collections.abc import Callable
 import structlog
 
 from bridge.config import Settings
-from bridge.logs import configure_logging
+from bridge.ops.logs import configure_logging
 
 __all__ = ["Supervisor", "reserve_port", "LineAtATime", "DUPLICATE_SIGNAL_S"]
 

@@ -8,7 +8,7 @@
 2. Conversion cost: `FrameStream` over 10 s of audio in 4096-byte chunks, per input format: microseconds of
    CPU per second of audio (and per 20 ms frame), i.e. the share of one core a real-time stream costs.
 
-    .venv/bin/python benchmarks/bench_tts.py [--requests 300] [--formats pcm_16000,ulaw_8000] [--json]
+    .venv/bin/python bridge/sim/bench/tts.py [--requests 300] [--formats pcm_16000,ulaw_8000] [--json]
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ import structlog
 
 from voice.audio import FrameStream
 from voice.config import OUTPUT_FORMATS, TTSConfig
-from voice.emulator import DEFAULT_API_KEY, EmulatorProcess, synthesize
+from voice.emulators.elevenlabs import DEFAULT_API_KEY, EmulatorProcess, synthesize
 from voice.tts_manager import TTSManager, WebSocketConnectionManager, aclose_shared_client
 
 

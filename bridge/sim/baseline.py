@@ -9,7 +9,7 @@ event loop as the bridge (uvloop when installed), the same precomputed frames, t
 `static` mode (the call's variables, then each fragment with one LRANGE, as the bridge does without its
 memo). It is not part of the product; nothing imports it but the benchmark.
 
-    python -m bridge.baseline --port 0 --mode silence|tone|static [--redis-url URL --play a,b,c]
+    python -m bridge.sim.baseline --port 0 --mode silence|tone|static [--redis-url URL --play a,b,c]
 
 Logs (JSON on stderr) mirror the bridge's where the benchmark reads them: `listening` (with the port),
 `clock stats` on SIGUSR1 (here: how much longer than 20 ms each `sleep(0.02)` took, the drift per frame),
@@ -28,7 +28,7 @@ import uuid as uuid_module
 import structlog
 
 from bridge.clock import Histogram
-from bridge.logs import configure_logging
+from bridge.ops.logs import configure_logging
 from bridge.protocol import AUDIO_HEADER_320, HEADER_BYTES, SILENCE_FRAME, Kind
 from bridge.server import run_event_loop, tone_frame
 from voice.keys import call_vars_key, static_key
@@ -141,7 +141,7 @@ async def serve(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bridge.baseline", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m bridge.sim.baseline", description=__doc__.splitlines()[0])
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--mode", choices=("silence", "tone", "static"), default="silence")

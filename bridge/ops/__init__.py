@@ -1,0 +1,1 @@
+"""Operating the bridge: metrics, health endpoints, logging, worker processes."""

@@ -1,0 +1,1 @@
+"""Tools that stand in for services: the ElevenLabs and LLM emulators, a private Redis. Never imported by production code."""
