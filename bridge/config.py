@@ -1,7 +1,7 @@
 """The bridge's settings: one object, read once at start-up from the environment and `serve` flags.
 
 `Settings` holds the telephony settings and embeds the voice side's `CacheConfig` and `TTSConfig` and the
-LLM's `LLMConfig` (from `bridge.llm`), so every component gets its slice from the same validated object.
+LLM's `LLMConfig` (all from `voice.config`), so every component gets its slice from the same validated object.
 """
 
 from __future__ import annotations
@@ -12,9 +12,10 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
-from bridge.llm import LLMConfig
+from bridge.dialogue import Dialogue
 from voice.config import (
     CacheConfig,
+    LLMConfig,
     ConfigError,
     TTSConfig,
     add_flags,
@@ -30,7 +31,7 @@ from voice.config import (
     setting,
 )
 
-__all__ = ["BridgeConfig", "LLMConfig", "Settings", "ConfigError", "add_settings_flags", "settings_from_args"]
+__all__ = ["BridgeConfig", "LLMConfig", "Settings", "ConfigError", "add_settings_flags", "settings_from_args", "require_llm_settings"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -98,3 +99,14 @@ def settings_from_args(args: argparse.Namespace, environ: Mapping[str, str] | No
     for part_cls in (BridgeConfig, CacheConfig, TTSConfig, LLMConfig):
         overrides.update(flag_overrides(args, part_cls))
     return Settings.load(environ, **overrides)
+
+
+def require_llm_settings(dialogue: Dialogue, config: LLMConfig) -> None:
+    """A dialogue with `llm` items cannot run without an LLM: raise ConfigError naming LLM_BASE_URL."""
+    if dialogue.uses_llm and not config.configured:
+        nodes = sorted({n.name for n in dialogue.nodes.values() if any(i.kind == "llm" for i in n.play)})
+        raise ConfigError(
+            "LLM_BASE_URL",
+            f"not set, but the dialogue {dialogue.source} has llm items (node {', '.join(map(repr, nodes))}); "
+            "set it to an OpenAI-compatible endpoint such as https://api.openai.com/v1",
+        )

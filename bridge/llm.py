@@ -9,7 +9,6 @@
   first phrase must go out as soon as it is complete so the first audio never waits for the whole answer.
 - `AnswerStream` reads one answer in the background into phrases that several speakers can read from any
   index: the WebSocket turn, its retry from the first phrase not certainly heard, the HTTP fallback.
-- `LLMConfig` holds the LLM settings (`LLM_BASE_URL`, `LLM_MODEL`, `LLM_API_KEY`, ...).
 """
 
 from __future__ import annotations
@@ -25,90 +24,23 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
 import structlog
 
-from voice.config import (
-    ConfigError,
-    parse_float_range,
-    parse_int_range,
-    parse_nonempty,
-    parse_str,
-    parse_url,
-    setting,
-)
+from voice.config import ConfigError, LLMConfig
 
 if TYPE_CHECKING:  # httpx and the TTS package load on first use: `bridge.config` imports this module
     import httpx
 
-    from bridge.dialogue import Dialogue
 
 __all__ = [
     "AnswerStream",
     "ChatMessage",
-    "LLMConfig",
     "LLMError",
     "OpenAICompatibleSource",
     "PhraseGrouper",
     "TextSource",
     "phrases_heard",
-    "require_llm_settings",
 ]
 
 log = structlog.get_logger(__name__)
-
-DEFAULT_SYSTEM_PROMPT = (
-    "You are the voice of a telephone service. Your words are spoken to the caller by speech synthesis: "
-    "answer in short plain sentences in the caller's language, without lists, markdown or emoji."
-)
-
-
-# --- settings -------------------------------------------------------------------------------------------
-
-
-def _parse_optional_url(raw: str) -> str:
-    """Empty (no LLM), or an http(s) URL."""
-    if not raw.strip():
-        return ""
-    return parse_url("http", "https")(raw)
-
-
-@dataclasses.dataclass(frozen=True)
-class LLMConfig:
-    """LLM endpoint and conversation memory. Field names carry `llm_` because `serve` flags and
-    `Settings.load` overrides are keyed by field name across every settings part."""
-
-    llm_base_url: str = setting("LLM_BASE_URL", "", _parse_optional_url,
-                                "OpenAI-compatible API base, /v1 included (e.g. https://api.openai.com/v1); "
-                                "unset: no LLM, and dialogues with llm items are refused")
-    llm_model: str = setting("LLM_MODEL", "gpt-4o-mini", parse_nonempty, "chat model for answers and summaries")
-    llm_api_key: str = setting("LLM_API_KEY", "", parse_str, "bearer token for the LLM endpoint", secret=True)
-    llm_system_prompt: str = setting("LLM_SYSTEM_PROMPT", DEFAULT_SYSTEM_PROMPT, parse_nonempty,
-                                     "system message sent first with every request")
-    llm_max_tokens: int = setting("LLM_MAX_TOKENS", 0, parse_int_range(0, 100000),
-                                  "max_tokens asked per answer; 0 = not sent (the model's own limit)")
-    llm_connect_timeout_s: float = setting("LLM_CONNECT_TIMEOUT", 3.0, parse_float_range(0.05, 60),
-                                           "seconds to connect to the LLM endpoint")
-    llm_read_timeout_s: float = setting("LLM_READ_TIMEOUT", 10.0, parse_float_range(0.05, 600),
-                                        "seconds to wait for the first, or the next, piece of an answer")
-    llm_memory_chars: int = setting("LLM_MEMORY_CHARS", 4000, parse_int_range(50, 10_000_000),
-                                    "conversation characters kept word for word; past this the older part "
-                                    "is summarised by the LLM")
-    llm_summary_ttl_s: int = setting("LLM_SUMMARY_TTL", 86400, parse_int_range(1, 365 * 86400),
-                                     "seconds a conversation summary lives in Redis")
-
-    @property
-    def configured(self) -> bool:
-        return bool(self.llm_base_url)
-
-
-def require_llm_settings(dialogue: Dialogue, config: LLMConfig) -> None:
-    """A dialogue with `llm` items cannot run without an LLM: raise ConfigError naming LLM_BASE_URL."""
-    if dialogue.uses_llm and not config.configured:
-        nodes = sorted({n.name for n in dialogue.nodes.values() if any(i.kind == "llm" for i in n.play)})
-        raise ConfigError(
-            "LLM_BASE_URL",
-            f"not set, but the dialogue {dialogue.source} has llm items (node {', '.join(map(repr, nodes))}); "
-            "set it to an OpenAI-compatible endpoint such as https://api.openai.com/v1",
-        )
-
 
 # --- the interface ----------------------------------------------------------------------------------------
 

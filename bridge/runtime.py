@@ -20,7 +20,8 @@ from bridge.call import Call
 from bridge.config import Settings
 from bridge.conversation import Conversation
 from bridge.dialogue import Dialogue, default_dialogue_path, load_dialogue
-from bridge.llm import OpenAICompatibleSource, TextSource, require_llm_settings
+from bridge.config import require_llm_settings
+from bridge.llm import OpenAICompatibleSource, TextSource
 from bridge.ops.metrics import Metrics
 from bridge.orchestrator import Orchestrator
 from voice.cache import RedisCacheManager

@@ -341,7 +341,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from bridge.dialogue import DialogueError
-    from bridge.llm import require_llm_settings
+    from bridge.config import require_llm_settings
     from bridge.runtime import load_configured_dialogue
 
     settings = settings_from_args(args)

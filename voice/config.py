@@ -271,3 +271,45 @@ class TTSConfig:
     @property
     def sample_rate(self) -> int:
         return PCM_RATES.get(self.output_format, 8000)
+
+
+DEFAULT_SYSTEM_PROMPT = (
+    "You are the voice of a telephone service. Your words are spoken to the caller by speech synthesis: "
+    "answer in short plain sentences in the caller's language, without lists, markdown or emoji."
+)
+
+
+def _parse_optional_url(raw: str) -> str:
+    """Empty (no LLM), or an http(s) URL."""
+    if not raw.strip():
+        return ""
+    return parse_url("http", "https")(raw)
+
+
+@dataclasses.dataclass(frozen=True)
+class LLMConfig:
+    """LLM endpoint and conversation memory. Field names carry `llm_` because `serve` flags and
+    `Settings.load` overrides are keyed by field name across every settings part."""
+
+    llm_base_url: str = setting("LLM_BASE_URL", "", _parse_optional_url,
+                                "OpenAI-compatible API base, /v1 included (e.g. https://api.openai.com/v1); "
+                                "unset: no LLM, and dialogues with llm items are refused")
+    llm_model: str = setting("LLM_MODEL", "gpt-4o-mini", parse_nonempty, "chat model for answers and summaries")
+    llm_api_key: str = setting("LLM_API_KEY", "", parse_str, "bearer token for the LLM endpoint", secret=True)
+    llm_system_prompt: str = setting("LLM_SYSTEM_PROMPT", DEFAULT_SYSTEM_PROMPT, parse_nonempty,
+                                     "system message sent first with every request")
+    llm_max_tokens: int = setting("LLM_MAX_TOKENS", 0, parse_int_range(0, 100000),
+                                  "max_tokens asked per answer; 0 = not sent (the model's own limit)")
+    llm_connect_timeout_s: float = setting("LLM_CONNECT_TIMEOUT", 3.0, parse_float_range(0.05, 60),
+                                           "seconds to connect to the LLM endpoint")
+    llm_read_timeout_s: float = setting("LLM_READ_TIMEOUT", 10.0, parse_float_range(0.05, 600),
+                                        "seconds to wait for the first, or the next, piece of an answer")
+    llm_memory_chars: int = setting("LLM_MEMORY_CHARS", 4000, parse_int_range(50, 10_000_000),
+                                    "conversation characters kept word for word; past this the older part "
+                                    "is summarised by the LLM")
+    llm_summary_ttl_s: int = setting("LLM_SUMMARY_TTL", 86400, parse_int_range(1, 365 * 86400),
+                                     "seconds a conversation summary lives in Redis")
+
+    @property
+    def configured(self) -> bool:
+        return bool(self.llm_base_url)

@@ -6,7 +6,7 @@ import dataclasses
 
 import pytest
 
-from bridge.llm import LLMConfig
+from voice.config import LLMConfig
 from voice.emulators.llm import LLMEmulator
 from flow.helpers import make_stack
 

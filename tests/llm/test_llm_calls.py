@@ -10,7 +10,7 @@ import uuid
 from flow.helpers import frames_of, nonzero, wait_for
 
 from bridge.dialogue import parse_dialogue
-from bridge.llm import LLMConfig
+from voice.config import LLMConfig
 from bridge.ops.metrics import Metrics
 from bridge.runtime import BridgeRuntime
 from bridge.server import AudioSocketServer

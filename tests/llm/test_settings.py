@@ -12,7 +12,7 @@ import pytest
 
 from bridge.config import BridgeConfig, CacheConfig, LLMConfig, Settings, TTSConfig, add_settings_flags, settings_from_args
 from bridge.dialogue import parse_dialogue
-from bridge.llm import require_llm_settings
+from bridge.config import require_llm_settings
 from bridge.runtime import BridgeRuntime
 from voice.config import ConfigError
 

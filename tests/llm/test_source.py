@@ -9,7 +9,8 @@ import json
 import pytest
 from aiohttp import web
 
-from bridge.llm import ChatMessage, LLMConfig, LLMError, OpenAICompatibleSource, TextSource
+from voice.config import LLMConfig
+from bridge.llm import ChatMessage, LLMError, OpenAICompatibleSource, TextSource
 from voice.emulators.llm import split_pieces
 from voice.config import ConfigError
 from voice.tts_manager import aclose_shared_client

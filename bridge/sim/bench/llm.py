@@ -44,7 +44,8 @@ import structlog
 
 from bridge.config import BridgeConfig, Settings
 from bridge.dialogue import parse_dialogue
-from bridge.llm import LLMConfig, PhraseGrouper
+from bridge.llm import PhraseGrouper
+from voice.config import LLMConfig
 from voice.emulators.llm import split_pieces
 from bridge.ops.metrics import Metrics
 from bridge.protocol import Decoder, Kind, encode_uuid
