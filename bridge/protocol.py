@@ -186,7 +186,7 @@ class Decoder:
     After a `ProtocolError` the decoder is unusable: the connection should be closed.
     """
 
-    __slots__ = ("_buf", "_expect_uuid", "_strict_audio", "_allowed", "_broken", "_fast320")
+    __slots__ = ("_buf", "_expect_uuid", "_strict_audio", "_allowed", "_broken", "_fast320", "_head_checked")
 
     def __init__(
         self,
@@ -201,6 +201,11 @@ class Decoder:
         self._allowed = allowed_kinds
         self._broken: ProtocolError | None = None
         self._fast320 = self._may_skip_checks()
+        self._head_checked = False
+        """The header at the start of the buffer was checked already (its payload is still arriving).
+
+        Checking a header is not idempotent (the first one flips `expect_uuid`), so a message split across
+        reads must be checked once, or decoding would depend on where the bytes were split."""
 
     @property
     def buffered(self) -> int:
@@ -233,13 +238,19 @@ class Decoder:
         out: list[Message] = []
         pos = 0
         end = len(buf)
+        checked = self._head_checked
+        self._head_checked = False
         try:
             while end - pos >= HEADER_BYTES:
                 kind = buf[pos]
                 length = (buf[pos + 1] << 8) | buf[pos + 2]
-                self._check_header(kind, length)
+                if checked:
+                    checked = False
+                else:
+                    self._check_header(kind, length)
                 stop = pos + HEADER_BYTES + length
                 if stop > end:
+                    self._head_checked = True
                     break
                 payload = bytes(buf[pos + HEADER_BYTES:stop])
                 if kind == 0x03:

@@ -189,3 +189,52 @@ def test_eof_mid_message_names_what_was_promised():
 def test_every_error_is_a_protocol_error():
     for cls in (FirstMessageNotUUID, BadUUIDLength, BadAudioLength, BadDTMF, UnexpectedKind, IncompleteMessage):
         assert issubclass(cls, ProtocolError) and issubclass(cls, ValueError)
+
+
+def _decode_in_pieces(data: bytes, points: list[int], **mode) -> tuple[list[Message], type | None]:
+    """Messages decoded, and the error class raised (None if none), feeding `data` cut at `points`."""
+    decoder = Decoder(**mode)
+    out: list[Message] = []
+    prev = 0
+    try:
+        for p in [*points, len(data)]:
+            out += decoder.feed(data[prev:p])
+            prev = p
+    except ProtocolError as exc:
+        return out + exc.messages, type(exc)
+    return out, None
+
+
+_MESSAGES = st.one_of(
+    st.builds(encode_uuid, st.just(CALL_UUID)),
+    st.sampled_from([HANGUP_MESSAGE, SILENCE_FRAME, encode_dtmf("5"), encode(Kind.AUDIO, b"\x01\x02" * 80)]),
+    st.binary(min_size=1, max_size=5).map(lambda b: encode(Kind.AUDIO, b)),  # odd or short audio
+    st.builds(lambda k, p: bytes([k]) + len(p).to_bytes(2, "big") + p,
+              st.sampled_from([0x01, 0x03, 0x12, 0x42, 0xFF]), st.binary(max_size=20)),
+)
+_MODES = st.fixed_dictionaries({
+    "expect_uuid": st.booleans(),
+    "strict_audio": st.booleans(),
+    "allowed_kinds": st.sampled_from([None, frozenset({0x00, 0x10}), frozenset({0x00, 0x03, 0x10})]),
+})
+
+
+@settings(max_examples=400, deadline=None)
+@given(parts=st.lists(_MESSAGES, min_size=1, max_size=6), mode=_MODES, data=st.data())
+def test_decoding_does_not_depend_on_how_the_bytes_are_split(parts, mode, data):
+    """Any stream, valid or not, in any decoder mode: the same messages and the same error, however split."""
+    stream = b"".join(parts)
+    whole = _decode_in_pieces(stream, [], **mode)
+    points = sorted(data.draw(st.lists(st.integers(0, len(stream)), max_size=8)))
+    assert _decode_in_pieces(stream, points, **mode) == whole
+    assert _decode_in_pieces(stream, list(range(1, len(stream))), **mode) == whole  # byte by byte
+
+
+def test_a_uuid_split_across_reads_is_accepted_with_allowed_kinds():
+    """The probe's case: expect_uuid with allowed kinds {0x00, 0x10} and the UUID in two reads."""
+    decoder = Decoder(expect_uuid=True, allowed_kinds=frozenset({0x00, 0x10}))
+    raw = encode_uuid(CALL_UUID)
+    assert decoder.feed(raw[:5]) == []
+    assert decoder.feed(raw[5:]) == [Message(Kind.UUID, CALL_UUID.bytes)]
+    with pytest.raises(UnexpectedKind):
+        decoder.feed(encode_dtmf("1"))
