@@ -6,8 +6,6 @@ import pytest
 
 from voice.emulators.elevenlabs import DEFAULT_API_KEY, Emulator
 from voice.emulators.stt import STTEmulator, mount_stt
-from voice.emulators.tone_code import synthesize_pcm
-from voice.audio import to_frames
 
 
 class Mounted:
@@ -22,8 +20,3 @@ async def emulators():
     async with tts:
         yield Mounted(tts, stt)
 
-
-def spoken(text: str, *, lead_s: float = 0.2, tail_s: float = 1.0) -> list[bytes]:
-    """8 kHz frames of a caller saying `text` (tone-coded), with silence around it."""
-    silence = b"\x00" * 320
-    return [silence] * round(lead_s * 50) + to_frames(synthesize_pcm(text, 8000)) + [silence] * round(tail_s * 50)
