@@ -8,13 +8,25 @@ import audioop
 import dataclasses
 
 import pytest
-
 from stt.speech import spoken
+
 from voice.config import TTSConfig
 from voice.http import aclose_shared_client
 from voice.stt import STTConfig, create_recognizer
-from voice.stt.errors import STTAuthError, STTNotConfigured, STTRateLimited, STTServerError, STTStreamError
-from voice.stt.events import BargeInDetected, FinalTranscript, PartialTranscript, SpeechStarted, UtteranceEnded
+from voice.stt.errors import (
+    STTAuthError,
+    STTNotConfigured,
+    STTRateLimited,
+    STTServerError,
+    STTStreamError,
+)
+from voice.stt.events import (
+    BargeInDetected,
+    FinalTranscript,
+    PartialTranscript,
+    SpeechStarted,
+    UtteranceEnded,
+)
 from voice.stt.openai import OpenAITranscriber
 from voice.stt.scribe import ScribeRealtimeRecognizer
 

@@ -11,7 +11,13 @@ import pytest
 
 from voice.audio import to_frames
 from voice.emulators.tone_code import synthesize_pcm
-from voice.stt.endpointer import BargeIn, Endpointer, EndpointerConfig, SpeechStart, UtteranceEnd
+from voice.stt.endpointer import (
+    BargeIn,
+    Endpointer,
+    EndpointerConfig,
+    SpeechStart,
+    UtteranceEnd,
+)
 from voice.stt.vad import VoiceActivityDetector
 
 SILENCE = b"\x00" * 320
@@ -83,7 +89,7 @@ def test_configured_silence_sets_the_end():
     for ms in (300, 600, 1000):
         ep = Endpointer(EndpointerConfig.from_ms(end_silence_ms=ms))
         events = [(i, e) for i, v in enumerate([True] * 20 + [False] * 100) for e in ep.update(v)]
-        (i, end), = [(i, e) for i, e in events if isinstance(e, UtteranceEnd)]
+        (i, _end), = [(i, e) for i, e in events if isinstance(e, UtteranceEnd)]
         assert i - 19 == ms // 20
 
 

@@ -42,7 +42,7 @@ from voice.audio import FRAME_BYTES, Resampler, convert_pcm, rms
 from voice.emulators.control import ControlEndpoints, KnobsBase, serve_app
 from voice.emulators.tone_code import SILENCE_RMS, SYMBOLS_PER_CHAR, _symbol
 
-__all__ = ["STTEmulator", "STTKnobs", "STTStats", "ToneListener", "mount_stt", "REALTIME_FORMATS"]
+__all__ = ["REALTIME_FORMATS", "STTEmulator", "STTKnobs", "STTStats", "ToneListener", "mount_stt"]
 
 log = structlog.get_logger(__name__)
 
@@ -182,6 +182,7 @@ class STTEmulator(ControlEndpoints):
         self.stats = STTStats()
         self.host = "127.0.0.1"
         self.port = 0
+        self.url = ""
         self._runner: web.AppRunner | None = None
         self._websockets: set[web.WebSocketResponse] = set()
         self._fail_left = self.knobs.fail_count
@@ -203,6 +204,7 @@ class STTEmulator(ControlEndpoints):
         app.add_routes(self.routes())
         self._runner, self.port = await serve_app(app, host, port)
         self.host = host
+        self.url = f"http://{f'[{host}]' if ':' in host else host}:{self.port}"
         self._fail_left = self.knobs.fail_count
         return self
 
@@ -216,11 +218,6 @@ class STTEmulator(ControlEndpoints):
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
-
-    @property
-    def url(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}"
 
     def reset(self) -> None:
         self.stats = STTStats()
@@ -299,7 +296,7 @@ class STTEmulator(ControlEndpoints):
         self.stats.http_requests_log.append({k: str(v) for k, v in form.items() if k != "file"})
         if not isinstance(model, str) or not model:
             return _openai_error(400, "you must provide a model parameter", None, "invalid_request_error")
-        if upload is None or isinstance(upload, str):
+        if not isinstance(upload, web.FileField):
             return _openai_error(400, "you must provide a file parameter", None, "invalid_request_error")
         try:
             with wave.open(io.BytesIO(upload.file.read()), "rb") as wav:

@@ -21,9 +21,23 @@ from voice.stt.events import (
 )
 from voice.stt.vad import VoiceActivityDetector
 
-__all__ = ["create_recognizer", "SpeechRecognizer", "RecognizerBase", "STTConfig", "STTError", "STTNotConfigured",
-           "Endpointer", "EndpointerConfig", "VoiceActivityDetector", "RecognizerEvent", "SpeechStarted",
-           "BargeInDetected", "UtteranceEnded", "PartialTranscript", "FinalTranscript"]
+__all__ = [
+    "BargeInDetected",
+    "Endpointer",
+    "EndpointerConfig",
+    "FinalTranscript",
+    "PartialTranscript",
+    "RecognizerBase",
+    "RecognizerEvent",
+    "STTConfig",
+    "STTError",
+    "STTNotConfigured",
+    "SpeechRecognizer",
+    "SpeechStarted",
+    "UtteranceEnded",
+    "VoiceActivityDetector",
+    "create_recognizer",
+]
 
 
 def create_recognizer(stt: STTConfig, tts: TTSConfig, audio_format: str = "pcm_8000") -> SpeechRecognizer:

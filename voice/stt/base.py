@@ -11,12 +11,18 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from typing import Protocol, runtime_checkable
+from typing import Protocol, Self, runtime_checkable
 
 import structlog
 
 from voice.stt.config import STTConfig
-from voice.stt.endpointer import BargeIn, Endpointer, EndpointerConfig, SpeechStart, UtteranceEnd
+from voice.stt.endpointer import (
+    BargeIn,
+    Endpointer,
+    EndpointerConfig,
+    SpeechStart,
+    UtteranceEnd,
+)
 from voice.stt.errors import STTError
 from voice.stt.events import (
     BargeInDetected,
@@ -28,7 +34,7 @@ from voice.stt.events import (
 )
 from voice.stt.vad import VoiceActivityDetector, check_format
 
-__all__ = ["SpeechRecognizer", "RecognizerBase", "endpointer_config"]
+__all__ = ["RecognizerBase", "SpeechRecognizer", "endpointer_config"]
 
 log = structlog.get_logger(__name__)
 
@@ -123,7 +129,7 @@ class RecognizerBase:
         finally:
             self._queue.put_nowait(_END)
 
-    async def __aenter__(self) -> RecognizerBase:
+    async def __aenter__(self) -> Self:
         await self.start()
         return self
 

@@ -31,9 +31,16 @@ from __future__ import annotations
 
 import dataclasses
 
-from voice.config import parse_choice, parse_float_range, parse_int_range, parse_str, parse_url, setting
+from voice.config import (
+    parse_choice,
+    parse_float_range,
+    parse_int_range,
+    parse_str,
+    parse_url,
+    setting,
+)
 
-__all__ = ["STTConfig", "PROVIDERS", "COMMIT_MODES", "DEFAULT_MODELS"]
+__all__ = ["COMMIT_MODES", "DEFAULT_MODELS", "PROVIDERS", "STTConfig"]
 
 PROVIDERS = ("none", "elevenlabs", "openai")
 COMMIT_MODES = ("manual", "vad")

@@ -19,7 +19,7 @@ import dataclasses
 from collections import deque
 from typing import Literal
 
-__all__ = ["EndpointerConfig", "Endpointer", "SpeechStart", "BargeIn", "UtteranceEnd", "EndpointEvent"]
+__all__ = ["BargeIn", "EndpointEvent", "Endpointer", "EndpointerConfig", "SpeechStart", "UtteranceEnd"]
 
 FRAME_MS = 20
 

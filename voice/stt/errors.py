@@ -15,10 +15,22 @@ from typing import Any, ClassVar
 from voice.tts_manager import errors as tts
 
 __all__ = [
-    "STTError", "STTConnectionError", "STTAuthError", "STTQuotaError", "STTRateLimited", "STTServerError",
-    "STTValidationError", "STTStreamError", "STTSessionLimit", "STTNotConfigured",
-    "error_from_http", "error_from_openai_http", "error_from_scribe_message", "error_from_close",
-    "FATAL_SCRIBE_ERRORS", "WARNING_SCRIBE_MESSAGES",
+    "FATAL_SCRIBE_ERRORS",
+    "WARNING_SCRIBE_MESSAGES",
+    "STTAuthError",
+    "STTConnectionError",
+    "STTError",
+    "STTNotConfigured",
+    "STTQuotaError",
+    "STTRateLimited",
+    "STTServerError",
+    "STTSessionLimit",
+    "STTStreamError",
+    "STTValidationError",
+    "error_from_close",
+    "error_from_http",
+    "error_from_openai_http",
+    "error_from_scribe_message",
 ]
 
 

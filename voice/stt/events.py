@@ -9,8 +9,14 @@ from __future__ import annotations
 import dataclasses
 from typing import Literal
 
-__all__ = ["SpeechStarted", "BargeInDetected", "UtteranceEnded", "PartialTranscript", "FinalTranscript",
-           "RecognizerEvent"]
+__all__ = [
+    "BargeInDetected",
+    "FinalTranscript",
+    "PartialTranscript",
+    "RecognizerEvent",
+    "SpeechStarted",
+    "UtteranceEnded",
+]
 
 
 @dataclasses.dataclass(frozen=True)

@@ -23,7 +23,13 @@ from voice.http import shared_http_client
 from voice.stt.base import RecognizerBase
 from voice.stt.config import STTConfig
 from voice.stt.endpointer import SpeechStart, UtteranceEnd
-from voice.stt.errors import STTConnectionError, STTError, STTServerError, STTStreamError, error_from_openai_http
+from voice.stt.errors import (
+    STTConnectionError,
+    STTError,
+    STTServerError,
+    STTStreamError,
+    error_from_openai_http,
+)
 from voice.stt.vad import RATE_BY_FORMAT
 
 __all__ = ["OpenAITranscriber", "wav_bytes"]

@@ -25,7 +25,12 @@ from urllib.parse import urlencode
 
 import structlog
 from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
+from websockets.exceptions import (
+    ConnectionClosed,
+    InvalidHandshake,
+    InvalidStatus,
+    InvalidURI,
+)
 
 from voice.stt.base import RecognizerBase
 from voice.stt.config import STTConfig
@@ -42,7 +47,7 @@ from voice.stt.errors import (
 )
 from voice.stt.vad import RATE_BY_FORMAT
 
-__all__ = ["ScribeRealtimeRecognizer", "scribe_url", "REALTIME_PATH"]
+__all__ = ["REALTIME_PATH", "ScribeRealtimeRecognizer", "scribe_url"]
 
 log = structlog.get_logger(__name__)
 
@@ -116,7 +121,7 @@ class ScribeRealtimeRecognizer(RecognizerBase):
                                compression=None, user_agent_header="voice-bridge")
         except InvalidStatus as exc:
             response = exc.response
-            raise error_from_http(response.status_code, response.body or b"",
+            raise error_from_http(response.status_code, bytes(response.body or b""),
                                   retry_after=response.headers.get("Retry-After")) from exc
         except (OSError, TimeoutError, InvalidHandshake, InvalidURI) as exc:
             raise STTConnectionError(f"cannot connect to ElevenLabs speech-to-text: {exc or type(exc).__name__}") from exc

@@ -17,9 +17,9 @@ from __future__ import annotations
 import audioop
 from typing import Protocol
 
-import webrtcvad
+import webrtcvad  # type: ignore[import-untyped]
 
-__all__ = ["VoiceActivityDetector", "FrameClassifier", "FRAME_BYTES_BY_FORMAT", "RATE_BY_FORMAT", "to_pcm"]
+__all__ = ["FRAME_BYTES_BY_FORMAT", "RATE_BY_FORMAT", "FrameClassifier", "VoiceActivityDetector", "to_pcm"]
 
 FRAME_MS = 20
 RATE_BY_FORMAT = {"pcm_8000": 8000, "pcm_16000": 16000, "ulaw_8000": 8000}
