@@ -93,6 +93,7 @@ class ScribeRealtimeRecognizer(RecognizerBase):
         self._committed: deque[int] = deque()  # utterances committed, awaiting their transcript
         self._finals = 0
         self._dropped = 0
+        self._last_error: STTError | None = None  # a non-fatal error message, reported if the session then ends
 
     # --- life cycle ---------------------------------------------------------------------------------------
 
@@ -226,8 +227,11 @@ class ScribeRealtimeRecognizer(RecognizerBase):
             pass
         if not self.closed and self.failed is None:
             rcvd = ws.close_code
-            self._fail(error_from_close(rcvd, ws.close_reason or "") if rcvd != 1000 else
-                       STTStreamError("ElevenLabs speech-to-text ended the session", close_code=1000))
+            if self._last_error is not None:  # the docs: an error message comes before the close
+                self._fail(self._last_error)
+            else:
+                self._fail(error_from_close(rcvd, ws.close_reason or "") if rcvd != 1000 else
+                           STTStreamError("ElevenLabs speech-to-text ended the session", close_code=1000))
 
     def _on_message(self, data: dict[str, Any]) -> None:
         kind = data.get("message_type")
@@ -243,6 +247,8 @@ class ScribeRealtimeRecognizer(RecognizerBase):
                 utterance = self._finals if self.config.commit == "vad" else self.utterance
             self._final(utterance, str(data.get("text") or "").strip())
         elif kind in WARNING_SCRIBE_MESSAGES:
+            if kind != "warning":
+                self._last_error = error_from_scribe_message(data)
             log.warning("stt_service_warning", provider=self.provider, kind=kind,
                         message=str(data.get("error") or data.get("warning") or ""))
         elif kind in FATAL_SCRIBE_ERRORS:
