@@ -177,6 +177,15 @@ async def test_a_transcriber_error_mid_call_is_raised_by_the_events(emulators):
         rec.feed(b"\x00" * 320)  # ignored after the failure, no exception
 
 
+async def test_a_throttled_commit_that_ends_the_session_is_reported_as_rate_limiting(emulators):
+    stt, tts = configs(emulators, "elevenlabs")
+    emulators.stt.set_knobs(ws_error="commit_throttled")
+    async with create_recognizer(stt, tts) as rec:  # type: ignore[attr-defined]
+        with pytest.raises(STTRateLimited) as info:
+            await collect(rec, spoken("да"))
+        assert info.value.code == "commit_throttled"
+
+
 async def test_a_dropped_connection_is_a_stream_error(emulators):
     stt, tts = configs(emulators, "elevenlabs")
     emulators.stt.set_knobs(drop_after_chunks=2)
