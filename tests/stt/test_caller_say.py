@@ -47,3 +47,46 @@ def test_say_option_parses_and_names_bad_items():
     for bad in ("да", "да@x", "@1", "да@-1"):
         with pytest.raises(argparse.ArgumentTypeError, match="TEXT@SECONDS"):
             parse_say(bad)
+
+
+@pytest.mark.parametrize("provider", ["elevenlabs", "openai"])
+async def test_said_text_is_transcribed_through_a_real_audiosocket_leg(emulators, provider):
+    """caller --say -> TCP AudioSocket -> recognizer fed frame by frame -> emulator -> the same text."""
+    from voice.config import TTSConfig
+    from voice.http import aclose_shared_client
+    from voice.stt import STTConfig, create_recognizer
+    from voice.stt.events import FinalTranscript
+
+    stt = STTConfig(provider=provider, openai_base_url=f"{emulators.url}/v1", openai_api_key=emulators.key)
+    recognizer = create_recognizer(stt, TTSConfig(api_key=emulators.key, base_url=emulators.url))
+    await recognizer.start()
+    finals: list[str] = []
+
+    async def read() -> None:
+        async for event in recognizer.events():
+            if isinstance(event, FinalTranscript):
+                finals.append(event.text)
+
+    reader = asyncio.create_task(read())
+
+    async def handle(stream: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        decoder = Decoder()
+        while data := await stream.read(65536):
+            for kind, payload in decoder.feed(data):
+                if kind == Kind.AUDIO:
+                    recognizer.feed(payload)
+        writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    try:
+        async with server:
+            await place_call("127.0.0.1", server.sockets[0].getsockname()[1], duration_s=3.6,
+                             say=[(0.3, "да"), (1.5, "позовите оператора")])
+            async with asyncio.timeout(5):
+                while len(finals) < 2:
+                    await asyncio.sleep(0.02)
+    finally:
+        await recognizer.close()
+        await reader
+        await aclose_shared_client()
+    assert finals == ["да", "позовите оператора"]

@@ -145,3 +145,16 @@ def test_a_short_answer_is_an_utterance_without_barge_in():
     events = run([SILENCE] * 10 + to_frames(synthesize_pcm("да", 8000)) + [SILENCE] * 40)
     assert kinds(events) == ["SpeechStart", "UtteranceEnd"]
     assert events[-1].reason == "silence"
+
+
+def test_a_long_tone_coded_phrase_is_one_utterance():
+    text = "позовите, пожалуйста, оператора, мне нужна помощь с оплатой счёта за прошлый месяц"
+    events = run([SILENCE] * 10 + to_frames(synthesize_pcm(text, 8000)) + [SILENCE] * 40)
+    assert kinds(events) == ["SpeechStart", "BargeIn", "UtteranceEnd"]
+
+
+def test_a_loud_steady_background_stops_counting():
+    events = run(noise(1500, 4000, seed=5))  # 30 s of loud hiss: at most one early utterance, then nothing
+    starts = [e for e in events if isinstance(e, SpeechStart)]
+    assert len(starts) <= 1
+    assert all(e.frame < 600 for e in events)

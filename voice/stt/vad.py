@@ -1,10 +1,11 @@
 """Per-frame voice activity: webrtcvad's speech decision, gated by an adaptive energy floor.
 
-webrtcvad (a GMM over six frequency bands, C, about 10 µs a frame) says "speech" to almost anything with
+webrtcvad (a GMM over six frequency bands, C, about 2 µs a 20 ms frame here) says "speech" to almost anything with
 energy in the speech bands, including steady hiss at -45 dBFS; on a phone line that is the line itself.
 So a frame counts as voiced only when webrtcvad says so *and* its energy is above both an absolute minimum
 (`min_rms`: hiss and comfort noise never pass) and `floor_ratio` times a noise floor that follows the quiet
-frames quickly and loud ones slowly (about 10 s): a steady background is learnt and no longer counts,
+frames quickly and loud ones slowly (a 20 s time constant): a steady background stops counting within
+about 8 s (and tone-coded test phrases of up to about 130 characters are heard whole),
 while speech, which keeps dipping between syllables, keeps the floor low. What is left for the endpointer
 is to tell a cough-length blip from speech by its duration.
 
@@ -25,7 +26,7 @@ FRAME_MS = 20
 RATE_BY_FORMAT = {"pcm_8000": 8000, "pcm_16000": 16000, "ulaw_8000": 8000}
 FRAME_BYTES_BY_FORMAT = {"pcm_8000": 320, "pcm_16000": 640, "ulaw_8000": 160}
 FLOOR_FALL = 0.2  # per quiet frame: the floor drops to a quieter background within a few frames
-FLOOR_RISE = 0.002  # per loud frame: a steady louder background is learnt in about 10 s
+FLOOR_RISE = 0.001  # per loud frame: a steady louder background stops counting after about 8 s
 
 
 class FrameClassifier(Protocol):
