@@ -52,8 +52,9 @@ from bridge.protocol import (
 )
 from voice.audio import SAMPLE_RATE, read_wav, to_frames, write_wav
 from voice.config import ConfigError, parse_int_range
+from voice.emulators.tone_code import synthesize_pcm
 
-__all__ = ["CallReport", "place_call", "speech_noise_frames", "configure_parser", "run", "parse_dtmf",
+__all__ = ["CallReport", "place_call", "speech_noise_frames", "configure_parser", "run", "parse_dtmf", "parse_say",
            "pacing_figures", "sender_stats"]
 
 FRAME_S = FRAME_MS / 1000
@@ -174,6 +175,8 @@ class _Script:
     speech_to: int
     gaps: list[tuple[int, int, bytes]]
     """(first silent index, release index, DTMF message) sorted by time."""
+    said: tuple[tuple[int, list[bytes]], ...] = ()
+    """(first index, frames) of each `--say` text: tone-coded speech the STT emulator hears as that text."""
 
     def message(self, k: int) -> tuple[bytes | None, bytes | None]:
         """(DTMF message to send before the frame or None, the audio message or None for a gap)."""
@@ -183,6 +186,9 @@ class _Script:
                 return None, None
             if k == release:
                 dtmf = msg
+        for first, frames in self.said:
+            if first <= k < first + len(frames):
+                return dtmf, AUDIO_HEADER_320 + frames[k - first]
         if self.speech_from <= k < self.speech_to:
             return dtmf, AUDIO_HEADER_320 + self.speech[(k - self.speech_from) % len(self.speech)]
         bg = self.background
@@ -198,7 +204,7 @@ class _Script:
         """Frames before this index are plain silence (the fast path), when there is no background."""
         if self.background is not None:
             return 0
-        firsts = [first for first, _, _ in self.gaps] + [self.speech_from]
+        firsts = [first for first, _, _ in self.gaps] + [self.speech_from] + [first for first, _ in self.said]
         return min(firsts)
 
 
@@ -447,7 +453,8 @@ class _CallerProtocol(asyncio.Protocol):
 
 
 def _build_script(audio: str | Sequence[bytes], dtmf: Iterable[tuple[float, str]], dtmf_ms: float,
-                  speech_at: float | None, speech_s: float, speech: Sequence[bytes] | None) -> _Script:
+                  speech_at: float | None, speech_s: float, speech: Sequence[bytes] | None,
+                  say: Iterable[tuple[float, str]] = ()) -> _Script:
     if isinstance(audio, str):
         if audio == "silence":
             background, cycle = None, False
@@ -470,7 +477,9 @@ def _build_script(audio: str | Sequence[bytes], dtmf: Iterable[tuple[float, str]
     else:
         s_from = max(0, int(round(speech_at / FRAME_S)))
         s_to = s_from + max(1, int(round(speech_s / FRAME_S)))
-    return _Script(background, cycle, speech_frames, s_from, s_to, gaps)
+    said = tuple((max(0, int(round(at / FRAME_S))), to_frames(synthesize_pcm(text, SAMPLE_RATE)))
+                 for at, text in sorted(say))
+    return _Script(background, cycle, speech_frames, s_from, s_to, gaps, said)
 
 
 async def place_call(
@@ -484,6 +493,7 @@ async def place_call(
     speech_at: float | None = None,
     speech_s: float = 1.0,
     speech: Sequence[bytes] | None = None,
+    say: Iterable[tuple[float, str]] = (),
     audio: str | Sequence[bytes] = "silence",
     record: str | os.PathLike[str] | None = None,
     keep_audio: bool = False,
@@ -496,14 +506,16 @@ async def place_call(
     `duration_s`: the caller hangs up (closes) after this many seconds of sending; None = until the server
     hangs up. `dtmf`: (seconds after the UUID the key goes down, digit); the key is held `dtmf_ms`, during
     which no audio is sent, and 0x03 goes out when it is released. `speech_at`/`speech_s`: the caller
-    speaks (speech-like noise, or `speech` frames) from then for that long. `audio`: what the caller sends
+    speaks (speech-like noise, or `speech` frames) from then for that long. `say`: (seconds, text): the caller
+    says `text` from then, tone-coded (voice.emulators.tone_code) so the STT emulator hears exactly that
+    text. `audio`: what the caller sends
     otherwise: "silence", "noise", a WAV path, or a list of 320-byte frames (then silence).
     `record`: write what was heard to this WAV file. `keep_audio`: keep the received audio and arrival
     times in the report. `max_wait_s`: give up (close) after this long whatever happens.
     Raises OSError when the connection cannot be made.
     """
     call_uuid = uuid if isinstance(uuid, uuid_module.UUID) else uuid_module.UUID(uuid) if uuid else uuid_module.uuid4()
-    script = _build_script(audio, dtmf, dtmf_ms, speech_at, speech_s, speech)
+    script = _build_script(audio, dtmf, dtmf_ms, speech_at, speech_s, speech, say)
     total = None if duration_s is None else max(0, int(round(duration_s / FRAME_S)))
     loop = asyncio.get_running_loop()
     keep = keep_audio or record is not None
@@ -549,6 +561,18 @@ def parse_dtmf(text: str) -> list[tuple[float, str]]:
     return out
 
 
+def parse_say(text: str) -> tuple[float, str]:
+    """"да@2.0" -> (2.0, "да"): the caller says TEXT at SECONDS; errors name the bad item."""
+    said, sep, at = text.rpartition("@")
+    try:
+        seconds = float(at)
+    except ValueError:
+        seconds = -1.0
+    if not sep or not said.strip() or seconds < 0:
+        raise argparse.ArgumentTypeError(f"bad --say {text!r}: expected TEXT@SECONDS, e.g. да@2.0")
+    return seconds, said
+
+
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     env = os.environ
     parser.add_argument("--host", default=env.get("BRIDGE_HOST", "127.0.0.1"), help="bridge address [BRIDGE_HOST]")
@@ -561,6 +585,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--speech-at", type=float, default=None, metavar="S",
                         help="the caller starts speaking (speech-like noise) at S seconds, e.g. for barge-in")
     parser.add_argument("--speech-for", type=float, default=1.0, metavar="S", help="how long the caller speaks")
+    parser.add_argument("--say", type=parse_say, action="append", default=[], metavar="TEXT@S",
+                        help="the caller says TEXT at S seconds (tone-coded: the STT emulator hears exactly TEXT); "
+                             "repeatable")
     parser.add_argument("--audio", default="silence", metavar="silence|noise|WAV",
                         help="what the caller sends otherwise (a WAV plays once, then silence)")
     parser.add_argument("--record", default=None, metavar="WAV", help="record what the caller hears to a WAV file")
@@ -593,7 +620,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         report = asyncio.run(place_call(
             args.host, args.port, duration_s=args.duration or None, uuid=args.uuid, dtmf=args.dtmf,
-            speech_at=args.speech_at, speech_s=args.speech_for, audio=args.audio, record=args.record,
+            speech_at=args.speech_at, speech_s=args.speech_for, say=args.say, audio=args.audio, record=args.record,
             strict=not args.lenient,
         ))
     except (OSError, asyncio.TimeoutError) as exc:

@@ -37,7 +37,7 @@ import sys
 import time
 import uuid
 from collections import Counter, deque
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any, ClassVar
 
 import structlog
@@ -204,6 +204,10 @@ class Emulator(ControlEndpoints):
         self._runner: web.AppRunner | None = None
         self._websockets: set[web.WebSocketResponse] = set()
         self._fail_left = -1
+        # hooks for endpoints served beside TTS (voice.emulators.stt.mount_stt): routes added at start(),
+        # coroutines awaited at stop() before the server shuts down
+        self.extra_routes: list[web.RouteDef] = []
+        self.on_stop: list[Callable[[], Awaitable[None]]] = []
 
     # --- life cycle -------------------------------------------------------------------------------------
 
@@ -215,6 +219,7 @@ class Emulator(ControlEndpoints):
                 web.post("/v1/text-to-speech/{voice_id}", self._http_convert),
                 web.get("/v1/text-to-speech/{voice_id}/stream-input", self._websocket),
                 *self.control_routes(),
+                *self.extra_routes,
             ]
         )
         self._runner, self.port = await serve_app(app, host, port, self.ssl_context)
@@ -224,6 +229,8 @@ class Emulator(ControlEndpoints):
         return self
 
     async def stop(self) -> None:
+        for hook in self.on_stop:
+            await hook()
         for ws in list(self._websockets):
             with contextlib.suppress(Exception):
                 await ws.close(code=1001, message=b"emulator stopping")
@@ -896,6 +903,9 @@ async def _serve(args: argparse.Namespace) -> None:
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         context.load_cert_chain(args.tls_cert, args.tls_key)
     emulator = Emulator(api_key=args.api_key, knobs=_knobs_from_args(args), ssl_context=context)
+    from voice.emulators.stt import mount_stt  # speech-to-text on the same URL and key
+
+    mount_stt(emulator)
     await emulator.serve_until_signalled(args.host, args.port)
 
 
