@@ -413,3 +413,17 @@ def test_cli_voices_add_the_configured_voice_and_help_names_the_base_url(monkeyp
     for shown in ("--ttfb-ms TTFB_MS delay before the first audio byte of each generation [default 0.0]",
                   "[default 4096]", "[env EMULATOR_PORT; default 8765]", "fail_status"):
         assert shown in text, shown
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--ttfb-ms", "-1"], "argument --ttfb-ms: expected a number >= 0, got '-1'"),
+    (["--chunk-bytes", "0"], "argument --chunk-bytes: expected a whole number >= 1, got '0'"),
+    (["--max-concurrent", "many"], "argument --max-concurrent: expected a whole number, got 'many'"),
+    (["--voices", " , "], "argument --voices: expected one or more voice ids"),
+])
+def test_cli_names_the_option_a_bad_knob_value_was_given_to(args, words, capsys):
+    from bridge.cli import build_parser
+
+    with pytest.raises(SystemExit) as info:
+        build_parser(only="emulator").parse_args(["emulator", *args])
+    assert info.value.code == 2 and words in capsys.readouterr().err

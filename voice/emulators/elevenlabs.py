@@ -33,6 +33,7 @@ import contextlib
 import dataclasses
 import json
 import logging
+import math
 import os
 import random
 import select
@@ -1138,18 +1139,18 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
                              f"{','.join(DEFAULT_VOICES)}, plus env ELEVENLABS_VOICE_ID when set]")
     parser.add_argument("--tls-cert", help="PEM certificate chain: serve https/wss [default unset: http/ws]")
     parser.add_argument("--tls-key", help="PEM private key for --tls-cert")
-    parser.add_argument("--ttfb-ms", type=float, default=defaults.ttfb_ms,
+    parser.add_argument("--ttfb-ms", type=_non_negative, default=defaults.ttfb_ms,
                         help="delay before the first audio byte of each generation [default %(default)s]")
-    parser.add_argument("--realtime-factor", type=float, default=defaults.realtime_factor,
+    parser.add_argument("--realtime-factor", type=_non_negative, default=defaults.realtime_factor,
                         help="send audio at this multiple of real time, 0 = as fast as possible "
                              "[default %(default)s]")
-    parser.add_argument("--chunk-bytes", type=int, default=defaults.chunk_bytes,
+    parser.add_argument("--chunk-bytes", type=_whole(1), default=defaults.chunk_bytes,
                         help="audio bytes per HTTP chunk / WebSocket message [default %(default)s]")
     parser.add_argument("--odd-chunks", action="store_true",
                         help="odd chunk sizes that split 16-bit samples [default off]")
-    parser.add_argument("--max-concurrent", type=int, default=defaults.max_concurrent,
+    parser.add_argument("--max-concurrent", type=_whole(0), default=defaults.max_concurrent,
                         help="429 above this many generations at once, 0 = no limit [default %(default)s]")
-    parser.add_argument("--inactivity-timeout", type=float, default=defaults.ws_inactivity_timeout_s,
+    parser.add_argument("--inactivity-timeout", type=_non_negative, default=defaults.ws_inactivity_timeout_s,
                         help="WebSocket inactivity timeout in seconds when the URL gives none "
                              "[default %(default)s]")
     parser.add_argument("--knobs", default="",
@@ -1158,6 +1159,30 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--log-level", default=os.environ.get("LOG_LEVEL", "info"),
                         choices=["debug", "info", "warning", "error"],
                         help="log level; logs go to stderr [env LOG_LEVEL; default info]")
+
+
+def _non_negative(raw: str) -> float:
+    """A knob option's number (argparse names the option when it is refused)."""
+    try:
+        value = float(raw)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {raw!r}") from None
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {raw!r}")
+    return value
+
+
+def _whole(minimum: int) -> Callable[[str], int]:
+    def parse(raw: str) -> int:
+        try:
+            value = int(raw)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {raw!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"expected a whole number >= {minimum}, got {raw!r}")
+        return value
+
+    return parse
 
 
 def _voices(raw: str) -> list[str]:
