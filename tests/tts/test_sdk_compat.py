@@ -246,3 +246,16 @@ async def test_models_validate_strictly(emulator):
         response = await http.get("/v1/models", headers={"xi-api-key": DEFAULT_API_KEY})
     models = [Model.model_validate(m) for m in response.json()]
     assert models[0].model_id == "eleven_flash_v2_5"
+
+
+def test_the_url_the_emulator_process_prints_is_the_sdks_base_url():
+    """`voice-bridge emulator` prints `listening on URL`; that URL, as its --help says, is the SDK's base_url."""
+    from voice.emulators.elevenlabs import EmulatorProcess
+
+    with EmulatorProcess("--api-key", "proc-key", "--voices", "procVoice") as emu:
+        client = ElevenLabs(api_key="proc-key", base_url=emu.url)
+        assert [v.voice_id for v in client.voices.search().voices] == ["procVoice"]
+        assert client.models.list()[0].model_id == "eleven_flash_v2_5"
+        assert client.user.get().subscription.character_count == 0
+        result = client.text_to_speech.convert_with_timestamps("procVoice", text="ok", output_format="pcm_8000")
+        assert base64.b64decode(result.audio_base_64) == synthesize("ok", "pcm_8000")
