@@ -4,6 +4,7 @@ it cannot play is refused with the option named."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import math
 import sys
 from array import array
@@ -25,7 +26,7 @@ def samples(pcm: bytes) -> list[int]:
 
 def continuous_sine(frequency_hz: float, count: int, amplitude: int = 8000) -> list[int]:
     step = 2 * math.pi * frequency_hz / SAMPLE_RATE
-    return [int(round(amplitude * math.sin(step * i))) for i in range(count)]
+    return [round(amplitude * math.sin(step * i)) for i in range(count)]
 
 
 @pytest.mark.parametrize("frequency, cycle", [(400, 1), (410, 5), (1001, 50), (410.2, 250)])
@@ -41,7 +42,7 @@ def test_repeating_one_frame_of_410_hz_would_click_and_the_cycle_does_not():
     one = samples(tone_frame(410) * 2)
     cycle = samples(b"".join(tone_frames(410)))
     per_frame = FRAME_BYTES // 2
-    smooth = max(abs(b - a) for a, b in zip(cycle, cycle[1:]))  # the largest step of a 410 Hz sine
+    smooth = max(abs(b - a) for a, b in itertools.pairwise(cycle))  # the largest step of a 410 Hz sine
     assert abs(one[per_frame] - one[per_frame - 1]) > 2 * smooth  # the click
     assert all(abs(cycle[k * per_frame] - cycle[k * per_frame - 1]) <= smooth for k in range(1, 5))
     assert tone_frame(400) == tone_frames(400)[0]

@@ -9,7 +9,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from ops.helpers import ROOT, clean_env
 
 SCRIPT = Path(sys.executable).parent / "voice-bridge"
@@ -21,7 +20,7 @@ SCRIPT = Path(sys.executable).parent / "voice-bridge"
     (["--json-report", "missing/report.json"], "--json-report missing/report.json: the folder missing does not exist"),
 ])
 def test_demo_refuses_an_output_it_could_not_write_before_starting(tmp_path, args, words):
-    result = subprocess.run([str(SCRIPT), "demo", *args], cwd=tmp_path, env=clean_env(), capture_output=True,
+    result = subprocess.run([str(SCRIPT), "demo", *args], cwd=tmp_path, env=clean_env(), capture_output=True, check=False,
                             text=True, timeout=60)
     assert result.returncode == 2 and words in result.stderr
     assert "Traceback" not in result.stderr
@@ -30,7 +29,8 @@ def test_demo_refuses_an_output_it_could_not_write_before_starting(tmp_path, arg
 
 
 def test_demo_is_described_as_placing_two_calls():
-    result = subprocess.run([str(SCRIPT), "--help"], env=clean_env(), capture_output=True, text=True, timeout=60)
+    result = subprocess.run([str(SCRIPT), "--help"], env=clean_env(), capture_output=True, text=True, timeout=60,
+                            check=False)
     text = " ".join(result.stdout.split())
     assert "demo run everything embedded and place two recorded calls" in text
 
@@ -42,5 +42,5 @@ def test_the_demos_default_recordings_are_ignored_by_git():
     first = Path(DEFAULT_OUT)
     second = first.with_name(f"{first.stem}-cached{first.suffix}")
     result = subprocess.run(["git", "check-ignore", "--no-index", str(first), str(second)], cwd=ROOT,
-                            capture_output=True, text=True, timeout=60)
+                            capture_output=True, text=True, timeout=60, check=False)
     assert result.stdout.split() == [str(first), str(second)], result.stderr

@@ -407,7 +407,7 @@ def test_cli_voices_add_the_configured_voice_and_help_names_the_base_url(monkeyp
     args = build_parser(only="emulator").parse_args(["emulator", "--voices", "a, b"])
     assert _knobs_from_args(args).voices == ["a", "b"]
     out = subprocess.run([sys.executable, "-m", "bridge", "emulator", "--help"], capture_output=True, text=True,
-                         timeout=60).stdout
+                         timeout=60, check=False).stdout
     text = " ".join(out.split())
     assert 'base_url="http://127.0.0.1:8765"' in text and "ELEVENLABS_BASE_URL" in text
     for shown in ("--ttfb-ms TTFB_MS delay before the first audio byte of each generation [default 0.0]",

@@ -134,7 +134,7 @@ class Stats:
     max_concurrent_seen: int = 0
     requests: deque = dataclasses.field(default_factory=lambda: deque(maxlen=1000))  # recent HTTP requests
     reads: Counter = dataclasses.field(default_factory=Counter)  # account/catalogue GETs by route, e.g.
-    # "GET /v1/user" (what `voice-bridge check` or the SDK asked), whatever their outcome
+    # "GET /v1/user" (what a preflight check or the SDK asked), whatever their outcome
 
     def snapshot(self) -> dict[str, Any]:
         return {
@@ -382,7 +382,7 @@ class Emulator(ControlEndpoints):
             response = web.StreamResponse(status=200, headers=headers)
             response.content_type = "application/json" if timestamps else CONTENT_TYPES.get(output_format,
                                                                                               "audio/pcm")
-            body = _timestamped_body(text.strip(), audio, output_format) if timestamps and not streaming else None
+            body = _timestamped_body(text.strip(), audio) if timestamps and not streaming else None
             if streaming:
                 response.enable_chunked_encoding()
             else:
@@ -521,7 +521,6 @@ class Emulator(ControlEndpoints):
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await session.sender
         return ws
-
 
     # --- the rest of what the official SDK calls: timestamps, voices, models, user -----------------------------
     # (kept apart from the streaming paths the bridge uses; the alignment follows `tone_code.CHAR_MS`)
@@ -1024,7 +1023,7 @@ def _timestamped_chunk(text: str, chunk: bytes, offset: int, bytes_per_s: int) -
             "normalized_alignment": alignment}
 
 
-def _timestamped_body(text: str, audio: bytes, output_format: str) -> bytes:
+def _timestamped_body(text: str, audio: bytes) -> bytes:
     """The `convert_with_timestamps` body: all the audio in base64 and every character's times."""
     alignment = _char_alignment(text, 0, len(text))
     return json.dumps({"audio_base64": base64.b64encode(audio).decode("ascii"), "alignment": alignment,
