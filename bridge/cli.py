@@ -25,7 +25,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "call": ("bridge.sim.caller", "place one simulated Asterisk AudioSocket call and report its timing"),
     "emulator": ("voice.emulators.elevenlabs", "run the local ElevenLabs-compatible server"),
     "llm-emulator": ("voice.emulators.llm", "run a local OpenAI-compatible streaming chat endpoint (tests, demo)"),
-    "demo": ("bridge.sim.demo", "run everything embedded and place a recorded call"),
+    "demo": ("bridge.sim.demo", "run everything embedded and place two recorded calls (the second hits the cache)"),
     "bench": ("bridge.sim.bench.load", "many concurrent simulated calls with a latency and pacing report"),
 }
 

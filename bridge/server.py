@@ -21,6 +21,7 @@ import itertools
 import math
 import signal
 import sys
+from fractions import Fraction
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
@@ -39,7 +40,8 @@ if TYPE_CHECKING:
     from bridge.dialogue import Dialogue
 
 __all__ = [
-    "AudioSocketServer", "Handler", "silence_handler", "tone_handler", "tone_frame", "line_test_handler",
+    "AudioSocketServer", "Handler", "silence_handler", "tone_handler", "tone_frame", "tone_frames",
+    "parse_tone_hz", "line_test_handler",
     "run_event_loop", "serve", "configure_parser", "run",
 ]
 
@@ -56,25 +58,64 @@ async def silence_handler(call: Call) -> None:
     return None
 
 
+TONE_MAX_CYCLE_FRAMES = 250
+"""A test tone repeats after at most this many frames (5 s): any frequency that is a multiple of 0.2 Hz."""
+_FRAMES_PER_S = SAMPLE_RATE * 2 // FRAME_BYTES
+
+
+def tone_frames(frequency_hz: float, amplitude: int = 8000) -> list[bytes]:
+    """One cycle of 20 ms slin frames of a sine tone that repeats seamlessly: the sine runs on across the
+    frames (its phase is kept), and the cycle ends where it comes back to phase 0 on a frame boundary.
+
+    400 Hz fits a 20 ms frame (one frame); 410 Hz needs five (41 periods in 100 ms): repeating one frame of
+    it would restart the sine every 20 ms, a click at 50 Hz. ValueError for a frequency that is not between
+    0 and the 4000 Hz Nyquist limit, or that would not repeat within TONE_MAX_CYCLE_FRAMES frames."""
+    frames = tone_cycle_frames(frequency_hz)
+    step = 2 * math.pi * frequency_hz / SAMPLE_RATE
+    samples = frames * FRAME_BYTES // 2
+    pcm = b"".join(int(round(amplitude * math.sin(step * i))).to_bytes(2, "little", signed=True)
+                   for i in range(samples))
+    return [pcm[k:k + FRAME_BYTES] for k in range(0, len(pcm), FRAME_BYTES)]
+
+
+def tone_cycle_frames(frequency_hz: float) -> int:
+    """How many frames one seamless cycle of the tone takes; ValueError (saying why) when it cannot be played."""
+    if not math.isfinite(frequency_hz) or not 0 < frequency_hz < SAMPLE_RATE / 2:
+        raise ValueError(f"a tone must be above 0 and below {SAMPLE_RATE // 2} Hz, got {frequency_hz:g}")
+    frames = (Fraction(repr(float(frequency_hz))) / _FRAMES_PER_S).denominator  # periods per frame, reduced
+    if frames > TONE_MAX_CYCLE_FRAMES:
+        raise ValueError(f"a {frequency_hz:g} Hz tone does not repeat within "
+                         f"{TONE_MAX_CYCLE_FRAMES // _FRAMES_PER_S} s; give a multiple of "
+                         f"{_FRAMES_PER_S / TONE_MAX_CYCLE_FRAMES:g} Hz, e.g. {round(frequency_hz)}")
+    return frames
+
+
 def tone_frame(frequency_hz: float, amplitude: int = 8000) -> bytes:
-    """One 20 ms slin frame of a sine tone; choose a frequency with a whole number of periods in 20 ms
-    (a multiple of 50 Hz) so that repeating the frame is seamless."""
-    samples = FRAME_BYTES // 2
-    out = bytearray()
-    for i in range(samples):
-        value = int(round(amplitude * math.sin(2 * math.pi * frequency_hz * i / SAMPLE_RATE)))
-        out += value.to_bytes(2, "little", signed=True)
-    return bytes(out)
+    """The first 20 ms frame of `tone_frames`: the whole tone when the frequency is a multiple of 50 Hz."""
+    return tone_frames(frequency_hz, amplitude)[0]
 
 
 def tone_handler(frequency_hz: float = 400.0) -> Handler:
-    """A handler that plays a continuous test tone (the frame is computed once)."""
-    frame = tone_frame(frequency_hz)
+    """A handler that plays a continuous test tone (its cycle of frames is computed once)."""
+    frames = tone_frames(frequency_hz)
 
     async def play_tone(call: Call) -> None:
-        await call.play_frames(itertools.repeat(frame))
+        await call.play_frames(itertools.cycle(frames))
 
     return play_tone
+
+
+def parse_tone_hz(raw: str) -> float:
+    """`serve --tone HZ`: a frequency `tone_frames` can play (argparse names the option in the error)."""
+    try:
+        value = float(raw)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a frequency in Hz, got {raw!r}") from None
+    try:
+        tone_cycle_frames(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return value
 
 
 def line_test_handler(*, tone_hz: float | None = None, silence: bool = False) -> Handler | None:
@@ -333,8 +374,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workers", dest="workers", metavar="N", default=None,
                         help="same as --bridge-workers: N processes share the port (SO_REUSEPORT), one core each")
     line_test = parser.add_mutually_exclusive_group()
-    line_test.add_argument("--tone", type=float, metavar="HZ", default=None,
-                           help="play a test tone of HZ (a multiple of 50, e.g. 400) instead of the dialogue")
+    line_test.add_argument("--tone", type=parse_tone_hz, metavar="HZ", default=None,
+                           help="play a test tone of HZ instead of the dialogue, e.g. 400 (below 4000, a multiple "
+                                "of 0.2; the phase runs on across frames)")
     line_test.add_argument("--silence", action="store_true",
                            help="play only silence instead of the dialogue (pacing checks, benchmarks)")
 

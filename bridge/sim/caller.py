@@ -27,6 +27,7 @@ import argparse
 import asyncio
 import dataclasses
 import json
+import math
 import os
 import random
 import sys
@@ -34,6 +35,7 @@ import time
 import uuid as uuid_module
 from array import array
 from collections.abc import Iterable, Sequence
+from pathlib import Path
 from typing import Any
 
 from bridge.protocol import (
@@ -73,7 +75,8 @@ _FULL_READ = 65536
 class CallReport:
     uuid: str
     hangup: str
-    """caller | server (0x00 received) | server-eof | server-reset | protocol-error"""
+    """caller | server (0x00 received) | server-eof | server-reset | protocol-error | timeout | cancelled;
+    `voice-bridge call --json` also reports not-placed (no connection, or a bad option found before it)"""
     error: str | None
     duration_s: float
     first_frame_ms: float | None
@@ -575,22 +578,27 @@ def parse_say(text: str) -> tuple[float, str]:
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     env = os.environ
-    parser.add_argument("--host", default=env.get("BRIDGE_HOST", "127.0.0.1"), help="bridge address [BRIDGE_HOST]")
+    parser.add_argument("--host", default=env.get("BRIDGE_HOST", "127.0.0.1"),
+                        help="bridge address [env BRIDGE_HOST; default 127.0.0.1]")
     parser.add_argument("--port", type=_port, default=None, help="bridge port [env BRIDGE_PORT; default 9092]")
-    parser.add_argument("--duration", type=float, default=5.0,
-                        help="seconds before the caller hangs up; 0 = wait for the server to hang up (default 5)")
-    parser.add_argument("--uuid", default=None, help="call UUID (default: a random one)")
+    parser.add_argument("--duration", type=_seconds, default=5.0, metavar="S",
+                        help="seconds before the caller hangs up; 0 = wait for the server to hang up [default 5]")
+    parser.add_argument("--uuid", type=_uuid, default=None,
+                        help="call UUID, e.g. 0b4e8a5c-1f0e-4c1e-9a6d-3c2b1a0f9e8d [default: a random one]")
     parser.add_argument("--dtmf", type=parse_dtmf, default=[], metavar="S:D,...",
                         help="digits pressed at given seconds after the UUID, e.g. 1.5:5,3:#")
-    parser.add_argument("--speech-at", type=float, default=None, metavar="S",
-                        help="the caller starts speaking (speech-like noise) at S seconds, e.g. for barge-in")
-    parser.add_argument("--speech-for", type=float, default=1.0, metavar="S", help="how long the caller speaks")
+    parser.add_argument("--speech-at", type=_seconds, default=None, metavar="S",
+                        help="the caller starts speaking (speech-like noise) at S seconds, e.g. for barge-in "
+                             "[default: it does not speak]")
+    parser.add_argument("--speech-for", type=_seconds, default=1.0, metavar="S",
+                        help="how long the caller speaks [default 1]")
     parser.add_argument("--say", type=parse_say, action="append", default=[], metavar="TEXT@S",
                         help="the caller says TEXT at S seconds (tone-coded: the STT emulator hears exactly TEXT); "
                              "repeatable")
     parser.add_argument("--audio", default="silence", metavar="silence|noise|WAV",
-                        help="what the caller sends otherwise (a WAV plays once, then silence)")
-    parser.add_argument("--record", default=None, metavar="WAV", help="record what the caller hears to a WAV file")
+                        help="what the caller sends otherwise (a WAV plays once, then silence) [default silence]")
+    parser.add_argument("--record", default=None, metavar="WAV",
+                        help="record what the caller hears to a WAV file (its folder must exist)")
     parser.add_argument("--lenient", action="store_true",
                         help="ignore what Asterisk 20.15+ would refuse instead of hanging up on it")
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
@@ -601,6 +609,45 @@ def _port(raw: str) -> int:
         return parse_int_range(1, 65535)(raw)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _seconds(raw: str) -> float:
+    """A duration option: a finite number of seconds >= 0 (argparse names the option in its error)."""
+    try:
+        value = float(raw)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {raw!r}") from None
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds >= 0, got {raw!r}")
+    return value
+
+
+def _uuid(raw: str) -> uuid_module.UUID:
+    try:
+        return uuid_module.UUID(raw)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a UUID such as 0b4e8a5c-1f0e-4c1e-9a6d-3c2b1a0f9e8d, got {raw!r}") from None
+
+
+def _check_record_path(path: str) -> None:
+    """`--record`: refuse before the call what would fail after it (the recording would be lost)."""
+    target = Path(path)
+    folder = target.parent
+    if target.is_dir():
+        raise ValueError(f"--record {path}: is a folder; give a file name, e.g. {target / 'call.wav'}")
+    if not folder.is_dir():
+        raise ValueError(f"--record {path}: the folder {folder} does not exist")
+    if not os.access(folder, os.W_OK):
+        raise ValueError(f"--record {path}: the folder {folder} is not writable")
+
+
+def _check_audio(audio: str) -> None:
+    if audio not in ("silence", "noise"):
+        try:
+            read_wav(audio)
+        except ValueError as exc:
+            raise ValueError(f"--audio: {exc}") from None
 
 
 def _env_port() -> int:
@@ -617,21 +664,48 @@ def _env_port() -> int:
 def run(args: argparse.Namespace) -> int:
     if args.port is None:
         args.port = _env_port()
+    call_uuid = args.uuid or uuid_module.uuid4()
+    try:
+        _check_audio(args.audio)
+        if args.record is not None:
+            _check_record_path(args.record)
+    except ValueError as exc:
+        return _fail(args, call_uuid, str(exc), 2)
     try:
         report = asyncio.run(place_call(
-            args.host, args.port, duration_s=args.duration or None, uuid=args.uuid, dtmf=args.dtmf,
-            speech_at=args.speech_at, speech_s=args.speech_for, say=args.say, audio=args.audio, record=args.record,
-            strict=not args.lenient,
+            args.host, args.port, duration_s=args.duration or None, uuid=call_uuid, dtmf=args.dtmf,
+            speech_at=args.speech_at, speech_s=args.speech_for, say=args.say, audio=args.audio,
+            keep_audio=args.record is not None, strict=not args.lenient,
         ))
     except (OSError, asyncio.TimeoutError) as exc:
-        print(f"voice-bridge call: cannot connect to {args.host}:{args.port}: {exc or 'timed out'}", file=sys.stderr)
-        return 1
+        return _fail(args, call_uuid, f"cannot connect to {args.host}:{args.port}: {exc or 'timed out'}", 1)
     except ValueError as exc:
-        print(f"voice-bridge call: {exc}", file=sys.stderr)
-        return 2
+        return _fail(args, call_uuid, str(exc), 2)
+    status = 1 if report.error else 0
+    if args.record is not None:
+        try:
+            write_wav(args.record, report.audio)
+        except OSError as exc:
+            report.error = report.error or f"--record {args.record}: cannot write it: {exc.strerror or exc}"
+            print(f"voice-bridge call: --record {args.record}: cannot write it: {exc.strerror or exc}",
+                  file=sys.stderr)
+            status = 1
     if args.json:
         print(json.dumps(report.to_dict()))
     else:
         for key, value in report.to_dict().items():
             print(f"{key:>20}: {value}")
-    return 1 if report.error else 0
+    return status
+
+
+def _fail(args: argparse.Namespace, call_uuid: uuid_module.UUID, message: str, status: int) -> int:
+    """A call that could not be placed: the message on stderr, and with --json a report with the same keys
+    as a placed call's, `hangup` "not-placed" and the message in `error`, so a script always gets JSON."""
+    print(f"voice-bridge call: {message}", file=sys.stderr)
+    if args.json:
+        report = CallReport(uuid=str(call_uuid), hangup="not-placed", error=message, duration_s=0.0,
+                            first_frame_ms=None, first_audio_ms=None, realtime_ratio=None, worst_burst_frames=0,
+                            worst_gap_ms=None, frames=0, bytes=0, frames_sent=0, dtmf_sent=[],
+                            received_hangup=False)
+        print(json.dumps(report.to_dict()))
+    return status

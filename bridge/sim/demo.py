@@ -388,6 +388,20 @@ def _variable(raw: str) -> tuple[str, str]:
     return name.strip(), value
 
 
+def _unwritable(path: Path | None) -> str | None:
+    """Why the demo could not write a file at `path` (None: it can, or no file was asked for)."""
+    if path is None:
+        return None
+    if path.is_dir():
+        return "is a folder; give a file name"
+    folder = path.parent
+    if not folder.is_dir():
+        return f"the folder {folder} does not exist"
+    if not os.access(folder, os.W_OK):
+        return f"the folder {folder} is not writable"
+    return None
+
+
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.description = (
         "Run everything embedded and place two recorded calls: a private Redis (redis-server from PATH, else "
@@ -400,8 +414,8 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         "on stderr."
     )
     parser.add_argument("--out", type=Path, default=Path(DEFAULT_OUT), metavar="WAV",
-                        help="record the first call here; the second goes to <name>-cached.wav "
-                             "[default: %(default)s in the current directory]")
+                        help="record the first call here; the second goes to <name>-cached.wav; the folder "
+                             "must exist [default: %(default)s in the current directory, ignored by git]")
     parser.add_argument("--live", action="store_true",
                         help="speak with the real ElevenLabs service instead of the emulator (needs "
                              "ELEVENLABS_API_KEY; uses a few dozen characters of your quota)")
@@ -419,6 +433,11 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     if "LOG_LEVEL" not in os.environ:  # the report is the output; logs only when something goes wrong
         configure_logging("warning", os.environ.get("LOG_FORMAT", "auto"))
+    for option, path in (("--out", args.out), ("--json-report", args.json_report)):
+        problem = _unwritable(path)
+        if problem:  # found before anything starts, not after two calls
+            print(f"voice-bridge demo: {option} {path}: {problem}", file=sys.stderr)
+            return 2
     options = DemoOptions(out=args.out, live=args.live, variables=dict(args.variables),
                           emulator_ttfb_ms=args.emulator_ttfb_ms, json_report=args.json_report)
     try:

@@ -214,16 +214,72 @@ def test_parse_dtmf():
             parse_dtmf(bad)
 
 
-async def test_cli_prints_a_json_report(start_server):
-    server = await start_server(tone_handler(400))
+async def call_cli(*args: str) -> tuple[int, str, str]:
+    """`python -m bridge call ARGS` in a subprocess: (exit status, stdout, stderr)."""
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "bridge", "call", "--port", str(server.port), "--duration", "0.5",
-        "--dtmf", "0.2:9", "--json", stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
-    out, err = await asyncio.wait_for(proc.communicate(), 30)
-    assert proc.returncode == 0, err.decode()
+        sys.executable, "-m", "bridge", "call", *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
+
+
+async def test_cli_prints_a_json_report_and_records(start_server, tmp_path):
+    server = await start_server(tone_handler(400))
+    path = tmp_path / "heard.wav"
+    status, out, err = await call_cli("--port", str(server.port), "--duration", "0.5", "--dtmf", "0.2:9",
+                                      "--record", str(path), "--json")
+    assert status == 0, err
     report = json.loads(out)
     assert report["hangup"] == "caller" and report["frames"] >= 15
     assert report["first_audio_ms"] is not None and report["dtmf_sent"][0][1] == "9"
+    assert len(read_wav(path).pcm) == report["bytes"]
+
+
+async def test_cli_json_reports_a_refused_connection_as_json(start_server, unused_port):
+    server = await start_server(tone_handler(400))
+    (_, placed, _), (status, out, err) = await asyncio.gather(
+        call_cli("--port", str(server.port), "--duration", "0.1", "--json"),
+        call_cli("--port", str(unused_port), "--uuid", "0b4e8a5c-1f0e-4c1e-9a6d-3c2b1a0f9e8d", "--json"))
+    assert status == 1 and "cannot connect" in err and "Traceback" not in err
+    report = json.loads(out)
+    assert report["hangup"] == "not-placed" and f"127.0.0.1:{unused_port}" in report["error"]
+    assert report["uuid"] == "0b4e8a5c-1f0e-4c1e-9a6d-3c2b1a0f9e8d" and report["frames"] == 0
+    assert set(report) == set(json.loads(placed))  # the same keys as a placed call's report
+
+
+async def test_cli_refuses_a_recording_it_could_not_write_before_calling(tmp_path, unused_port):
+    missing = tmp_path / "no-such-folder" / "call.wav"
+    results = await asyncio.gather(
+        call_cli("--port", str(unused_port), "--record", str(missing)),
+        call_cli("--port", str(unused_port), "--record", str(tmp_path)),
+        call_cli("--port", str(unused_port), "--record", str(missing), "--json"))
+    (status, _, err), (dir_status, _, dir_err), (json_status, out, _) = results
+    assert status == 2 and f"the folder {missing.parent} does not exist" in err  # not "cannot connect"
+    assert dir_status == 2 and "is a folder" in dir_err
+    assert json_status == 2 and "does not exist" in json.loads(out)["error"]
+    assert all("Traceback" not in err for _, _, err in results)
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--uuid", "not-a-uuid"], "argument --uuid: expected a UUID"),
+    (["--duration", "-1"], "argument --duration: expected a number of seconds >= 0, got '-1'"),
+    (["--duration", "soon"], "argument --duration: expected a number of seconds, got 'soon'"),
+    (["--speech-at", "inf"], "argument --speech-at"),
+    (["--audio", "/no/such.wav"], "--audio: /no/such.wav: no such file"),
+])
+async def test_cli_names_the_option_a_bad_value_was_given_to(args, words, unused_port):
+    status, _, err = await call_cli("--port", str(unused_port), *args)
+    assert status == 2 and words in err and "Traceback" not in err
+
+
+def test_cli_help_shows_the_host_default(capsys):
+    from bridge.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["call", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "bridge address [env BRIDGE_HOST; default 127.0.0.1]" in text
+    assert "[default 5]" in text
 
 
 async def test_cli_names_a_bad_option_and_an_unreachable_bridge(unused_port):

@@ -357,3 +357,73 @@ def test_cli_registers_the_emulator_subcommand():
 
     args = build_parser(only="emulator").parse_args(["emulator", "--port", "0", "--odd-chunks", "--knobs", '{"alignment": false}'])
     assert args.port == 0 and args.odd_chunks and callable(args._module.run)
+
+
+async def test_timestamped_stream_is_json_lines_and_the_abort_knob_cuts_it(emulator):
+    emulator.set_knobs(chunk_bytes=480)
+    url = f"{emulator.url}/v1/text-to-speech/{VOICE}/stream/with-timestamps?output_format=ulaw_8000"
+    async with httpx.AsyncClient() as client:
+        response = await client.post(url, json={"text": "Да"}, headers=KEY)
+        assert response.status_code == 200 and response.headers["content-type"] == "application/json"
+        assert response.headers["transfer-encoding"] == "chunked"
+        lines = [json.loads(line) for line in response.text.splitlines()]
+        assert [line["alignment"]["characters"] for line in lines] == [["Д"], ["а"]]  # 480 bytes a character
+        assert lines[1]["alignment"]["character_start_times_seconds"] == [0.06]
+        emulator.set_knobs(abort_after_bytes=1000)
+        received = bytearray()
+        with pytest.raises(httpx.RemoteProtocolError):
+            async with client.stream("POST", url, json={"text": "Да да"}, headers=KEY) as r:
+                async for chunk in r.aiter_raw():
+                    received += chunk
+    *whole, cut = bytes(received).split(b"\n")
+    audio = b"".join(base64.b64decode(json.loads(line)["audio_base64"]) for line in whole)
+    assert audio == synthesize("Да да", "ulaw_8000")[:960]  # two whole chunks, then half a line
+    with pytest.raises(json.JSONDecodeError):
+        json.loads(cut)
+
+
+async def test_reads_check_the_key_but_not_the_failure_knobs(emulator):
+    emulator.set_knobs(fail_status=503, fail_count=1)
+    async with httpx.AsyncClient(base_url=emulator.url) as client:
+        assert (await client.get("/v1/user", headers=KEY)).status_code == 200  # does not use up the failure
+        missing = await client.get("/v1/models")
+        assert missing.status_code == 401 and missing.json() == {
+            "detail": {"status": "invalid_api_key", "message": "Invalid API key"}}
+        assert (await post(emulator, {"text": "x"})).status_code == 503
+        stats = (await client.get("/_emulator/stats")).json()
+    assert stats["reads"] == {"GET /v1/user": 1, "GET /v1/models": 1} and stats["http_requests"] == 1
+
+
+def test_cli_voices_add_the_configured_voice_and_help_names_the_base_url(monkeypatch):
+    import subprocess
+    import sys
+
+    from bridge.cli import build_parser
+    from voice.emulators.elevenlabs import _knobs_from_args
+
+    monkeypatch.setenv("ELEVENLABS_VOICE_ID", "myVoice")
+    args = build_parser(only="emulator").parse_args(["emulator"])
+    assert _knobs_from_args(args).voices == [*DEFAULT_VOICES, "myVoice"]
+    args = build_parser(only="emulator").parse_args(["emulator", "--voices", "a, b"])
+    assert _knobs_from_args(args).voices == ["a", "b"]
+    out = subprocess.run([sys.executable, "-m", "bridge", "emulator", "--help"], capture_output=True, text=True,
+                         timeout=60, check=False).stdout
+    text = " ".join(out.split())
+    assert 'base_url="http://127.0.0.1:8765"' in text and "ELEVENLABS_BASE_URL" in text
+    for shown in ("--ttfb-ms TTFB_MS delay before the first audio byte of each generation [default 0.0]",
+                  "[default 4096]", "[env EMULATOR_PORT; default 8765]", "fail_status"):
+        assert shown in text, shown
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--ttfb-ms", "-1"], "argument --ttfb-ms: expected a number >= 0, got '-1'"),
+    (["--chunk-bytes", "0"], "argument --chunk-bytes: expected a whole number >= 1, got '0'"),
+    (["--max-concurrent", "many"], "argument --max-concurrent: expected a whole number, got 'many'"),
+    (["--voices", " , "], "argument --voices: expected one or more voice ids"),
+])
+def test_cli_names_the_option_a_bad_knob_value_was_given_to(args, words, capsys):
+    from bridge.cli import build_parser
+
+    with pytest.raises(SystemExit) as info:
+        build_parser(only="emulator").parse_args(["emulator", *args])
+    assert info.value.code == 2 and words in capsys.readouterr().err

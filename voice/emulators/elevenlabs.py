@@ -6,7 +6,13 @@ It speaks the real API on one host and port (aiohttp), with the same validation 
 - `GET  /v1/text-to-speech/{voice_id}/stream-input`: the input-streaming WebSocket (first message, text
   pieces, flush, keep-alive `{"text": " "}`, end of input `{"text": ""}` -> rest of the audio,
   `{"audio": null, "isFinal": true}`, close 1000; bad key -> close 1008 after the handshake; inactivity
-  timeout -> `input_timeout_exceeded` frame and close 1008).
+  timeout -> `input_timeout_exceeded` frame and close 1008);
+- `POST /v1/text-to-speech/{voice_id}/with-timestamps` (one JSON body: `audio_base64`, `alignment`,
+  `normalized_alignment`) and `.../stream/with-timestamps` (one such JSON line per audio chunk), the
+  alignment in seconds from the start of the audio, `tone_code.CHAR_MS` per character;
+- `GET /v1/voices`, `GET /v2/voices` (search), `GET /v1/voices/{voice_id}`, `GET /v1/models`, `GET /v1/user`,
+  `GET /v1/user/subscription`: what the official SDK's `voices`, `models` and `user` clients call, in the
+  shapes its models validate (every voice of the `voices` knob; the default model `eleven_flash_v2_5` first).
 The audio is a deterministic function of the text (see `voice.emulators.tone_code`): a test can tell which text
 it hears, byte for byte (`expected_frames`) or by decoding (`identify`).
 
@@ -27,6 +33,7 @@ import contextlib
 import dataclasses
 import json
 import logging
+import math
 import os
 import random
 import select
@@ -37,7 +44,7 @@ import sys
 import time
 import uuid
 from collections import Counter, deque
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from typing import Any, ClassVar
 
 import structlog
@@ -126,6 +133,8 @@ class Stats:
     concurrent: int = 0
     max_concurrent_seen: int = 0
     requests: deque = dataclasses.field(default_factory=lambda: deque(maxlen=1000))  # recent HTTP requests
+    reads: Counter = dataclasses.field(default_factory=Counter)  # account/catalogue GETs by route, e.g.
+    # "GET /v1/user" (what a preflight check or the SDK asked), whatever their outcome
 
     def snapshot(self) -> dict[str, Any]:
         return {
@@ -146,6 +155,7 @@ class Stats:
             "concurrent": self.concurrent,
             "max_concurrent_seen": self.max_concurrent_seen,
             "requests": list(self.requests),
+            "reads": dict(self.reads),
         }
 
 
@@ -208,6 +218,7 @@ class Emulator(ControlEndpoints):
         # coroutines awaited at stop() before the server shuts down
         self.extra_routes: list[web.RouteDef] = []
         self.on_stop: list[Callable[[], Awaitable[None]]] = []
+        self._started_unix = int(time.time())  # the account's `created_at` (user endpoints)
 
     # --- life cycle -------------------------------------------------------------------------------------
 
@@ -218,6 +229,7 @@ class Emulator(ControlEndpoints):
                 web.post("/v1/text-to-speech/{voice_id}/stream", self._http_stream),
                 web.post("/v1/text-to-speech/{voice_id}", self._http_convert),
                 web.get("/v1/text-to-speech/{voice_id}/stream-input", self._websocket),
+                *self._sdk_routes(),
                 *self.control_routes(),
                 *self.extra_routes,
             ]
@@ -339,7 +351,8 @@ class Emulator(ControlEndpoints):
     async def _http_convert(self, request: web.Request) -> web.StreamResponse:
         return await self._http_tts(request, streaming=False)
 
-    async def _http_tts(self, request: web.Request, *, streaming: bool) -> web.StreamResponse:
+    async def _http_tts(self, request: web.Request, *, streaming: bool,
+                        timestamps: bool = False) -> web.StreamResponse:
         self.stats.http_requests += 1
         request_id = uuid.uuid4().hex
         entry: dict[str, Any] = {
@@ -374,14 +387,22 @@ class Emulator(ControlEndpoints):
             if self.knobs.ttfb_ms > 0:
                 await asyncio.sleep(self.knobs.ttfb_ms / 1000)
             response = web.StreamResponse(status=200, headers=headers)
-            response.content_type = CONTENT_TYPES.get(output_format, "audio/pcm")
+            response.content_type = "application/json" if timestamps else CONTENT_TYPES.get(output_format,
+                                                                                              "audio/pcm")
+            body = _timestamped_body(text.strip(), audio) if timestamps and not streaming else None
             if streaming:
                 response.enable_chunked_encoding()
             else:
-                response.content_length = len(audio)
+                response.content_length = len(audio if body is None else body)
             try:
                 await response.prepare(request)
-                await self._send_http_audio(request, response, audio, output_format, entry)
+                if body is not None:
+                    await self._send_http_body(request, response, body, entry)
+                elif timestamps:
+                    await self._send_timestamped_stream(request, response, text.strip(), audio, output_format,
+                                                        entry)
+                else:
+                    await self._send_http_audio(request, response, audio, output_format, entry)
             except ConnectionResetError:  # the client went away (cancelled, barge-in), maybe before the headers
                 entry["client_gone"] = True
             return response
@@ -507,6 +528,146 @@ class Emulator(ControlEndpoints):
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await session.sender
         return ws
+
+    # --- the rest of what the official SDK calls: timestamps, voices, models, user -----------------------------
+    # (kept apart from the streaming paths the bridge uses; the alignment follows `tone_code.CHAR_MS`)
+
+    def _sdk_routes(self) -> list[web.RouteDef]:
+        return [
+            web.post("/v1/text-to-speech/{voice_id}/with-timestamps", self._http_convert_with_timestamps),
+            web.post("/v1/text-to-speech/{voice_id}/stream/with-timestamps", self._http_stream_with_timestamps),
+            web.get("/v1/voices", self._get_voices),
+            web.get("/v2/voices", self._search_voices),
+            web.get("/v1/voices/{voice_id}", self._get_voice),
+            web.get("/v1/models", self._get_models),
+            web.get("/v1/user", self._get_user),
+            web.get("/v1/user/subscription", self._get_subscription),
+        ]
+
+    async def _http_convert_with_timestamps(self, request: web.Request) -> web.StreamResponse:
+        return await self._http_tts(request, streaming=False, timestamps=True)
+
+    async def _http_stream_with_timestamps(self, request: web.Request) -> web.StreamResponse:
+        return await self._http_tts(request, streaming=True, timestamps=True)
+
+    async def _send_http_body(self, request: web.Request, response: web.StreamResponse, body: bytes,
+                              entry: dict[str, Any]) -> None:
+        """One JSON body (`convert_with_timestamps`); `abort_after_bytes` cuts it (counted in body bytes)."""
+        abort_after = self.knobs.abort_after_bytes
+        entry["first_byte_at"] = time.monotonic()
+        if 0 <= abort_after < len(body):
+            await response.write(body[:abort_after])
+            entry["aborted_after"] = abort_after
+            await _abort(request)
+            return
+        await response.write(body)
+        entry["bytes"] = len(body)
+        await response.write_eof()
+
+    async def _send_timestamped_stream(self, request: web.Request, response: web.StreamResponse, text: str,
+                                       audio: bytes, output_format: str, entry: dict[str, Any]) -> None:
+        """`stream_with_timestamps`: one JSON line per audio chunk (chunking, pacing and the abort knob as for
+        the raw stream; an abort cuts the line of the chunk it falls in)."""
+        bytes_per_s = _bytes_per_second(output_format)
+        abort_after = self.knobs.abort_after_bytes
+        start = time.monotonic()
+        sent = 0
+        for chunk in self._chunks(audio):
+            line = (json.dumps(_timestamped_chunk(text, chunk, sent, bytes_per_s)) + "\n").encode()
+            if 0 <= abort_after < sent + len(chunk):
+                if abort_after > sent:
+                    await response.write(line[: len(line) // 2])
+                entry["aborted_after"] = abort_after
+                await _abort(request)
+                return
+            await self._pace(start, sent, bytes_per_s)
+            if sent == 0:
+                entry["first_byte_at"] = time.monotonic()
+            await response.write(line)
+            sent += len(chunk)
+        entry["bytes"] = sent
+        await response.write_eof()
+
+    async def _read(self, request: web.Request, answer: Callable[[], Any]) -> web.Response:
+        """A catalogue or account GET: counted in `stats.reads`, the key checked as for synthesis (401
+        `invalid_api_key`), then `answer()` as JSON, or its `_Rejected` in ElevenLabs' error shape.
+        The failure knobs (`fail_status`) apply to synthesis only, so a preflight check cannot use them up."""
+        resource = request.match_info.route.resource
+        self.stats.reads[f"{request.method} {resource.canonical if resource else request.path}"] += 1
+        try:
+            if not self._key_ok(request.headers.get("xi-api-key")):
+                raise _Rejected(401, "invalid_api_key", "Invalid API key")
+            return web.json_response(answer())
+        except _Rejected as rejected:
+            return web.json_response(rejected.body(), status=rejected.status)
+
+    async def _get_voices(self, request: web.Request) -> web.Response:
+        return await self._read(request, lambda: {"voices": [_voice_json(v) for v in self.knobs.voices]})
+
+    async def _get_voice(self, request: web.Request) -> web.Response:
+        def answer() -> dict[str, Any]:
+            voice_id = request.match_info["voice_id"]
+            if voice_id not in self.knobs.voices:
+                raise _Rejected(404, "voice_not_found", f"A voice with the voice_id {voice_id} was not found.")
+            return _voice_json(voice_id)
+
+        return await self._read(request, answer)
+
+    async def _search_voices(self, request: web.Request) -> web.Response:
+        """`GET /v2/voices` (the SDK's `voices.search`): `search`, `voice_ids`, `page_size` and
+        `next_page_token` work; the other filters are accepted and match every voice of the emulator."""
+        def answer() -> dict[str, Any]:
+            query = request.query
+            page_size = _query_int(query, "page_size", 10, 1, 100)
+            offset = _query_int(query, "next_page_token", 0, 0, None)
+            term = query.get("search", "").lower()
+            wanted = set(query.getall("voice_ids", []))
+            voices = [_voice_json(v) for v in self.knobs.voices if not wanted or v in wanted]
+            voices = [v for v in voices if term in f"{v['name']} {v['description']}".lower()]
+            page = voices[offset: offset + page_size]
+            more = offset + page_size < len(voices)
+            return {"voices": page, "has_more": more, "total_count": len(voices),
+                    "next_page_token": str(offset + page_size) if more else None}
+
+        return await self._read(request, answer)
+
+    async def _get_models(self, request: web.Request) -> web.Response:
+        return await self._read(request, lambda: [dict(m) for m in MODELS])
+
+    async def _get_user(self, request: web.Request) -> web.Response:
+        return await self._read(request, lambda: {
+            "user_id": "emulator-user", "workspace_id": "emulator-workspace",
+            "subscription": self._subscription_json(extended=False), "is_new_user": False,
+            "can_use_delayed_payment_methods": False, "is_onboarding_completed": True,
+            "is_onboarding_checklist_completed": True, "show_compliance_terms": False, "first_name": "Emulator",
+            "is_api_key_hashed": False, "xi_api_key_preview": None, "referral_link_code": None,
+            "partnerstack_partner_default_link": None, "created_at": self._started_unix,
+            "seat_type": "workspace_admin",
+        })
+
+    async def _get_subscription(self, request: web.Request) -> web.Response:
+        return await self._read(request, lambda: self._subscription_json(extended=True))
+
+    def _subscription_json(self, *, extended: bool) -> dict[str, Any]:
+        """The account as the emulator bills it: `character_count` is `stats.characters`, `character_limit`
+        the `character_quota` knob (unset: UNLIMITED_CHARACTERS); a Creator-tier account otherwise."""
+        quota = self.knobs.character_quota
+        data: dict[str, Any] = {
+            "tier": "creator", "character_count": self.stats.characters,
+            "character_limit": quota if quota >= 0 else UNLIMITED_CHARACTERS,
+            "max_character_limit_extension": 0, "max_credit_limit_extension": 0,
+            "can_extend_character_limit": False, "allowed_to_extend_character_limit": False,
+            "next_character_count_reset_unix": self._started_unix + 30 * 86400,
+            "voice_slots_used": 0, "professional_voice_slots_used": 0,
+            "professional_voice_slots_used_in_workspace": 0, "voice_limit": 30, "max_voice_add_edits": 95,
+            "voice_add_edit_counter": 0, "professional_voice_limit": 1, "can_extend_voice_limit": False,
+            "can_use_instant_voice_cloning": True, "can_use_professional_voice_cloning": True,
+            "currency": "usd", "current_overage": {"amount": "0", "currency": "usd"}, "status": "active",
+            "billing_period": "monthly_period", "character_refresh_period": "monthly_period",
+        }
+        if extended:
+            data.update({"next_invoice": None, "open_invoices": [], "has_open_invoices": False})
+        return data
 
 
 class _Session:
@@ -762,6 +923,120 @@ def _alignment(text: str, offset: int, length: int, bytes_per_s: int) -> dict[st
     }
 
 
+# --- what the SDK-facing endpoints answer ------------------------------------------------------------------
+
+UNLIMITED_CHARACTERS = 10_000_000
+"""`character_limit` reported when the `character_quota` knob is unset (-1)."""
+VOICE_NAMES = {"21m00Tcm4TlvDq8ikWAM": "Rachel", "JBFqnCBsd6RMkjVDRZzb": "George", "EXAVITQu4vr4xnSDxMaL": "Sarah"}
+_V25_LANGUAGES = (
+    ("en", "English"), ("ja", "Japanese"), ("zh", "Chinese"), ("de", "German"), ("hi", "Hindi"), ("fr", "French"),
+    ("ko", "Korean"), ("pt", "Portuguese"), ("it", "Italian"), ("es", "Spanish"), ("id", "Indonesian"),
+    ("nl", "Dutch"), ("tr", "Turkish"), ("fil", "Filipino"), ("pl", "Polish"), ("sv", "Swedish"),
+    ("bg", "Bulgarian"), ("ro", "Romanian"), ("ar", "Arabic"), ("cs", "Czech"), ("el", "Greek"),
+    ("fi", "Finnish"), ("hr", "Croatian"), ("ms", "Malay"), ("sk", "Slovak"), ("da", "Danish"), ("ta", "Tamil"),
+    ("uk", "Ukrainian"), ("ru", "Russian"), ("hu", "Hungarian"), ("no", "Norwegian"), ("vi", "Vietnamese"),
+)
+"""The 32 languages of the v2.5 models; multilingual v2 lacks the last three (hu, no, vi)."""
+
+
+def _model(model_id: str, name: str, description: str, languages: Sequence[tuple[str, str]], max_text: int,
+           cost: float, group: str) -> dict[str, Any]:
+    return {
+        "model_id": model_id, "name": name, "can_be_finetuned": True, "can_do_text_to_speech": True,
+        "can_do_voice_conversion": False, "can_use_style": model_id == "eleven_multilingual_v2",
+        "can_use_speaker_boost": True, "serves_pro_voices": False, "token_cost_factor": cost,
+        "description": description, "requires_alpha_access": False,
+        "max_characters_request_free_user": min(max_text, 2500), "max_characters_request_subscribed_user": max_text,
+        "maximum_text_length_per_request": max_text,
+        "languages": [{"language_id": code, "name": lang} for code, lang in languages],
+        "model_rates": {"character_cost_multiplier": cost}, "concurrency_group": group,
+    }
+
+
+MODELS: tuple[dict[str, Any], ...] = (
+    _model("eleven_flash_v2_5", "Eleven Flash v2.5", "Low-latency multilingual model (the bridge's default).",
+           _V25_LANGUAGES, 40000, 0.5, "turbo"),
+    _model("eleven_turbo_v2_5", "Eleven Turbo v2.5", "Multilingual model balancing quality and latency.",
+           _V25_LANGUAGES, 40000, 0.5, "turbo"),
+    _model("eleven_multilingual_v2", "Eleven Multilingual v2", "The most life-like multilingual model.",
+           _V25_LANGUAGES[:29], 10000, 1.0, "standard"),
+    _model("eleven_flash_v2", "Eleven Flash v2", "Low-latency model, English only.", _V25_LANGUAGES[:1], 30000,
+           0.5, "turbo"),
+    _model("eleven_turbo_v2", "Eleven Turbo v2", "English-only model balancing quality and latency.",
+           _V25_LANGUAGES[:1], 30000, 0.5, "turbo"),
+)
+"""`GET /v1/models`. The emulator speaks every model_id alike (tones); ids, languages and limits as documented,
+rates and concurrency groups plausible (unconfirmed)."""
+
+
+def _voice_json(voice_id: str) -> dict[str, Any]:
+    """A premade voice in the shape of the SDK's `Voice` (every voice of the `voices` knob)."""
+    name = VOICE_NAMES.get(voice_id, f"Emulated {voice_id}")
+    return {
+        "voice_id": voice_id, "name": name, "samples": None, "category": "premade", "fine_tuning": None,
+        "labels": {"accent": "tone-coded", "description": "emulated", "use_case": "testing"},
+        "description": f"{name}, as the emulator speaks: {CHAR_MS} ms of tones per character that encode the text.",
+        "preview_url": None, "available_for_tiers": [], "settings": None, "sharing": None,
+        "high_quality_base_model_ids": [m["model_id"] for m in MODELS],
+        "verified_languages": [], "collection_ids": [], "safety_control": None,
+        "voice_verification": {"requires_verification": False, "is_verified": False, "verification_failures": [],
+                               "verification_attempts_count": 0},
+        "permission_on_resource": None, "is_owner": False, "is_legacy": False, "is_mixed": False,
+        "created_at_unix": None,
+    }
+
+
+def _query_int(query: Mapping[str, str], name: str, default: int, lo: int, hi: int | None) -> int:
+    """An integer query parameter, or a 422 in FastAPI's shape naming it."""
+    raw = query.get(name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise _Rejected(422, "validation_error", f"bad {name}", detail=[
+            {"type": "int_parsing", "loc": ["query", name],
+             "msg": "Input should be a valid integer, unable to parse string as an integer", "input": raw}]) from None
+    if value < lo or (hi is not None and value > hi):
+        bound = "greater_than_equal" if value < lo else "less_than_equal"
+        limit = lo if value < lo else hi
+        raise _Rejected(422, "validation_error", f"bad {name}", detail=[
+            {"type": bound, "loc": ["query", name],
+             "msg": f"Input should be {'greater' if value < lo else 'less'} than or equal to {limit}",
+             "input": raw, "ctx": {"ge" if value < lo else "le": limit}}])
+    return value
+
+
+def _char_alignment(text: str, first: int, last: int) -> dict[str, list[Any]] | None:
+    """Characters `text[first:last]` in the HTTP shape: start and end in seconds from the audio's start."""
+    chars = list(text[first:last])
+    if not chars:
+        return None
+    return {
+        "characters": chars,
+        "character_start_times_seconds": [round((first + i) * CHAR_MS / 1000, 3) for i in range(len(chars))],
+        "character_end_times_seconds": [round((first + i + 1) * CHAR_MS / 1000, 3) for i in range(len(chars))],
+    }
+
+
+def _timestamped_chunk(text: str, chunk: bytes, offset: int, bytes_per_s: int) -> dict[str, Any]:
+    """One `stream_with_timestamps` line: the chunk and the characters whose audio starts in it (times from
+    the start of the request's audio, not of the chunk)."""
+    per_char = bytes_per_s * CHAR_MS // 1000
+    first = -(-offset // per_char)
+    last = -(-(offset + len(chunk)) // per_char)
+    alignment = _char_alignment(text, first, last)
+    return {"audio_base64": base64.b64encode(chunk).decode("ascii"), "alignment": alignment,
+            "normalized_alignment": alignment}
+
+
+def _timestamped_body(text: str, audio: bytes) -> bytes:
+    """The `convert_with_timestamps` body: all the audio in base64 and every character's times."""
+    alignment = _char_alignment(text, 0, len(text))
+    return json.dumps({"audio_base64": base64.b64encode(audio).decode("ascii"), "alignment": alignment,
+                       "normalized_alignment": alignment}).encode()
+
+
 def _pad_oversized(audio: bytes, output_format: str) -> bytes:
     """`audio`, padded with silence until its base64 is over 1 MiB (whole samples)."""
     need = OVERSIZED_BYTES * 3 // 4 + 3
@@ -846,26 +1121,90 @@ class EmulatorProcess:
 # --- command line ---------------------------------------------------------------------------------------
 
 
+HELP_DESCRIPTION = (
+    "Run the local ElevenLabs-compatible server: text to speech over HTTP (stream, convert, with timestamps) "
+    "and the stream-input WebSocket, voices, models and user, answering as the real API does, with a voice of "
+    "tones that encode the text. It prints 'listening on URL' when ready: that URL is the base URL to give "
+    "clients, e.g. http://127.0.0.1:8765 for ELEVENLABS_BASE_URL (the bridge) or for the "
+    "official SDK, ElevenLabs(api_key=KEY, base_url=\"http://127.0.0.1:8765\"). The SDK's realtime WebSocket "
+    "client forces wss://: serve TLS (--tls-cert, --tls-key) for it. Faults and timing are knobs, also settable "
+    "at run time: GET/POST /_emulator/knobs, GET /_emulator/stats, POST /_emulator/reset."
+)
+
+
 def configure_parser(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--host", default="127.0.0.1", help="address to listen on [127.0.0.1]")
-    parser.add_argument("--port", type=_port, default=None,
-                        help="port; 0 picks a free one [env EMULATOR_PORT, 8765]")
-    parser.add_argument("--api-key", default=os.environ.get("ELEVENLABS_API_KEY") or None,
-                        help="the one accepted API key [env ELEVENLABS_API_KEY; unset: any non-empty key]")
-    parser.add_argument("--tls-cert", help="PEM certificate chain: serve https/wss")
-    parser.add_argument("--tls-key", help="PEM private key for --tls-cert")
+    parser.description = HELP_DESCRIPTION
     defaults = Knobs()
-    parser.add_argument("--ttfb-ms", type=float, default=defaults.ttfb_ms, help="delay before the first audio byte")
-    parser.add_argument("--realtime-factor", type=float, default=defaults.realtime_factor,
-                        help="send audio at this multiple of real time (0: as fast as possible)")
-    parser.add_argument("--chunk-bytes", type=int, default=defaults.chunk_bytes, help="audio bytes per chunk")
-    parser.add_argument("--odd-chunks", action="store_true", help="odd chunk sizes that split samples")
-    parser.add_argument("--max-concurrent", type=int, default=0, help="429 above this many generations (0: no limit)")
-    parser.add_argument("--inactivity-timeout", type=float, default=defaults.ws_inactivity_timeout_s,
-                        help="WebSocket inactivity timeout when the URL gives none [20]")
-    parser.add_argument("--knobs", default="", help="JSON object of further knobs")
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on [default 127.0.0.1]")
+    parser.add_argument("--port", type=_port, default=None,
+                        help="port; 0 picks a free one [env EMULATOR_PORT; default 8765]")
+    parser.add_argument("--api-key", default=os.environ.get("ELEVENLABS_API_KEY") or None,
+                        help="the one accepted API key [env ELEVENLABS_API_KEY; default unset: any non-empty key]")
+    parser.add_argument("--voices", type=_voices, default=None, metavar="ID,...",
+                        help="the voice ids it knows (others: 404 voice_not_found) [default "
+                             f"{','.join(DEFAULT_VOICES)}, plus env ELEVENLABS_VOICE_ID when set]")
+    parser.add_argument("--tls-cert", help="PEM certificate chain: serve https/wss [default unset: http/ws]")
+    parser.add_argument("--tls-key", help="PEM private key for --tls-cert")
+    parser.add_argument("--ttfb-ms", type=_non_negative, default=defaults.ttfb_ms,
+                        help="delay before the first audio byte of each generation [default %(default)s]")
+    parser.add_argument("--realtime-factor", type=_non_negative, default=defaults.realtime_factor,
+                        help="send audio at this multiple of real time, 0 = as fast as possible "
+                             "[default %(default)s]")
+    parser.add_argument("--chunk-bytes", type=_whole(1), default=defaults.chunk_bytes,
+                        help="audio bytes per HTTP chunk / WebSocket message [default %(default)s]")
+    parser.add_argument("--odd-chunks", action="store_true",
+                        help="odd chunk sizes that split 16-bit samples [default off]")
+    parser.add_argument("--max-concurrent", type=_whole(0), default=defaults.max_concurrent,
+                        help="429 above this many generations at once, 0 = no limit [default %(default)s]")
+    parser.add_argument("--inactivity-timeout", type=_non_negative, default=defaults.ws_inactivity_timeout_s,
+                        help="WebSocket inactivity timeout in seconds when the URL gives none "
+                             "[default %(default)s]")
+    parser.add_argument("--knobs", default="",
+                        help="JSON object of further knobs, e.g. '{\"fail_status\": 503, \"fail_count\": 1}'; "
+                             f"knobs: {', '.join(f.name for f in dataclasses.fields(Knobs))} [default none]")
     parser.add_argument("--log-level", default=os.environ.get("LOG_LEVEL", "info"),
-                        choices=["debug", "info", "warning", "error"], help="log level (logs go to stderr)")
+                        choices=["debug", "info", "warning", "error"],
+                        help="log level; logs go to stderr [env LOG_LEVEL; default info]")
+
+
+def _non_negative(raw: str) -> float:
+    """A knob option's number (argparse names the option when it is refused)."""
+    try:
+        value = float(raw)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {raw!r}") from None
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {raw!r}")
+    return value
+
+
+def _whole(minimum: int) -> Callable[[str], int]:
+    def parse(raw: str) -> int:
+        try:
+            value = int(raw)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {raw!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"expected a whole number >= {minimum}, got {raw!r}")
+        return value
+
+    return parse
+
+
+def _voices(raw: str) -> list[str]:
+    voices = [v.strip() for v in raw.split(",") if v.strip()]
+    if not voices:
+        raise argparse.ArgumentTypeError("expected one or more voice ids separated by commas")
+    return voices
+
+
+def _default_voices() -> list[str]:
+    """The premade voices, plus the bridge's configured one (ELEVENLABS_VOICE_ID) when it is another."""
+    voices = list(DEFAULT_VOICES)
+    configured = os.environ.get("ELEVENLABS_VOICE_ID", "").strip()
+    if configured and configured not in voices:
+        voices.append(configured)
+    return voices
 
 
 def _port(raw: str) -> int:
@@ -892,6 +1231,7 @@ def _knobs_from_args(args: argparse.Namespace) -> Knobs:
         "ttfb_ms": args.ttfb_ms, "realtime_factor": args.realtime_factor, "chunk_bytes": args.chunk_bytes,
         "odd_chunks": args.odd_chunks, "max_concurrent": args.max_concurrent,
         "ws_inactivity_timeout_s": args.inactivity_timeout,
+        "voices": args.voices if args.voices is not None else _default_voices(),
     })
     knobs.update_json(args.knobs)
     return knobs
