@@ -147,7 +147,8 @@ class Playlist:
         synthesis = source.synthesis
         if not synthesis.first_audio.is_set() and self.filler_after_s > 0:
             try:
-                await asyncio.wait_for(asyncio.shield(synthesis.first_audio.wait()), self.filler_after_s)
+                async with asyncio.timeout(self.filler_after_s):
+                    await synthesis.first_audio.wait()
             except TimeoutError:
                 await self.speaker.filler()
         try:

@@ -33,6 +33,7 @@ from bridge.ops.logs import configure_logging
 from bridge.ops.metrics import Metrics
 from bridge.protocol import FRAME_BYTES, SAMPLE_RATE
 from bridge.ops.workers import DUPLICATE_SIGNAL_S
+from voice.tasks import cancel_and_wait
 
 __all__ = [
     "AudioSocketServer", "Handler", "silence_handler", "tone_handler", "tone_frame", "line_test_handler",
@@ -160,9 +161,10 @@ class AudioSocketServer(CallHost):
         if self.connections and grace > 0:
             idle = asyncio.ensure_future(self._idle.wait())
             hurry = asyncio.ensure_future(self._hurry.wait())
-            await asyncio.wait({idle, hurry}, timeout=grace, return_when=asyncio.FIRST_COMPLETED)
-            idle.cancel()
-            hurry.cancel()
+            try:
+                await asyncio.wait({idle, hurry}, timeout=grace, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                await cancel_and_wait(idle, hurry)
         remaining = list(self.connections)
         tasks = [task for call in remaining for task in call.tasks]
         for call in remaining:
