@@ -21,7 +21,7 @@ from typing import Any
 import structlog
 
 from bridge.barge_in import SpeechDetector
-from bridge.call import Call
+from bridge.call import Call, CallEnded
 from bridge.config import Settings, require_llm_settings
 from bridge.dialogue import Dialogue, default_dialogue_path, load_dialogue
 from bridge.dialogue_runner import DialogueRunner, PlaybackStep
@@ -147,6 +147,8 @@ class BridgeApp:
             conversation = self.new_conversation(call)
         try:
             await self.new_runner(call, tts, conversation).run()
+        except CallEnded:
+            raise  # the call hung up while the dialogue was speaking: its end, not a failure
         except Exception:
             self.metrics.errors.labels(where="orchestrator").inc()
             call.log.exception("dialogue_failed")

@@ -2,7 +2,8 @@
 
 `task_group()` is `asyncio.TaskGroup` for code that raises ordinary exceptions: when the block or a task
 fails, the siblings are cancelled and waited for as usual, and the first failure is raised itself rather
-than wrapped in an `ExceptionGroup` (callers catch `CallEnded`, `TTSError`, ... as they always did).
+than wrapped in an `ExceptionGroup` (callers catch `CallEnded`, `TTSError`, ... as they always did);
+when the task running the block is being cancelled, the cancellation propagates, never a task's failure.
 
 
 `task.cancel()` followed by `await task` inside `suppress(CancelledError)` also swallows the *awaiting*
@@ -29,6 +30,11 @@ async def task_group() -> AsyncIterator[asyncio.TaskGroup]:
         async with asyncio.TaskGroup() as group:
             yield group
     except BaseExceptionGroup as failed:
+        current = asyncio.current_task()
+        if current is not None and current.cancelling():
+            # Cancelled from outside while a task failed (often because of the same event, e.g. a hang-up
+            # failing the playback): the cancellation wins, as it would have without the failure.
+            raise asyncio.CancelledError() from _first(failed)
         raise _first(failed) from None
 
 

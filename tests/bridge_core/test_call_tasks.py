@@ -104,3 +104,23 @@ async def test_task_group_raises_the_first_failure_itself_and_cancels_the_rest()
             group.create_task(fail())
             await asyncio.sleep(3600)
     assert sibling is not None and sibling.cancelled()
+
+
+async def test_task_group_lets_an_outside_cancellation_win_over_a_failure_it_caused():
+    """A hang-up cancels the dialogue and fails its playback at once: the dialogue must see the cancel."""
+    failing = asyncio.get_running_loop().create_future()
+
+    async def play() -> None:
+        await failing
+
+    async def dialogue() -> None:
+        async with task_group() as group:
+            group.create_task(play())
+            await asyncio.sleep(3600)
+
+    task = asyncio.create_task(dialogue())
+    await asyncio.sleep(0.01)
+    failing.set_exception(LookupError("call ended"))  # the playback fails ...
+    task.cancel()  # ... in the same loop iteration as the dialogue is cancelled
+    with pytest.raises(asyncio.CancelledError):
+        await task
