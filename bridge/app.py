@@ -20,6 +20,7 @@ from typing import Any
 
 import structlog
 
+from bridge.answers import Answers
 from bridge.barge_in import SpeechDetector
 from bridge.call import Call, CallEnded
 from bridge.config import Settings, require_llm_settings
@@ -29,7 +30,6 @@ from bridge.ops.logs import register_settings_secrets, settings_for_log
 from bridge.ops.metrics import Metrics
 from bridge.playlist import Playlist, Synthesis
 from bridge.server import AudioSocketServer, Handler, serve_until_signalled
-from bridge.answers import Answers
 from bridge.speaker import Speaker
 from bridge.variables import CallVariables
 from voice.cache import RedisCacheManager

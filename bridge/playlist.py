@@ -134,8 +134,9 @@ class Playlist:
                         await self._play_source(source, items[index])
         finally:
             for task in resolving:  # a synthesis resolved but not (fully) played: let it go
-                if task.done() and not task.cancelled() and isinstance(task.result(), Subscription):
-                    task.result().close()
+                source = task.result() if task.done() and not task.cancelled() and not task.exception() else None
+                if isinstance(source, Subscription):
+                    source.close()
 
     async def _play_source(self, source: list[bytes] | Subscription | AnswerStream, item: Item) -> None:
         if isinstance(source, list):

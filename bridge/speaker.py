@@ -6,7 +6,6 @@ spin guard reads it) and one filler rotation per call.
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import AsyncIterator, Sequence
 from typing import Protocol
 
@@ -44,10 +43,14 @@ class Speaker:
 
     async def stream(self, frames: AsyncIterator[bytes]) -> None:
         """Queue frames as they come (a synthesis), closing the source when done or interrupted."""
-        async with contextlib.aclosing(frames) as source:
-            async for frame in source:
+        try:
+            async for frame in frames:
                 self.frames_queued += 1
                 await self.sink.play(frame)
+        finally:
+            close = getattr(frames, "aclose", None)  # ends the HTTP request / lets the synthesis go
+            if close is not None:
+                await close()
 
     async def filler(self) -> None:
         """The next filler fragment of the rotation ("так...", "ага..."), if it is in the cache."""

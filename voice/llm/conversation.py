@@ -1,7 +1,7 @@
 """A call's conversation memory for the LLM: what the bot was asked to say, what it said, what the caller chose.
 
-One `ConversationManager` (the cache specification's `llm.ConversationManager`) per call whose dialogue has `llm` items. Every LLM request gets `messages()`: a summary
-of the older part (a system message) and the recent turns word for word. When the turns grow past
+One `ConversationManager` (the cache specification's `llm.ConversationManager`) per call whose dialogue
+has `llm` items. Every LLM request gets `messages()`: a summary of the older part (a system message) and the recent turns word for word. When the turns grow past
 `memory_chars`, all but the last `KEEP_RECENT` are summarised by the LLM, in the background (an answer
 never waits for a summary; until it is ready the turns are sent in full).
 
@@ -24,11 +24,11 @@ from typing import Literal
 
 import structlog
 
+from voice.domain.interfaces.cache import AbstractCache
+from voice.keys import summary_key
 from voice.llm.answer_stream import closing_stream
 from voice.llm.source import ChatMessage, TextSource
 from voice.tasks import cancel_and_wait
-from voice.domain.interfaces.cache import AbstractCache
-from voice.keys import summary_key
 
 __all__ = ["ConversationManager", "Turn", "KEEP_RECENT", "SUMMARY_INSTRUCTION"]
 

@@ -41,6 +41,8 @@ from websockets.exceptions import ConnectionClosed, ConnectionClosedOK
 
 from voice.audio import AudioFormatError, FrameStream, SampleAligner, sample_width
 from voice.config import TTSConfig
+from voice.http import shared_http_client
+from voice.tasks import cancel_and_wait
 from voice.tts_manager.connection_manager import END_OF_INPUT_MESSAGE, WebSocketConnectionManager
 from voice.tts_manager.errors import (
     TTSAuthError,
@@ -54,8 +56,6 @@ from voice.tts_manager.errors import (
     error_from_http,
     error_from_ws_frame,
 )
-from voice.http import shared_http_client
-from voice.tasks import cancel_and_wait
 
 log = structlog.get_logger(__name__)
 
