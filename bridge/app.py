@@ -28,7 +28,7 @@ from bridge.dialogue import Dialogue, default_dialogue_path, load_dialogue
 from bridge.dialogue_runner import DialogueRunner, PlaybackStep
 from bridge.ops.logs import register_settings_secrets, settings_for_log
 from bridge.ops.metrics import Metrics
-from bridge.playlist import Playlist, Synthesis
+from bridge.playlist import Playlist, Synthesizer
 from bridge.server import AudioSocketServer, Handler, serve_until_signalled
 from bridge.speaker import Speaker
 from bridge.variables import CallVariables
@@ -130,7 +130,7 @@ class BridgeApp:
         detector = SpeechDetector(config.barge_in_rms, config.barge_in_min_ms)
         call.on_audio = detector.feed
         playlist = Playlist(call, speaker, answers, fragments=self.fragments,
-                            synthesis=Synthesis(self.hub, tts, self.tts_profile), variables=variables,
+                            synthesis=Synthesizer(self.hub, tts, self.tts_profile), variables=variables,
                             detector=detector, filler_after_s=config.filler_after_s, metrics=self.metrics)
         return DialogueRunner(call, self.dialogue, [PlaybackStep(playlist)], variables=variables,
                               speaker=speaker, conversation=conversation)

@@ -1,7 +1,7 @@
 """One AudioSocket connection: inbound bytes -> call events; an outbound frame queue the media clock drains.
 
 `Call` is the asyncio Protocol of one connection (protocol-level I/O: no stream reader per call, one
-callback per read) and the object the dialogue orchestrator works with. Its public API:
+callback per read) and the object the dialogue works with (`bridge.interfaces.CallLine`). Its public API:
 
 - identity: `uuid`, `peer`, `log` (bound with both), `sample_rate` (outbound audio, 8000 for kind 0x10);
 - speaking: `await play(frame)`, `await play_frames(frames)`, `clear_audio()` (barge-in), `await drained()`;

@@ -28,7 +28,7 @@ from voice.llm import AnswerStream
 from voice.synthesis import Subscription, SynthesisHub
 from voice.tasks import cancel_and_wait, task_group
 
-__all__ = ["Playlist", "Synthesis", "Source"]
+__all__ = ["Playlist", "Source", "Synthesizer"]
 
 # What a resolved playlist item is: frames ready to play, a synthesis to follow, an LLM answer being read,
 # or nothing (skipped).
@@ -36,7 +36,7 @@ Source = list[bytes] | Subscription | AnswerStream | None
 
 
 @dataclass(frozen=True, slots=True)
-class Synthesis:
+class Synthesizer:
     """Where text that is not cached is spoken from: the process's hub, with this call's voice and profile."""
 
     hub: SynthesisHub
@@ -48,7 +48,7 @@ class Playlist:
     """Plays playlists on one call (one at a time), with barge-in by DTMF or speech when a node asks."""
 
     def __init__(self, call: CallLine, speaker: Speaker, answers: Answers, *, fragments: FragmentReader,
-                 synthesis: Synthesis, variables: CallVariables, detector: BargeInDetector,
+                 synthesis: Synthesizer, variables: CallVariables, detector: BargeInDetector,
                  filler_after_s: float, metrics: Metrics) -> None:
         self.call = call
         self.speaker = speaker
