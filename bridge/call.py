@@ -1,13 +1,14 @@
 """One AudioSocket connection: inbound bytes -> call events; an outbound frame queue the media clock drains.
 
 `Call` is the asyncio Protocol of one connection (protocol-level I/O: no stream reader per call, one
-callback per read) and the object the dialogue orchestrator works with. Its public API:
+callback per read) and the object the dialogue works with (`bridge.interfaces.CallLine`). Its public API:
 
 - identity: `uuid`, `peer`, `log` (bound with both), `sample_rate` (outbound audio, 8000 for kind 0x10);
 - speaking: `await play(frame)`, `await play_frames(frames)`, `clear_audio()` (barge-in), `await drained()`;
 - listening: `events` (a queue of `DtmfEvent` / `HangupEvent`), `on_audio(payload, sample_rate)` callback;
-- life: `start_task(coro)` (tasks owned by the call, cancelled at hang-up), `await hangup()`, `hung_up`,
-  `ended`, `hangup_by`, `frames_sent`.
+- life: `run(handler)` (the server starts the call's task group with its handler), `start_task(coro)`
+  (more tasks in that group: cancelled at hang-up; a failure hangs the call up), `await hangup()`,
+  `hung_up`, `ended`, `hangup_by`, `frames_sent`.
 
 Only the media clock writes audio (`clock_tick()`, one frame per tick: queued speech, else silence). The
 queue is a few frames deep, so `play()` waits for the clock and a barge-in drops at most that much. A whole
@@ -29,7 +30,7 @@ import dataclasses
 import socket
 import time
 import uuid as uuid_module
-from collections.abc import Callable, Coroutine, Iterable
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from typing import TYPE_CHECKING, Any
 
 import structlog
@@ -156,6 +157,9 @@ class Call(asyncio.Protocol):
         self._low_water = config.queue_frames // 2
         self._space_waiter: asyncio.Future[None] | None = None
         self._drain_waiter: asyncio.Future[None] | None = None
+        self._root: asyncio.Task[None] | None = None
+        """The task holding the call's TaskGroup (`run`): it ends once every task of the call has ended."""
+        self._group: asyncio.TaskGroup | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._uuid_timer: asyncio.TimerHandle | None = None
         self._join_timer: asyncio.TimerHandle | None = None
@@ -263,19 +267,59 @@ class Call(asyncio.Protocol):
         if self._ended:
             raise CallEnded(f"call {self.uuid} has hung up")
 
+    def run(self, handler: Callable[[Call], Awaitable[None]]) -> None:
+        """Start the call's task tree: a root task holding an `asyncio.TaskGroup`, `handler(call)` its first
+        task. Everything the call does runs in that group, so a hang-up (which cancels the group's tasks)
+        ends the whole tree, and the root ends only when the last of them has."""
+        if self._root is not None:
+            raise RuntimeError(f"call {self.uuid} is already running")
+
+        async def handle() -> None:
+            await handler(self)
+
+        async def tree() -> None:
+            if self._ended:  # hung up before the tree could start: nothing to run
+                return
+            async with asyncio.TaskGroup() as group:
+                self._group = group
+                self.start_task(handle(), name="handler")
+            self._group = None
+
+        self._root = asyncio.get_running_loop().create_task(tree(), name=f"call:{self.uuid}")
+        self._root.add_done_callback(self._root_done)
+
     def start_task(self, coro: Coroutine[Any, Any, Any], *, name: str = "task") -> asyncio.Task[Any]:
-        """Run `coro` as a task owned by this call: hang-up cancels it; if it fails, the call is hung up."""
+        """Run `coro` as a task of the call's group: hang-up cancels it; if it fails, the call is hung up.
+
+        Called from the call's own tasks (the group exists from the handler's start until it has ended).
+        """
         if self._ended:
             coro.close()
             raise CallEnded(f"call {self.uuid} has hung up")
-        task = asyncio.get_running_loop().create_task(coro, name=f"call:{self.uuid}:{name}")
+        if self._group is None:
+            coro.close()
+            raise RuntimeError(f"call {self.uuid} has no running task group: start_task is for the call's own tasks")
+        task = self._group.create_task(self._guarded(coro, name), name=f"call:{self.uuid}:{name}")
         self._tasks.add(task)
-        task.add_done_callback(self._task_done)
+        task.add_done_callback(self._tasks.discard)
         return task
+
+    async def _guarded(self, coro: Coroutine[Any, Any, Any], name: str) -> None:
+        """A call task's body: a failure hangs the call up (and so cancels its siblings) instead of failing
+        the group; `CallEnded` is how work stops when the call has gone, not a failure."""
+        try:
+            await coro
+        except CallEnded:
+            pass
+        except Exception as exc:
+            self.log.error("call task failed; hanging up", task=name, exc_info=exc)
+            self._end("error", send_hangup=True)
 
     @property
     def tasks(self) -> frozenset[asyncio.Task[Any]]:
-        return frozenset(self._tasks)
+        """The call's live tasks: its root (until the whole tree has ended) and the group's tasks."""
+        root = () if self._root is None or self._root.done() else (self._root,)
+        return frozenset((*root, *self._tasks))
 
     async def hangup(self, reason: str = "server") -> None:
         """End the call now from the server side: write 00 00 00, close, cancel the call's other tasks.
@@ -540,15 +584,11 @@ class Call(asyncio.Protocol):
                 waiter.set_exception(CallEnded(f"call {self.uuid} has hung up"))
                 waiter.exception()  # retrieved here: nobody may be left awaiting it
 
-    def _task_done(self, task: asyncio.Task[Any]) -> None:
-        self._tasks.discard(task)
-        if task.cancelled():
-            return
-        exc = task.exception()
-        if exc is None or isinstance(exc, CallEnded):
-            return
-        self.log.error("call task failed; hanging up", task=task.get_name(), exc_info=exc)
-        self._end("error", send_hangup=True)
+    def _root_done(self, root: asyncio.Task[None]) -> None:
+        """The tree has ended. Its tasks never fail it (`_guarded`), so an error here is a bug: report it."""
+        if not root.cancelled() and root.exception() is not None:
+            self.log.error("call task group failed; hanging up", exc_info=root.exception())
+            self._end("error", send_hangup=True)
 
     def _end(self, by: str, *, send_hangup: bool, abort: bool = False) -> None:
         """The one way a call ends, whoever ends it. Idempotent."""

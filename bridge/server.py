@@ -1,10 +1,11 @@
-"""The AudioSocket server: accept loop, call registry and cap, graceful shutdown, and `voice-bridge serve`.
+"""The AudioSocket server: accept loop, call registry and cap, graceful shutdown, and `voice-bridge serve`'s CLI.
 
 Asterisk connects one TCP socket per call. Each connection is a `bridge.call.Call` (an asyncio Protocol);
 once its UUID has arrived the call joins the shared media clock (silence from the next tick) and the
-handler runs as the call's main task. When the handler returns the call keeps playing silence until one
-side hangs up. The handler is injected (`AudioSocketServer(config, handler)`); `voice-bridge serve` runs
-the dialogue orchestrator (`bridge.runtime.BridgeRuntime.handle`), or a test tone or silence.
+handler runs as the first task of the call's task group (`Call.run`). When the handler returns the call
+keeps playing silence until one side hangs up. The handler is injected (`AudioSocketServer(config,
+handler)`); `voice-bridge serve` plays the dialogue (`bridge.app.BridgeApp.handle`, wired by the
+composition root `bridge.app.serve`), or a test tone or silence.
 
 Signals (`voice-bridge serve`): SIGTERM/SIGINT stop accepting and give calls `BRIDGE_SHUTDOWN_GRACE`
 seconds to end, then hang them up with 0x00 (a second signal hangs them up at once); SIGUSR1 logs the media
@@ -16,33 +17,29 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import gc
 import itertools
 import math
 import signal
 import sys
 from fractions import Fraction
 from collections.abc import Awaitable, Callable, Coroutine
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import structlog
 
 from bridge.call import Call, CallHost
 from bridge.clock import MediaClock
-from bridge.config import BridgeConfig, Settings, add_settings_flags, settings_from_args
-from bridge.ops.logs import configure_logging, register_settings_secrets, settings_for_log
+from bridge.config import BridgeConfig, add_settings_flags, settings_from_args
+from bridge.ops.logs import configure_logging
 from bridge.ops.metrics import Metrics
 from bridge.protocol import FRAME_BYTES, SAMPLE_RATE
 from bridge.ops.workers import DUPLICATE_SIGNAL_S
-
-
-if TYPE_CHECKING:
-    from bridge.dialogue import Dialogue
+from voice.tasks import cancel_and_wait
 
 __all__ = [
     "AudioSocketServer", "Handler", "silence_handler", "tone_handler", "tone_frame", "tone_frames",
     "parse_tone_hz", "line_test_handler",
-    "run_event_loop", "serve", "configure_parser", "run",
+    "run_event_loop", "serve_until_signalled", "configure_parser", "run",
 ]
 
 log = structlog.get_logger(__name__)
@@ -205,9 +202,10 @@ class AudioSocketServer(CallHost):
         if self.connections and grace > 0:
             idle = asyncio.ensure_future(self._idle.wait())
             hurry = asyncio.ensure_future(self._hurry.wait())
-            await asyncio.wait({idle, hurry}, timeout=grace, return_when=asyncio.FIRST_COMPLETED)
-            idle.cancel()
-            hurry.cancel()
+            try:
+                await asyncio.wait({idle, hurry}, timeout=grace, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                await cancel_and_wait(idle, hurry)
         remaining = list(self.connections)
         tasks = [task for call in remaining for task in call.tasks]
         for call in remaining:
@@ -252,7 +250,7 @@ class AudioSocketServer(CallHost):
     def call_ready(self, call: Call) -> None:
         self.calls.add(call)
         self.calls_total += 1
-        call.start_task(self.handler(call), name="handler")
+        call.run(self.handler)
 
     def call_ended(self, call: Call) -> None:
         self.calls.discard(call)
@@ -280,73 +278,15 @@ def run_event_loop(main: Coroutine[Any, Any, int]) -> int:
     return uvloop.run(main)
 
 
-async def serve(settings: Settings, handler: Handler | None = None, *,
-                ready: Callable[[AudioSocketServer], None] | None = None, dialogue: Dialogue | None = None) -> int:
-    """Serve until SIGTERM/SIGINT. Without a handler, every call plays `dialogue` (default: the configured one).
-
-    With `METRICS_PORT` set, `/metrics`, `/healthz` and `/readyz` are served (`bridge.ops.health`) from before
-    the first call until the last one has ended: `/readyz` answers 503 from the moment a stop signal
-    arrives, while calls finish their grace period.
-    """
-    register_settings_secrets(settings)
-    log.info("settings", **settings_for_log(settings))
-    metrics = Metrics()
-    runtime = None
-    if handler is None:
-        from bridge.runtime import BridgeRuntime
-
-        runtime = BridgeRuntime(settings, dialogue=dialogue, metrics=metrics)
-        await runtime.start()
-        handler = runtime.handle
-        log.info("dialogue", **runtime.describe())
-    server = AudioSocketServer(settings.bridge, handler, metrics=metrics)
-    health = None
-    if settings.bridge.metrics_port:
-        from bridge.ops.health import HealthServer
-
-        health = HealthServer(server, metrics, settings, cache=runtime.cache if runtime is not None else None)
-    _freeze_startup_objects()
-    try:
-        await server.start()
-        try:
-            if health is not None:
-                await health.start()
-            await _until_stopped(server, settings, ready)
-        finally:
-            if server.accepting:  # failed before the orderly stop (e.g. the metrics port is taken)
-                await server.stop(0)
-            if health is not None:
-                await health.stop()
-    finally:
-        if runtime is not None:
-            await runtime.aclose()
-    return 0
-
-
-def _freeze_startup_objects() -> None:
-    """Keep the garbage collector's full passes away from the calls' audio.
-
-    A full pass walks every tracked object with the event loop stopped. What start-up built (modules,
-    settings, the dialogue, clients: most of the heap, alive for good) is frozen out of those passes
-    (`gc.freeze`), and a full pass is considered a hundred times less often (the third threshold: after
-    1000 middle-generation passes instead of 10; young cyclic garbage is still collected as before). Left as they
-    were, passes of 20-50 ms came every time the heap grew by a quarter, i.e. several times while a
-    thousand calls start, and each one is a gap every call hears (measured in README, "Benchmarks").
-    """
-    gc.collect()
-    gc.freeze()
-    young, middle, _ = gc.get_threshold()
-    gc.set_threshold(young, middle, 1000)
-
-
-async def _until_stopped(server: AudioSocketServer, settings: Settings,
-                         ready: Callable[[AudioSocketServer], None] | None) -> None:
+async def serve_until_signalled(server: AudioSocketServer, config: BridgeConfig,
+                                ready: Callable[[AudioSocketServer], None] | None = None) -> None:
+    """Graceful shutdown: wait for SIGTERM/SIGINT, then `server.stop(grace)`; a second signal hurries it."""
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     first_signal_at = 0.0
     # a worker (`serve --workers N`) may get one stop request twice: from its supervisor and from systemd
     # or a terminal, which signal the whole group; a copy within DUPLICATE_SIGNAL_S is not a second request
-    duplicate_s = DUPLICATE_SIGNAL_S if settings.bridge.workers > 1 else 0.0
+    duplicate_s = DUPLICATE_SIGNAL_S if config.workers > 1 else 0.0
 
     def on_stop_signal(name: str) -> None:
         nonlocal first_signal_at
@@ -366,7 +306,7 @@ async def _until_stopped(server: AudioSocketServer, settings: Settings,
     if ready is not None:
         ready(server)
     await stop.wait()
-    await server.stop(settings.bridge.grace_s)
+    await server.stop(config.grace_s)
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
@@ -382,9 +322,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from bridge.dialogue import DialogueError
+    from bridge.app import load_configured_dialogue, serve
     from bridge.config import require_llm_settings
-    from bridge.runtime import load_configured_dialogue
+    from bridge.dialogue import DialogueError
 
     settings = settings_from_args(args)
     configure_logging(settings.bridge.log_level, settings.bridge.log_format)

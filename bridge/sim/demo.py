@@ -39,7 +39,7 @@ from bridge.dialogue import Dialogue, default_dialogue_path, load_dialogue, rend
 from bridge.ops.health import HealthServer
 from bridge.ops.logs import configure_logging, register_settings_secrets
 from bridge.ops.metrics import Metrics
-from bridge.runtime import BridgeRuntime
+from bridge.app import BridgeApp
 from bridge.server import AudioSocketServer, run_event_loop
 from voice.cache import RedisCacheManager
 from voice.config import ConfigError
@@ -150,7 +150,7 @@ async def run_demo(options: DemoOptions, redis: RedisServer) -> list[CallSummary
 
         dialogue = load_dialogue(default_dialogue_path())
         metrics = Metrics()
-        runtime = BridgeRuntime(settings, dialogue=dialogue, cache=cache, metrics=metrics)
+        runtime = BridgeApp(settings, dialogue=dialogue, cache=cache, metrics=metrics)
         await runtime.start()
         stack.push_async_callback(runtime.aclose)
         server = AudioSocketServer(settings.bridge, runtime.handle, metrics=metrics)
@@ -250,7 +250,7 @@ def _emulator_requests(emulator: Emulator | None) -> int | None:
 
 
 async def _demo_call(label: str, path: Path, dialogue: Dialogue, variables: Mapping[str, str],
-                     cache: RedisCacheManager, runtime: BridgeRuntime, metrics: Metrics,
+                     cache: RedisCacheManager, runtime: BridgeApp, metrics: Metrics,
                      emulator: Emulator | None, port: int, options: DemoOptions) -> CallSummary:
     call_uuid = uuid_module.uuid4()
     if options.variables:  # as an upstream system does before it sends the call to the bridge
@@ -286,7 +286,7 @@ async def _demo_call(label: str, path: Path, dialogue: Dialogue, variables: Mapp
     )
 
 
-async def _time_cache_read(cache: RedisCacheManager, runtime: BridgeRuntime, texts: list[str]) -> float | None:
+async def _time_cache_read(cache: RedisCacheManager, runtime: BridgeApp, texts: list[str]) -> float | None:
     """One read of the first synthesized text from Redis, timed: what a cache hit costs a call."""
     if not texts:
         return None

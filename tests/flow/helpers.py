@@ -15,7 +15,7 @@ from bridge.sim.caller import CallReport, place_call
 from bridge.config import BridgeConfig, Settings
 from bridge.dialogue import Dialogue, parse_dialogue
 from bridge.ops.metrics import Metrics
-from bridge.runtime import BridgeRuntime
+from bridge.app import BridgeApp
 from bridge.server import AudioSocketServer
 from voice.cache import RedisCacheManager
 from voice.config import CacheConfig, TTSConfig
@@ -32,7 +32,7 @@ class Stack:
     cache: RedisCacheManager
     emulator: Emulator
     redis: aioredis.Redis
-    runtime: BridgeRuntime | None = None
+    runtime: BridgeApp | None = None
     server: AudioSocketServer | None = None
 
     async def start(self, dialogue: str | Dialogue, **bridge: object) -> None:
@@ -40,7 +40,7 @@ class Stack:
         await self.stop_bridge()
         model = parse_dialogue(dialogue, "<test>") if isinstance(dialogue, str) else dialogue
         settings = dataclasses.replace(self.settings, bridge=dataclasses.replace(self.settings.bridge, **bridge))
-        self.runtime = BridgeRuntime(settings, dialogue=model, cache=self.cache, metrics=Metrics())
+        self.runtime = BridgeApp(settings, dialogue=model, cache=self.cache, metrics=Metrics())
         await self.runtime.start()
         self.server = AudioSocketServer(settings.bridge, self.runtime.handle)
         await self.server.start()

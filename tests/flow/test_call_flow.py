@@ -8,6 +8,8 @@ import signal
 import sys
 import uuid
 
+from structlog.testing import capture_logs
+
 from flow.helpers import frames_of, make_stack, nonzero, strip_silence, wait_for
 
 from bridge.sim.caller import place_call
@@ -182,6 +184,34 @@ async def test_dtmf_walks_three_nodes_then_times_out(stack):
     report = await stack.call(duration_s=None, dtmf=[(t1, "1"), (t2, "2")])
     assert report.hangup == "server"
     assert nonzero(frames_of(report.audio)) == nonzero(hello + cost + rubles + bye)
+
+
+LOOP = """
+start = "a"
+[nodes.a]
+play = [ { static = "hello" } ]
+next = "b"
+[nodes.b]
+play = [ { static = "rubles" } ]
+next = "a"
+"""
+
+
+async def test_a_hangup_ends_the_dialogue_walk_at_once(stack):
+    """A dialogue that would go on for ever stops with the caller: no node starts after the call ended,
+    and the call leaves no task behind."""
+    await stack.start(LOOP)
+    with capture_logs() as logs:
+        report = await stack.call(duration_s=1.5)
+        assert await wait_for(lambda: not stack.server.calls)
+        await asyncio.sleep(0.2)
+    assert report.hangup == "caller"
+    events = [entry["event"] for entry in logs]
+    assert events.count("node") >= 2, events
+    ended = events.index("call ended")
+    assert "node" not in events[ended:], events[ended:]
+    assert "dialogue_failed" not in events
+    assert not [t for t in asyncio.all_tasks() if t.get_name().startswith("call:")]
 
 
 # f. -----------------------------------------------------------------------------------------------------

@@ -29,12 +29,12 @@ def use_tts_format(stack, output_format: str) -> None:
 
 
 def summary_requests(fake) -> list[dict]:
-    from bridge.conversation import SUMMARY_INSTRUCTION
+    from voice.llm import SUMMARY_INSTRUCTION
 
     return [entry for entry in fake.stats.log if entry["prompt"].startswith(SUMMARY_INSTRUCTION)]
 
 
 def answer_requests(fake) -> list[dict]:
-    from bridge.conversation import SUMMARY_INSTRUCTION
+    from voice.llm import SUMMARY_INSTRUCTION
 
     return [entry for entry in fake.stats.log if not entry["prompt"].startswith(SUMMARY_INSTRUCTION)]

@@ -1,11 +1,11 @@
-"""`Conversation`: memory of a call, summarised past its limit, the summary cached in Redis as specified."""
+"""`ConversationManager`: memory of a call, summarised past its limit, the summary cached in Redis as specified."""
 
 from __future__ import annotations
 
 import pytest
 
-from bridge.conversation import KEEP_RECENT, SUMMARY_INSTRUCTION, Conversation
-from bridge.llm import ChatMessage, OpenAICompatibleSource
+from voice.llm import KEEP_RECENT, SUMMARY_INSTRUCTION, ConversationManager
+from voice.llm import ChatMessage, OpenAICompatibleSource
 from voice.cache import RedisCacheManager
 from voice.config import CacheConfig
 from voice.emulators.redis_server import RedisServer
@@ -27,8 +27,8 @@ async def cache(redis_url):
     await aclose_shared_client()
 
 
-def conversation(fake, cache, session="call-1", memory_chars=60, ttl=300) -> Conversation:
-    return Conversation(session, OpenAICompatibleSource(llm_config(fake)), cache, memory_chars=memory_chars,
+def conversation(fake, cache, session="call-1", memory_chars=60, ttl=300) -> ConversationManager:
+    return ConversationManager(session, OpenAICompatibleSource(llm_config(fake)), cache, memory_chars=memory_chars,
                         summary_ttl_s=ttl)
 
 
@@ -155,5 +155,5 @@ async def test_closing_stops_a_summary_in_progress_and_caches_nothing(fake_llm, 
 
 def test_a_bad_session_id_fails_at_once(fake_llm):
     with pytest.raises(ValueError):
-        Conversation("bad\nsession", OpenAICompatibleSource(llm_config(fake_llm)), None, memory_chars=100,
+        ConversationManager("bad\nsession", OpenAICompatibleSource(llm_config(fake_llm)), None, memory_chars=100,
                      summary_ttl_s=10)

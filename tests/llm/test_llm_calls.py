@@ -12,7 +12,7 @@ from flow.helpers import frames_of, nonzero, wait_for
 from bridge.dialogue import parse_dialogue
 from voice.config import LLMConfig
 from bridge.ops.metrics import Metrics
-from bridge.runtime import BridgeRuntime
+from bridge.app import BridgeApp
 from bridge.server import AudioSocketServer
 from voice.emulators.elevenlabs import expected_frames
 
@@ -361,7 +361,7 @@ class _Words:
 async def test_any_text_source_plugs_in(stack):
     source = EchoSource()
     settings = dataclasses.replace(stack.settings, llm=LLMConfig())  # no LLM_BASE_URL: the source is given
-    stack.runtime = BridgeRuntime(settings, dialogue=parse_dialogue(GREETING), cache=stack.cache,
+    stack.runtime = BridgeApp(settings, dialogue=parse_dialogue(GREETING), cache=stack.cache,
                                   metrics=Metrics(), llm=source)
     await stack.runtime.start()
     stack.server = AudioSocketServer(settings.bridge, stack.runtime.handle)

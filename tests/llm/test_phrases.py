@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from bridge.llm import PhraseGrouper, phrases_heard
+from voice.llm import PhraseGrouper, phrases_heard
 from voice.emulators.llm import split_pieces
 
 

@@ -13,7 +13,7 @@ import pytest
 from bridge.config import BridgeConfig, CacheConfig, LLMConfig, Settings, TTSConfig, add_settings_flags, settings_from_args
 from bridge.dialogue import parse_dialogue
 from bridge.config import require_llm_settings
-from bridge.runtime import BridgeRuntime
+from bridge.app import BridgeApp
 from voice.config import ConfigError
 
 LLM_DIALOGUE = """
@@ -82,7 +82,7 @@ def test_an_llm_dialogue_without_llm_settings_is_refused_naming_llm_base_url():
     require_llm_settings(parse_dialogue('start = "a"\n[nodes.a]\nplay = [ { static = "x" } ]\nhangup = true\n'),
                          LLMConfig())  # no llm items: no LLM needed
     with pytest.raises(ConfigError):
-        BridgeRuntime(Settings.load({}), dialogue=dialogue)
+        BridgeApp(Settings.load({}), dialogue=dialogue)
 
 
 async def test_serve_exits_2_for_an_llm_dialogue_without_llm_base_url(tmp_path):

@@ -10,7 +10,7 @@ import pytest
 from aiohttp import web
 
 from voice.config import LLMConfig
-from bridge.llm import ChatMessage, LLMError, OpenAICompatibleSource, TextSource
+from voice.llm import ChatMessage, LLMError, OpenAICompatibleSource, TextSource
 from voice.emulators.llm import split_pieces
 from voice.config import ConfigError
 from voice.tts_manager import aclose_shared_client

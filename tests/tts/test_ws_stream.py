@@ -301,6 +301,25 @@ async def test_no_audio_after_the_end_of_input_within_the_read_timeout(emulator,
         await tts.aclose()
 
 
+async def test_an_open_turn_waits_for_text_past_the_read_timeout_then_the_end_of_input_starts_it(
+        emulator, tts_config):
+    """Before the input ends the server owes nothing (the receive loop waits on the end-of-input event, not a
+    timer); the end of input then starts the read deadline, and the audio arrives within it."""
+    tts = manager(dataclasses.replace(tts_config, read_timeout_s=0.3))
+    try:
+        text_queue, audio_queue = await tts.start_llm_stream()
+        await asyncio.sleep(0.9)  # three read timeouts without text: no error may be reported
+        assert audio_queue.empty()
+        await text_queue.put("Hello there. ")
+        await text_queue.put(None)
+        chunks = []
+        while isinstance(item := await asyncio.wait_for(audio_queue.get(), 10), bytes):
+            chunks.append(item)
+        assert item is None and chunks
+    finally:
+        await tts.aclose()
+
+
 async def test_the_text_queue_refuses_what_it_cannot_send(emulator, tts_config):
     tts = manager(tts_config)
     try:

@@ -26,6 +26,7 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidSta
 from websockets.protocol import State
 
 from voice.config import TTSConfig
+from voice.tasks import cancel_and_wait
 from voice.tts_manager.errors import (
     TTSAuthError,
     TTSConnectionError,
@@ -141,10 +142,7 @@ class WebSocketConnectionManager:
         self._closed = True
         self._epoch += 1
         prefetch, self._prefetch = self._prefetch, None
-        if prefetch is not None:
-            prefetch.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await prefetch
+        await cancel_and_wait(prefetch)
         websocket = self.websocket
         self._drop_current()
         if websocket is None:

@@ -41,6 +41,8 @@ from websockets.exceptions import ConnectionClosed, ConnectionClosedOK
 
 from voice.audio import AudioFormatError, FrameStream, SampleAligner, sample_width
 from voice.config import TTSConfig
+from voice.http import shared_http_client
+from voice.tasks import cancel_and_wait
 from voice.tts_manager.connection_manager import END_OF_INPUT_MESSAGE, WebSocketConnectionManager
 from voice.tts_manager.errors import (
     TTSAuthError,
@@ -54,13 +56,11 @@ from voice.tts_manager.errors import (
     error_from_http,
     error_from_ws_frame,
 )
-from voice.http import shared_http_client
 
 log = structlog.get_logger(__name__)
 
 OPTIMIZE_STREAMING_LATENCY = 4
 MAX_BACKOFF_S = 5.0
-_IDLE_POLL_S = 0.25  # how often an idle receive loop checks whether the input has ended
 
 
 class _Flush:
@@ -257,10 +257,7 @@ class TTSManager:
         if turn is None:
             return
         turn.finish(None)
-        tasks = [t for t in (turn.send_task, turn.receive_task) if t is not None]
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await cancel_and_wait(turn.send_task, turn.receive_task)
         await self.connection_manager.discard(turn.websocket)
         if not self._closing:
             self.connection_manager.prefetch()
@@ -309,23 +306,24 @@ class TTSManager:
 
     async def _receive_loop(self, websocket: ClientConnection, audio_output_queue: asyncio.Queue,  # type: ignore[type-arg]
                             turn: _Turn, aligner: SampleAligner) -> TTSError | None:
-        loop = asyncio.get_running_loop()
-        deadline: float | None = None
+        """Messages until the turn is over. While text may still come, the server may stay silent as long as
+        it likes; once the input has ended, each message must come within `read_timeout_s`."""
+        input_ended = asyncio.ensure_future(turn.input_ended.wait())
         try:
             while True:
-                if deadline is None and turn.input_ended.is_set():
-                    deadline = loop.time() + self.config.read_timeout_s
-                wait = _IDLE_POLL_S if deadline is None else max(0.0, deadline - loop.time())
-                try:
-                    async with asyncio.timeout(wait):
-                        message = await websocket.recv()
-                except TimeoutError:
-                    if deadline is not None and loop.time() >= deadline:
+                if input_ended.done():
+                    try:
+                        async with asyncio.timeout(self.config.read_timeout_s):
+                            message = await websocket.recv()
+                    except TimeoutError:
                         return TTSServerError(
                             f"no audio from ElevenLabs for {self.config.read_timeout_s} s after the end of input"
                         )
-                    continue
-                deadline = None
+                else:
+                    received = await _recv_unless(websocket, input_ended)
+                    if received is None:
+                        continue  # the input ended first: from now on the server has a deadline
+                    message = received
                 done, error = self._handle_message(message, aligner, audio_output_queue)
                 if done:
                     return error
@@ -337,6 +335,8 @@ class TTSManager:
                 exc.rcvd.reason if exc.rcvd else "",
                 sent_code=exc.sent.code if exc.sent else None,
             )
+        finally:
+            await cancel_and_wait(input_ended)
 
     def _handle_message(self, message: str | bytes, aligner: SampleAligner,
                         audio_output_queue: asyncio.Queue) -> tuple[bool, TTSError | None]:  # type: ignore[type-arg]
@@ -364,6 +364,20 @@ class TTSManager:
         if data.get("isFinal"):
             return True, None
         return False, None
+
+
+async def _recv_unless(websocket: ClientConnection, stop: asyncio.Future[Any]) -> str | bytes | None:
+    """The next message, or None if `stop` completes first (the pending `recv` is cancelled: websockets
+    guarantees that loses no message). A closed socket raises `ConnectionClosed` as `recv` does."""
+    receiving = asyncio.ensure_future(websocket.recv())
+    try:
+        await asyncio.wait({receiving, stop}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        if not receiving.done():
+            await cancel_and_wait(receiving)
+    if receiving.cancelled():
+        return None
+    return receiving.result()
 
 
 async def iter_llm_audio(audio_output_queue: asyncio.Queue) -> AsyncIterator[bytes]:  # type: ignore[type-arg]

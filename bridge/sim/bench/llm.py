@@ -44,12 +44,12 @@ import structlog
 
 from bridge.config import BridgeConfig, Settings
 from bridge.dialogue import parse_dialogue
-from bridge.llm import PhraseGrouper
+from voice.llm import PhraseGrouper
 from voice.config import LLMConfig
 from voice.emulators.llm import split_pieces
 from bridge.ops.metrics import Metrics
 from bridge.protocol import Decoder, Kind, encode_uuid
-from bridge.runtime import BridgeRuntime
+from bridge.app import BridgeApp
 from bridge.server import AudioSocketServer
 from voice.cache import RedisCacheManager
 from voice.config import CacheConfig, TTSConfig
@@ -140,7 +140,7 @@ async def run(args: argparse.Namespace, tts_url: str, llm_url: str, redis_url: s
         llm=LLMConfig(llm_base_url=llm_url, llm_model="bench"),
     )
     await RedisCacheManager.reset_instance()
-    runtime = BridgeRuntime(settings, dialogue=parse_dialogue(DIALOGUE), metrics=Metrics())
+    runtime = BridgeApp(settings, dialogue=parse_dialogue(DIALOGUE), metrics=Metrics())
     await runtime.start()
     server = AudioSocketServer(settings.bridge, runtime.handle)
     await server.start()

@@ -1,7 +1,7 @@
 """A call's conversation memory for the LLM: what the bot was asked to say, what it said, what the caller chose.
 
-One `Conversation` per call whose dialogue has `llm` items. Every LLM request gets `messages()`: a summary
-of the older part (a system message) and the recent turns word for word. When the turns grow past
+One `ConversationManager` (the cache specification's `llm.ConversationManager`) per call whose dialogue
+has `llm` items. Every LLM request gets `messages()`: a summary of the older part (a system message) and the recent turns word for word. When the turns grow past
 `memory_chars`, all but the last `KEEP_RECENT` are summarised by the LLM, in the background (an answer
 never waits for a summary; until it is ready the turns are sent in full).
 
@@ -20,15 +20,17 @@ import asyncio
 import dataclasses
 import hashlib
 import json
-from typing import Any, Literal
+from typing import Literal
 
 import structlog
 
-from bridge.llm import ChatMessage, TextSource, closing_stream
 from voice.domain.interfaces.cache import AbstractCache
 from voice.keys import summary_key
+from voice.llm.answer_stream import closing_stream
+from voice.llm.source import ChatMessage, TextSource
+from voice.tasks import cancel_and_wait
 
-__all__ = ["Conversation", "Turn", "KEEP_RECENT", "SUMMARY_INSTRUCTION"]
+__all__ = ["ConversationManager", "Turn", "KEEP_RECENT", "SUMMARY_INSTRUCTION"]
 
 KEEP_RECENT = 2
 """Turns kept word for word when the older ones are summarised (the last exchange)."""
@@ -55,8 +57,11 @@ class Turn:
         return f"{label}: {self.text}"
 
 
-class Conversation:
-    """Memory of one call. Not thread-safe; lives on the call's event loop."""
+class ConversationManager:
+    """Memory of one call. Not thread-safe; lives on the call's event loop.
+
+    Its summary task is its own (not a call task): `aclose()` at the end of the call stops it.
+    """
 
     def __init__(
         self,
@@ -66,7 +71,7 @@ class Conversation:
         *,
         memory_chars: int,
         summary_ttl_s: int,
-        log: Any = None,
+        log: structlog.typing.FilteringBoundLogger | None = None,
     ) -> None:
         summary_key(session)  # a bad session id fails here, not in the middle of a call
         self.session = session
@@ -120,9 +125,7 @@ class Conversation:
         """End of the call: stop a summary in progress (nothing is cached for it)."""
         self._closed = True
         task, self._task = self._task, None
-        if task is not None and not task.done():
-            task.cancel()
-            await asyncio.wait([task])
+        await cancel_and_wait(task)
 
     # --- summarising ------------------------------------------------------------------------------------
 
