@@ -118,8 +118,8 @@ class OpenAICompatibleSource:
 
         config = self.config
         headers = {"Accept": "text/event-stream"}
-        if config.llm_api_key:
-            headers["Authorization"] = f"Bearer {config.llm_api_key}"
+        if config.llm_api_key.get_secret_value():
+            headers["Authorization"] = f"Bearer {config.llm_api_key.get_secret_value()}"
         timeout = httpx.Timeout(connect=config.llm_connect_timeout_s, read=config.llm_read_timeout_s,
                                 write=config.llm_read_timeout_s, pool=config.llm_connect_timeout_s)
         client = self._client or shared_http_client()

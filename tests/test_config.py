@@ -61,12 +61,10 @@ def test_api_key_is_not_in_repr():
 
 def test_field_names_are_unique_across_parts():
     """Flags and overrides are keyed by field name: two parts sharing one would set both at once."""
-    import dataclasses
-
     from bridge.config import BridgeConfig, LLMConfig
     from voice.config import CacheConfig, TTSConfig
 
-    names = [f.name for part in (BridgeConfig, CacheConfig, TTSConfig, LLMConfig) for f in dataclasses.fields(part)]
+    names = [name for part in (BridgeConfig, CacheConfig, TTSConfig, LLMConfig) for name in part.model_fields]
     assert len(names) == len(set(names)), sorted(n for n in names if names.count(n) > 1)
 
 

@@ -12,6 +12,7 @@ import pytest
 
 from ops.helpers import ROOT
 from bridge.config import Settings
+from voice.config import env_names
 from bridge.cli import secret_fields
 
 UNIT = ROOT / "deploy" / "voice-bridge.service"
@@ -39,13 +40,7 @@ def env_file() -> dict[str, str]:
 
 
 def known_settings() -> set[str]:
-    import dataclasses
-    import typing
-
-    names = set()
-    for part in typing.get_type_hints(Settings).values():
-        names |= {f.metadata["env"] for f in dataclasses.fields(part)}
-    return names
+    return set(env_names(Settings))
 
 
 def test_the_unit_runs_serve_with_the_environment_file_and_a_long_enough_stop_timeout():
