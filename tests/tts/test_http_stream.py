@@ -6,6 +6,7 @@ import asyncio
 import time
 
 import pytest
+from pydantic import SecretStr
 
 from voice.audio import FrameStream, sample_width
 from voice.config import OUTPUT_FORMATS
@@ -83,7 +84,7 @@ async def test_voice_settings_and_model_go_in_the_body(emulator, tts_config):
 @pytest.mark.parametrize(
     "change, knobs, error, status, code",
     [
-        ({"api_key": "wrong"}, {}, TTSAuthError, 401, "invalid_api_key"),
+        ({"api_key": SecretStr("wrong")}, {}, TTSAuthError, 401, "invalid_api_key"),
         ({}, {"character_quota": 3}, TTSQuotaError, 401, "quota_exceeded"),
         ({"voice_id": "no-such-voice"}, {}, TTSVoiceNotFoundError, 404, "voice_not_found"),
         ({"output_format": "pcm_44100"}, {"tier_gated_formats": ["pcm_44100"]}, TTSFormatError, 403, None),

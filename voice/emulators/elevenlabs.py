@@ -901,9 +901,9 @@ async def _serve(args: argparse.Namespace) -> None:
 def run(args: argparse.Namespace) -> int:
     """stdout carries only the "listening on URL" line that EmulatorProcess waits for; logs go to stderr,
     configured by the entry point (`voice-bridge emulator`, or `python -m` below)."""
+    settings = EmulatorSettings.load(port=args.port, api_key=args.api_key)  # ConfigError: exit status 2
+    args.port, args.api_key = settings.port, settings.api_key.get_secret_value()
     try:
-        settings = EmulatorSettings.load(port=args.port, api_key=args.api_key)
-        args.port, args.api_key = settings.port, settings.api_key.get_secret_value()
         asyncio.run(_serve(args))
     except (ValueError, OSError) as exc:
         print(f"voice-bridge emulator: {exc}", file=sys.stderr)
@@ -917,7 +917,7 @@ if __name__ == "__main__":  # `python -m voice.emulators.elevenlabs`, used by Em
     _args = _parser.parse_args()
     try:
         configure_stderr_logs(_args.log_level)
+        sys.exit(run(_args))
     except ConfigError as _exc:
         print(f"{_parser.prog}: configuration error: {_exc}", file=sys.stderr)
         sys.exit(2)
-    sys.exit(run(_args))

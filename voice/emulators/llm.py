@@ -345,8 +345,8 @@ async def _serve(args: argparse.Namespace) -> None:
 def run(args: argparse.Namespace) -> int:
     """stdout carries only the "listening on URL" line; logs go to stderr, configured by the entry point
     (`voice-bridge llm-emulator`, or `python -m` below)."""
+    args.port = LLMEmulatorSettings.load(port=args.port).port  # ConfigError: exit status 2
     try:
-        args.port = LLMEmulatorSettings.load(port=args.port).port
         asyncio.run(_serve(args))
     except (ValueError, OSError) as exc:
         print(f"voice-bridge llm-emulator: {exc}", file=sys.stderr)
@@ -360,8 +360,8 @@ if __name__ == "__main__":  # `python -m voice.emulators.llm`
     _args = _parser.parse_args()
     try:
         configure_stderr_logs(_args.log_level)
+        with contextlib.suppress(KeyboardInterrupt):
+            sys.exit(run(_args))
     except ConfigError as _exc:
         print(f"{_parser.prog}: configuration error: {_exc}", file=sys.stderr)
         sys.exit(2)
-    with contextlib.suppress(KeyboardInterrupt):
-        sys.exit(run(_args))
