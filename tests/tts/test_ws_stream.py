@@ -74,9 +74,10 @@ async def test_connect_builds_the_url_and_sends_the_first_message(emulator, tts_
         query = emulator.stats.ws_queries[0]
         assert query["path"] == f"/v1/text-to-speech/{config.voice_id}/stream-input"
         assert query["query"] == {"model_id": "eleven_flash_v2_5", "output_format": "pcm_16000", "auto_mode": "true"}
-        assert query["xi_api_key_header"] == config.api_key
+        assert query["xi_api_key_header"] == config.api_key.get_secret_value()
         assert emulator.stats.ws_first_messages[0] == {
-            "text": " ", "voice_settings": {"stability": 0.5, "similarity_boost": 0.8}, "xi_api_key": config.api_key,
+            "text": " ", "voice_settings": {"stability": 0.5, "similarity_boost": 0.8},
+            "xi_api_key": config.api_key.get_secret_value(),
         }
         assert parse_qs(urlsplit(connections.url).query)["auto_mode"] == ["true"]
     finally:
@@ -171,7 +172,7 @@ async def test_the_inactivity_timeout_query_parameter_is_honoured(emulator, tts_
     import websockets
 
     url = f"{emulator.ws_url}/v1/text-to-speech/{tts_config.voice_id}/stream-input?output_format=pcm_16000&inactivity_timeout=1"
-    async with websockets.connect(url, additional_headers={"xi-api-key": tts_config.api_key}) as ws:
+    async with websockets.connect(url, additional_headers={"xi-api-key": tts_config.api_key.get_secret_value()}) as ws:
         await ws.send(json.dumps({"text": " "}))
         started = asyncio.get_running_loop().time()
         frame = json.loads(await asyncio.wait_for(ws.recv(), 5))
