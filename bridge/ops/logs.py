@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, MutableMapping
 from typing import Any, TextIO
 from urllib.parse import unquote, urlsplit
 
@@ -82,7 +82,7 @@ def _masked(value: Any) -> Any:
     return value if value is None or value == "" else MASK
 
 
-def redact_secrets(_logger: object, _name: str, event: dict) -> dict:
+def redact_secrets(_logger: Any, _name: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     """structlog processor: no secret ever reaches a log line, by key or by value."""
     for key, value in list(event.items()):
         if key.lower() in _SECRET_KEYS:
@@ -201,9 +201,9 @@ def configure_logging(level: str = "info", fmt: str = "auto", stream: TextIO | N
 
     `fmt`: json, console, or auto (console when `stream` is a terminal, else JSON). Default stream: stderr.
     """
-    stream = stream or _Stderr()  # type: ignore[assignment]
+    out: TextIO = stream or _Stderr()  # type: ignore[assignment]  # file-like enough for both loggers
     if fmt == "auto":
-        fmt = "console" if getattr(stream, "isatty", lambda: False)() else "json"
+        fmt = "console" if getattr(out, "isatty", lambda: False)() else "json"
     renderer: Any = _ReadableConsole() if fmt == "console" else structlog.processors.JSONRenderer()
     numeric_level = getattr(logging, level.upper())
     timestamper = structlog.processors.TimeStamper(fmt="iso", utc=True)
@@ -218,10 +218,10 @@ def configure_logging(level: str = "info", fmt: str = "auto", stream: TextIO | N
             _mask_rendered,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(numeric_level),
-        logger_factory=structlog.PrintLoggerFactory(file=stream),
+        logger_factory=structlog.PrintLoggerFactory(file=out),
         cache_logger_on_first_use=False,
     )
-    _configure_stdlib(numeric_level, stream, renderer, timestamper)
+    _configure_stdlib(numeric_level, out, renderer, timestamper)
 
 
 def _configure_stdlib(level: int, stream: TextIO, renderer: Any, timestamper: Any) -> None:
