@@ -1,11 +1,19 @@
 """Settings: defaults, environment, flags, and errors that name the setting."""
 
 import argparse
+import json
+import subprocess
+import sys
 
 import pytest
+from pydantic import SecretStr
 
-from bridge.config import Settings, add_settings_flags, settings_from_args
-from voice.config import ConfigError
+from bridge.cli import main
+from bridge.config import BridgeConfig, Settings, add_settings_flags, settings_from_args
+from bridge.sim.caller import CallerSettings
+from voice.config import CacheConfig, ConfigError, LLMConfig, LogSettings, TTSConfig, env_names, load
+from voice.emulators.elevenlabs import EmulatorSettings
+from voice.emulators.llm import LLMEmulatorSettings
 
 
 def test_defaults_match_the_public_contract():
@@ -61,9 +69,6 @@ def test_api_key_is_not_in_repr():
 
 def test_field_names_are_unique_across_parts():
     """Flags and overrides are keyed by field name: two parts sharing one would set both at once."""
-    from bridge.config import BridgeConfig, LLMConfig
-    from voice.config import CacheConfig, TTSConfig
-
     names = [name for part in (BridgeConfig, CacheConfig, TTSConfig, LLMConfig) for name in part.model_fields]
     assert len(names) == len(set(names)), sorted(n for n in names if names.count(n) > 1)
 
@@ -78,20 +83,26 @@ def test_a_tts_timeout_flag_leaves_the_redis_timeout_alone():
 
 # --- pydantic-settings: every source, every error names its variable and value ------------------------
 
-import json  # noqa: E402
-import subprocess  # noqa: E402
-import sys  # noqa: E402
-
-from pydantic import SecretStr  # noqa: E402
-
-from bridge.cli import main  # noqa: E402
-from bridge.config import BridgeConfig  # noqa: E402
-from bridge.sim.caller import CallerSettings  # noqa: E402
-from voice.config import CacheConfig, LLMConfig, LogSettings, TTSConfig, env_names, load  # noqa: E402
-from voice.emulators.elevenlabs import EmulatorSettings  # noqa: E402
-from voice.emulators.llm import LLMEmulatorSettings  # noqa: E402
-
 SETTINGS_VARIABLES = env_names(Settings)
+
+
+@pytest.fixture
+def restore_logging():
+    """`main` configures logging and registers secrets for the process: put both back afterwards."""
+    import logging
+
+    import structlog
+
+    from bridge.ops import logs
+
+    root = logging.getLogger()
+    handlers, level, secrets = list(root.handlers), root.level, set(logs._secret_values)
+    yield
+    structlog.reset_defaults()
+    root.handlers[:] = handlers
+    root.setLevel(level)
+    logs._secret_values.clear()
+    logs._secret_values.update(secrets)
 
 
 @pytest.fixture
@@ -194,7 +205,7 @@ def test_without_a_dotenv_file_the_defaults_hold(no_settings_in_environment):
     assert Settings.load() == Settings()
 
 
-def test_serve_reads_the_dotenv_file(no_settings_in_environment, capsys):
+def test_serve_reads_the_dotenv_file(no_settings_in_environment, capsys, restore_logging):
     (no_settings_in_environment / ".env").write_text("METRICS_PORT=70000\n", encoding="utf-8")
     assert main(["serve"]) == 2
     assert "voice-bridge serve: configuration error: METRICS_PORT: must be between 0 and 65535, got 70000" in (
@@ -251,7 +262,7 @@ def test_tool_ports_are_settings_too(model, env, default):
 
 @pytest.mark.parametrize("command, env", [("emulator", "EMULATOR_PORT"), ("llm-emulator", "LLM_EMULATOR_PORT"),
                                           ("call", "BRIDGE_PORT")])
-def test_a_bad_tool_port_is_one_line_and_exit_status_2(command, env, monkeypatch, capsys):
+def test_a_bad_tool_port_is_one_line_and_exit_status_2(command, env, monkeypatch, capsys, restore_logging):
     monkeypatch.setenv(env, "70000")
     assert main([command]) == 2
     err = capsys.readouterr().err
