@@ -243,6 +243,9 @@ def test_secrets_are_never_rendered_by_the_models():
     for text in (repr(s), str(s), repr(s.tts), s.model_dump_json(), json.dumps(s.model_dump(mode="json"))):
         assert "sk-never-shown" not in text and "llm-never-shown" not in text
     assert isinstance(s.tts.api_key, SecretStr) and isinstance(s.llm.llm_api_key, SecretStr)
+    with_password = Settings.load({"REDIS_URL": "redis://user:redis-never-shown@127.0.0.1:6379/0"})
+    assert "redis-never-shown" not in repr(with_password) and "user:***@127.0.0.1" in repr(with_password)
+    assert with_password.cache.redis_url.startswith("redis://user:redis-never-shown@")  # the value itself works
     assert s.tts.api_key.get_secret_value() == "sk-never-shown"
 
 

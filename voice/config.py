@@ -27,7 +27,7 @@ import functools
 import json
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from contextvars import ContextVar
 from typing import Annotated, Any, Self, TypeVar, cast
 from urllib.parse import parse_qs, urlsplit, urlunsplit
@@ -202,6 +202,11 @@ class SettingsPart(BaseModel):
     """A group of settings: built from keyword arguments by field name, or from variables by their names."""
 
     model_config = ConfigDict(frozen=True, extra="forbid", validate_by_name=True, validate_by_alias=True)
+
+    def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
+        """A password inside a URL-valued setting is masked in repr, as SecretStr values are."""
+        for name, value in super().__repr_args__():
+            yield name, safe_url(value) if isinstance(value, str) and "@" in value else value
 
 
 def env_name(name: str, field: FieldInfo) -> str:
