@@ -251,8 +251,9 @@ def _part_type(field: FieldInfo) -> type[BaseModel] | None:
 
 
 class FlatEnvSource(PydanticBaseSettingsSource):
-    """Values from one mapping of variables (the environment, a `.env` file, the overrides), each field found
-    by its own variable name, a part's fields gathered under the part."""
+    """Values from one mapping of variables (the environment, a `.env` file, an explicit mapping), each field
+    found by its own variable name and a part's fields gathered under the part: pydantic-settings' own
+    environment source would look for `CACHE__REDIS_URL` where operators set `REDIS_URL`."""
 
     def __init__(self, settings_cls: type[BaseSettings], variables: Mapping[str, str | None]) -> None:
         super().__init__(settings_cls)
