@@ -63,7 +63,7 @@ def test_the_environment_file_is_a_valid_configuration():
     assert not unknown, f"not settings of the bridge: {unknown}"
     settings = Settings.load(environ=env)  # raises ConfigError naming a bad value
     assert settings.bridge.metrics_port > 0 and settings.bridge.log_format == "json"
-    assert settings.tts.api_key.get_secret_value()  # the one setting without a usable default is present (a placeholder)
+    assert settings.tts.api_key.get_secret_value()  # the one setting without a usable default: a placeholder
     assert {env for _, env in secret_fields()} >= {"ELEVENLABS_API_KEY"}
 
 
