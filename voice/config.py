@@ -109,9 +109,9 @@ def one_of(*choices: str) -> BeforeValidator:
 
 def _nonempty(value: Any) -> Any:
     if isinstance(value, str):
-        value = value.strip()
-        if not value:
-            raise ValueError("must not be empty")
+        if not value.strip():
+            raise ValueError(f"must not be empty, got {value!r}")
+        return value.strip()
     return value
 
 
