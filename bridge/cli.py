@@ -8,16 +8,13 @@ not pay for the emulator's imports.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import importlib
-import os
 import sys
-import typing
 from collections.abc import Mapping, Sequence
 
-from bridge.config import BridgeConfig, Settings
+from bridge.config import Settings
 from bridge.ops.logs import configure_logging, mask, register_environment_secrets
-from voice.config import ConfigError
+from voice.config import ConfigError, LogSettings, read_environment, secret_settings
 
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "serve": ("bridge.server", "run the AudioSocket server"),
@@ -33,7 +30,8 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
 LOGGING_HELP = (
     "Logging (every command): LOG_LEVEL (debug, info, warning, error; default info) and LOG_FORMAT (json, "
     "console, or auto: console on a terminal, else JSON) from the environment; logs go to stderr. API keys "
-    "and passwords in URLs are masked in every log line."
+    "and passwords in URLs are masked in every log line. Settings are read from the environment and from a "
+    ".env file in the working directory, when there is one (the environment wins; a flag wins over both)."
 )
 WELL_KNOWN_SECRETS = ("ELEVENLABS_API_KEY", "LLM_API_KEY")
 """Masked in logs even before (or without) a settings class declaring them."""
@@ -69,40 +67,27 @@ def main(argv: Sequence[str] | None = None) -> int:
 def prepare_process(args: argparse.Namespace, environ: Mapping[str, str] | None = None) -> None:
     """What every subcommand gets before it runs: secrets registered for masking, logging configured.
 
-    A subcommand may configure logging again with its own settings (`serve` does, with its flags).
+    The one place `voice-bridge` configures logging (a forked worker re-points it at a line-atomic stream:
+    see `bridge.ops.workers`). LOG_LEVEL and LOG_FORMAT are read by `LogSettings`; the subcommand's own
+    --log-level / --log-format flags win; a subcommand module may set `DEFAULT_LOG_LEVEL` for when neither
+    says (the demo, whose output is its report: warning).
     Raises ConfigError naming LOG_LEVEL or LOG_FORMAT when one is wrong.
     """
-    environ = os.environ if environ is None else environ
     fields = secret_fields()
-    names = {env for _, env in fields} | set(WELL_KNOWN_SECRETS)
-    register_environment_secrets(environ, names)
+    register_environment_secrets(read_environment(environ), {env for _, env in fields} | set(WELL_KNOWN_SECRETS))
     flags = {k: v for k, v in vars(args).items() if isinstance(v, str)}
     register_environment_secrets(flags, [name for name, _ in fields])  # the same, given as flags
-    configure_logging(logging_setting(args, "log_level", environ), logging_setting(args, "log_format", environ))
+    logging = LogSettings.load(environ, log_level=getattr(args, "log_level", None),
+                               log_format=getattr(args, "log_format", None))
+    level = logging.log_level
+    if "log_level" not in logging.model_fields_set:
+        level = getattr(getattr(args, "_module", None), "DEFAULT_LOG_LEVEL", level)
+    configure_logging(level, logging.log_format)
 
 
 def secret_fields() -> list[tuple[str, str]]:
-    """(field name, environment variable) of every setting declared secret, in every part of `Settings`."""
-    found = []
-    for part in typing.get_type_hints(Settings).values():
-        if dataclasses.is_dataclass(part):
-            found += [(f.name, f.metadata["env"]) for f in dataclasses.fields(part) if f.metadata.get("secret")]
-    return found
-
-
-def logging_setting(args: argparse.Namespace, name: str, environ: Mapping[str, str]) -> str:
-    """LOG_LEVEL / LOG_FORMAT: the subcommand's flag if it has one, else the environment, else the default."""
-    field = next(f for f in dataclasses.fields(BridgeConfig) if f.name == name)
-    env = field.metadata["env"]
-    raw = getattr(args, name, None)
-    if raw is None:
-        raw = environ.get(env)
-    if raw is None:
-        return field.default
-    try:
-        return field.metadata["parse"](raw)
-    except ValueError as exc:
-        raise ConfigError(env, str(exc)) from None
+    """(field name, environment variable) of every secret setting, in every part of `Settings`."""
+    return secret_settings(Settings)
 
 
 if __name__ == "__main__":  # pragma: no cover

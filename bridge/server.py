@@ -30,7 +30,6 @@ import structlog
 from bridge.call import Call, CallHost
 from bridge.clock import MediaClock
 from bridge.config import BridgeConfig, add_settings_flags, settings_from_args
-from bridge.ops.logs import configure_logging
 from bridge.ops.metrics import Metrics
 from bridge.protocol import FRAME_BYTES, SAMPLE_RATE
 from bridge.ops.workers import DUPLICATE_SIGNAL_S
@@ -326,8 +325,7 @@ def run(args: argparse.Namespace) -> int:
     from bridge.config import require_llm_settings
     from bridge.dialogue import DialogueError
 
-    settings = settings_from_args(args)
-    configure_logging(settings.bridge.log_level, settings.bridge.log_format)
+    settings = settings_from_args(args)  # logging is configured already, by the CLI (with the same flags)
     handler = line_test_handler(tone_hz=args.tone, silence=args.silence)
     dialogue = None
     if handler is None:

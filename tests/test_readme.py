@@ -4,13 +4,13 @@ from pathlib import Path
 
 import pytest
 
-from bridge.config import BridgeConfig, LLMConfig
-from voice.config import CacheConfig, TTSConfig, env_names
+from bridge.config import PARTS
+from voice.config import env_names
 
 README = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
 
 
-@pytest.mark.parametrize("name", [n for part in (BridgeConfig, CacheConfig, TTSConfig, LLMConfig) for n in env_names(part)])
+@pytest.mark.parametrize("name", [n for part in PARTS for n in env_names(part)])
 def test_every_setting_is_documented(name):
     assert f"`{name}`" in README, f"{name} is read by the code but not described in README.md"
 

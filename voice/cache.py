@@ -42,7 +42,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import ClusterError, DataError, RedisClusterException, RedisError, ResponseError
 
 from voice.audio import WavAudio, frame_bytes_for, read_wav, to_frames
-from voice.config import CacheConfig, ConfigError, load
+from voice.config import CacheConfig, ConfigError, load, safe_url
 from voice.domain.interfaces.cache import AbstractCache, LoadedAudio
 from voice.keys import is_tts_key
 
@@ -66,16 +66,6 @@ def read_wav_chunks(wav_filepath: str, chunk_size_ms: int = 20) -> tuple[WavAudi
     frame_bytes = frame_bytes_for(chunk_size_ms)  # a bad chunk size fails before the file is read
     wav = read_wav(wav_filepath)
     return wav, to_frames(wav.pcm, frame_bytes)
-
-
-def safe_url(url: str) -> str:
-    """The URL with its password masked, for logs and messages."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    userinfo, _, hosts = parts.netloc.rpartition("@")
-    user = userinfo.split(":", 1)[0]
-    return urlunsplit((parts.scheme, f"{user}:***@{hosts}", parts.path, parts.query, parts.fragment))
 
 
 def _cluster_spec(url: str) -> tuple[list[tuple[str, int]], dict[str, Any]]:

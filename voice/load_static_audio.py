@@ -17,8 +17,6 @@ import sys
 from pathlib import Path
 from typing import TextIO
 
-import structlog
-
 from voice.audio import AudioFormatError, frame_bytes_for
 from voice.cache import RedisCacheManager, read_wav_chunks, safe_url
 from voice.config import CacheConfig, add_flags, flag_overrides, load
@@ -34,15 +32,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    _logs_to_stderr()
+    """`voice-bridge load-audio` (the CLI has configured logging, to stderr: stdout is the report)."""
     config = load(CacheConfig, **flag_overrides(args, CacheConfig))
     return asyncio.run(load_paths(args.paths, config, dry_run=args.dry_run, chunk_ms=args.chunk_ms))
-
-
-def _logs_to_stderr() -> None:
-    """Keep stdout for the report when no entry point has configured logging (voice/ cannot use bridge.ops.logs)."""
-    if not structlog.is_configured():
-        structlog.configure(logger_factory=lambda *_: structlog.PrintLogger(sys.stderr))
 
 
 def collect(paths: list[str]) -> tuple[list[Path], list[str]]:

@@ -17,15 +17,17 @@ chain (same format, same masking).
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, MutableMapping
 from typing import Any, TextIO
 from urllib.parse import unquote, urlsplit
 
 import structlog
+from pydantic import BaseModel, SecretStr
+
+from voice.config import env_name, safe_url
 
 __all__ = ["configure_logging", "register_secret", "register_settings_secrets", "register_environment_secrets",
            "settings_for_log", "redact_secrets", "mask", "MASK"]
@@ -68,18 +70,23 @@ def _redact(value: Any) -> Any:
     if isinstance(value, str):
         return _mask(value) if _secret_values else value
     if isinstance(value, dict):
-        return {k: (MASK if isinstance(k, str) and k.lower() in _SECRET_KEYS else _redact(v))
+        return {k: (_masked(v) if isinstance(k, str) and k.lower() in _SECRET_KEYS else _redact(v))
                 for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return type(value)(_redact(v) for v in value) if not hasattr(value, "_fields") else value
     return value
 
 
-def redact_secrets(_logger: object, _name: str, event: dict) -> dict:
+def _masked(value: Any) -> Any:
+    """A value under a secret's key: `***`, unless there is nothing to hide (an unset key stays visibly unset)."""
+    return value if value is None or value == "" else MASK
+
+
+def redact_secrets(_logger: Any, _name: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     """structlog processor: no secret ever reaches a log line, by key or by value."""
     for key, value in list(event.items()):
         if key.lower() in _SECRET_KEYS:
-            event[key] = MASK
+            event[key] = _masked(value)
         else:
             event[key] = _redact(value)
     return event
@@ -102,25 +109,24 @@ def _url_password(value: str) -> str | None:
         return None
 
 
-def register_settings_secrets(config: object) -> None:
-    """Register every secret a settings object holds: fields declared `secret`, and passwords in URLs.
+def register_settings_secrets(config: BaseModel) -> None:
+    """Register every secret a settings model holds: its `SecretStr` values, and passwords in URLs.
 
-    Works on any dataclass of settings (`voice.config.setting` fields), nested ones included, so a setting
-    added later is covered as soon as it is declared secret.
+    Walks the parts of a composed model too, so a setting added later is covered as soon as it is a SecretStr.
     """
-    for f in dataclasses.fields(config):  # type: ignore[arg-type]
-        value = getattr(config, f.name)
-        if dataclasses.is_dataclass(value):
+    for name in type(config).model_fields:
+        value = getattr(config, name)
+        if isinstance(value, BaseModel):
             register_settings_secrets(value)
+        elif isinstance(value, SecretStr):
+            register_secret(value.get_secret_value())
         elif isinstance(value, str):
-            if f.metadata.get("secret"):
-                register_secret(value)
             password = _url_password(value)
             if password:
                 register_secret(password)
 
 
-def register_environment_secrets(environ: dict[str, str] | Any, secret_names: Iterable[str]) -> None:
+def register_environment_secrets(environ: Mapping[str, str], secret_names: Iterable[str]) -> None:
     """Register the values of the named secret variables, and any password inside a URL-valued variable."""
     for name in secret_names:
         register_secret(environ.get(name, ""))
@@ -131,30 +137,49 @@ def register_environment_secrets(environ: dict[str, str] | Any, secret_names: It
                 register_secret(password)
 
 
-def settings_for_log(config: object) -> dict[str, Any]:
-    """{ENV_NAME: value} of a settings dataclass (nested ones flattened), secrets shown as `***` or unset.
+def settings_for_log(config: BaseModel) -> dict[str, Any]:
+    """{ENV_NAME: value} of a settings model (parts flattened): what a server really runs with, safe to share.
 
-    For the `settings` line a server logs at start-up: what it really runs with, safe to share.
+    A secret shows as `***` when set and as null when unset, the same for every key; a password in a URL
+    as `***`.
     """
     out: dict[str, Any] = {}
-    for f in dataclasses.fields(config):  # type: ignore[arg-type]
-        value = getattr(config, f.name)
-        if dataclasses.is_dataclass(value):
+    for name, field in type(config).model_fields.items():
+        value = getattr(config, name)
+        if isinstance(value, BaseModel):
             out.update(settings_for_log(value))
             continue
-        name = f.metadata.get("env", f.name)
-        if f.metadata.get("secret"):
-            value = MASK if value else ""
-        elif isinstance(value, str) and _url_password(value):
-            parts = urlsplit(value)
-            value = value.replace(f":{parts.password}@", f":{MASK}@", 1)
+        if isinstance(value, SecretStr):
+            value = MASK if value.get_secret_value() else None
+        elif isinstance(value, str):
+            value = safe_url(value) if _url_password(value) else value
         elif isinstance(value, tuple):
             value = list(value)
-        out[name] = value
+        out[env_name(name, field)] = value
     return out
 
 
 # --- set-up -----------------------------------------------------------------------------------------------
+
+
+class _ReadableConsole:
+    """structlog's console renderer, except that a line too long to read on a terminal (the start-up
+    `settings` line has some sixty fields) is broken into its head and one `key=value` per indented line."""
+
+    WIDTH = 200
+    HEAD = ("timestamp", "level", "event", "logger", "logger_name", "call", "peer", "worker", "pid")
+
+    def __init__(self) -> None:
+        self._inner = structlog.dev.ConsoleRenderer(colors=False)
+
+    def __call__(self, logger: Any, name: str, event: dict[str, Any]) -> str:
+        line = self._inner(logger, name, dict(event))
+        if len(line) <= self.WIDTH or "exception" in event or "exc_info" in event:
+            return line
+        head = {k: v for k, v in event.items() if k in self.HEAD}
+        rest = sorted(((k, v) for k, v in event.items() if k not in self.HEAD), key=lambda kv: kv[0])
+        fields = [f"    {k}={v if isinstance(v, str) else repr(v)}" for k, v in rest]
+        return "\n".join([self._inner(logger, name, head).rstrip(), *fields])
 
 
 class _Stderr:
@@ -176,11 +201,10 @@ def configure_logging(level: str = "info", fmt: str = "auto", stream: TextIO | N
 
     `fmt`: json, console, or auto (console when `stream` is a terminal, else JSON). Default stream: stderr.
     """
-    stream = stream or _Stderr()  # type: ignore[assignment]
+    out: TextIO = stream or _Stderr()  # type: ignore[assignment]  # file-like enough for both loggers
     if fmt == "auto":
-        fmt = "console" if getattr(stream, "isatty", lambda: False)() else "json"
-    renderer: Any = (structlog.dev.ConsoleRenderer(colors=False) if fmt == "console"
-                     else structlog.processors.JSONRenderer())
+        fmt = "console" if getattr(out, "isatty", lambda: False)() else "json"
+    renderer: Any = _ReadableConsole() if fmt == "console" else structlog.processors.JSONRenderer()
     numeric_level = getattr(logging, level.upper())
     timestamper = structlog.processors.TimeStamper(fmt="iso", utc=True)
     structlog.configure(
@@ -194,10 +218,10 @@ def configure_logging(level: str = "info", fmt: str = "auto", stream: TextIO | N
             _mask_rendered,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(numeric_level),
-        logger_factory=structlog.PrintLoggerFactory(file=stream),
+        logger_factory=structlog.PrintLoggerFactory(file=out),
         cache_logger_on_first_use=False,
     )
-    _configure_stdlib(numeric_level, stream, renderer, timestamper)
+    _configure_stdlib(numeric_level, out, renderer, timestamper)
 
 
 def _configure_stdlib(level: int, stream: TextIO, renderer: Any, timestamper: Any) -> None:

@@ -134,8 +134,8 @@ class Supervisor:
         """Worker `index`'s settings: the reserved port; its own metrics port (METRICS_PORT + index)."""
         bridge = self.settings.bridge
         metrics_port = bridge.metrics_port + index if bridge.metrics_port else 0
-        return dataclasses.replace(self.settings, bridge=dataclasses.replace(bridge, port=port,
-                                                                             metrics_port=metrics_port))
+        return self.settings.model_copy(
+            update={"bridge": bridge.model_copy(update={"port": port, "metrics_port": metrics_port})})
 
     def run(self) -> int:
         bridge = self.settings.bridge
@@ -178,6 +178,8 @@ class Supervisor:
             try:
                 signal.pthread_sigmask(signal.SIG_SETMASK, self._mask)
                 _die_with_parent()
+                # The parent's logging writes through a buffered stderr: re-pointed at a line-atomic stream,
+                # the workers' lines never interleave mid-line on the shared stderr.
                 configure_logging(self.settings.bridge.log_level, self.settings.bridge.log_format, LineAtATime())
                 structlog.contextvars.bind_contextvars(worker=index, pid=os.getpid())
                 code = self.work(self.worker_settings(index, self.port))

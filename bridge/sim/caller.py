@@ -36,7 +36,7 @@ import uuid as uuid_module
 from array import array
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 from bridge.protocol import (
     FRAME_BYTES,
@@ -53,7 +53,7 @@ from bridge.protocol import (
     encode_uuid,
 )
 from voice.audio import SAMPLE_RATE, read_wav, to_frames, write_wav
-from voice.config import ConfigError, parse_int_range
+from voice.config import ConfigError, EnvSettings, NonEmpty, between, setting
 from voice.emulators.tone_code import synthesize_pcm
 
 __all__ = ["CallReport", "place_call", "speech_noise_frames", "configure_parser", "run", "parse_dtmf", "parse_say",
@@ -576,10 +576,15 @@ def parse_say(text: str) -> tuple[float, str]:
     return seconds, said
 
 
+class CallerSettings(EnvSettings):
+    """Where `voice-bridge call` rings by default: the bridge's own variables (a flag wins over them)."""
+
+    host: NonEmpty = setting("BRIDGE_HOST", "127.0.0.1", "bridge address")
+    port: Annotated[int, between(1, 65535)] = setting("BRIDGE_PORT", 9092, "bridge port")
+
+
 def configure_parser(parser: argparse.ArgumentParser) -> None:
-    env = os.environ
-    parser.add_argument("--host", default=env.get("BRIDGE_HOST", "127.0.0.1"),
-                        help="bridge address [env BRIDGE_HOST; default 127.0.0.1]")
+    parser.add_argument("--host", default=None, help="bridge address [env BRIDGE_HOST; default 127.0.0.1]")
     parser.add_argument("--port", type=_port, default=None, help="bridge port [env BRIDGE_PORT; default 9092]")
     parser.add_argument("--duration", type=_seconds, default=5.0, metavar="S",
                         help="seconds before the caller hangs up; 0 = wait for the server to hang up [default 5]")
@@ -605,10 +610,11 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 
 
 def _port(raw: str) -> int:
+    """--port is checked as BRIDGE_PORT is, and its error names the flag."""
     try:
-        return parse_int_range(1, 65535)(raw)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
+        return CallerSettings.load({}, port=raw).port
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(exc.problem) from None
 
 
 def _seconds(raw: str) -> float:
@@ -650,20 +656,9 @@ def _check_audio(audio: str) -> None:
             raise ValueError(f"--audio: {exc}") from None
 
 
-def _env_port() -> int:
-    """BRIDGE_PORT, or 9092; a bad value is a ConfigError naming the variable."""
-    raw = os.environ.get("BRIDGE_PORT")
-    if raw is None:
-        return 9092
-    try:
-        return parse_int_range(1, 65535)(raw)
-    except ValueError as exc:
-        raise ConfigError("BRIDGE_PORT", str(exc)) from None
-
-
 def run(args: argparse.Namespace) -> int:
-    if args.port is None:
-        args.port = _env_port()
+    target = CallerSettings.load(host=args.host, port=args.port)  # a bad variable: ConfigError, exit 2
+    args.host, args.port = target.host, target.port
     call_uuid = args.uuid or uuid_module.uuid4()
     try:
         _check_audio(args.audio)

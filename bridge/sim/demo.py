@@ -37,12 +37,12 @@ from bridge.sim.caller import CallReport, place_call
 from bridge.config import Settings
 from bridge.dialogue import Dialogue, default_dialogue_path, load_dialogue, render
 from bridge.ops.health import HealthServer
-from bridge.ops.logs import configure_logging, register_settings_secrets
+from bridge.ops.logs import register_settings_secrets
 from bridge.ops.metrics import Metrics
 from bridge.app import BridgeApp
 from bridge.server import AudioSocketServer, run_event_loop
 from voice.cache import RedisCacheManager
-from voice.config import ConfigError
+from voice.config import ConfigError, TTSConfig, load
 from voice.emulators.elevenlabs import DEFAULT_API_KEY, DEFAULT_VOICES, Emulator, Knobs
 from voice.emulators.tone_code import duration_s as emulator_duration_s
 from voice.keys import call_vars_key, static_key, tts_key
@@ -59,8 +59,9 @@ PRESS_MARGIN_S = 0.8
 """The caller presses its digit this long after the greeting should have ended (inside the menu's wait)."""
 LIVE_SECONDS_PER_CHAR = 0.09
 """Rough speaking rate of a real voice, to time the digit when the synthesis length is not known."""
-LIVE_ENV_PREFIXES = ("ELEVENLABS_", "TTS_")
-"""With --live, the only settings read from the environment: the ElevenLabs ones."""
+DEFAULT_LOG_LEVEL = "warning"
+"""The report is the demo's output: logs only when something goes wrong, unless LOG_LEVEL says otherwise
+(read by the CLI, which configures logging)."""
 
 
 def fragments_dir() -> Path:
@@ -113,14 +114,15 @@ def _say(*lines: str) -> None:
 
 
 def _demo_settings(options: DemoOptions, redis_url: str, emulator: Emulator | None) -> Settings:
-    """The demo's own settings: the environment is ignored except, with --live, the ElevenLabs settings."""
-    environ = {k: v for k, v in os.environ.items() if k.startswith(LIVE_ENV_PREFIXES)} if options.live else {}
+    """The demo's own settings: the environment is ignored except, with --live, the ElevenLabs part."""
     overrides: dict[str, Any] = {"host": "127.0.0.1", "port": 0, "grace_s": 0.0, "redis_url": redis_url,
                                  "dialogue_file": ""}
     if emulator is not None:
         overrides.update(api_key=DEFAULT_API_KEY, base_url=emulator.url, voice_id=DEFAULT_VOICES[0])
-    settings = Settings.load(environ, **overrides)
-    if options.live and not settings.tts.api_key:
+    settings = Settings.load({}, **overrides)
+    if options.live:
+        settings = settings.model_copy(update={"tts": load(TTSConfig)})  # environment and .env
+    if options.live and not settings.tts.api_key.get_secret_value():
         raise ConfigError("ELEVENLABS_API_KEY", "--live speaks with the real ElevenLabs service and needs your "
                                                 "API key in ELEVENLABS_API_KEY")
     return settings
@@ -431,8 +433,6 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    if "LOG_LEVEL" not in os.environ:  # the report is the output; logs only when something goes wrong
-        configure_logging("warning", os.environ.get("LOG_FORMAT", "auto"))
     for option, path in (("--out", args.out), ("--json-report", args.json_report)):
         problem = _unwritable(path)
         if problem:  # found before anything starts, not after two calls

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 
@@ -22,7 +21,7 @@ async def start_server() -> AsyncIterator[StartServer]:
     servers: list[AudioSocketServer] = []
 
     async def start(handler: Handler | None = None, **overrides) -> AudioSocketServer:
-        config = dataclasses.replace(BridgeConfig(), host="127.0.0.1", port=0, **overrides)
+        config = BridgeConfig().model_copy(update=dict(host="127.0.0.1", port=0, **overrides))
         server = AudioSocketServer(config, handler)
         await server.start()
         servers.append(server)

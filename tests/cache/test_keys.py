@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import re
 import uuid
 
 import pytest
+from pydantic import SecretStr
 
 from voice import keys
 from voice.config import TTSConfig
@@ -62,17 +62,17 @@ def test_profile_tag_is_stable_across_equal_configs():
 )
 def test_every_sound_affecting_setting_changes_the_tts_key(change):
     base = TTSConfig()
-    changed = dataclasses.replace(base, **change)
+    changed = base.model_copy(update=change)
     assert keys.tts_key("12500", changed) != keys.tts_key("12500", base)
 
 
 @pytest.mark.parametrize(
     "change",
-    [{"api_key": "secret"}, {"base_url": "http://127.0.0.1:9"}, {"read_timeout_s": 1.0}, {"max_retries": 0}],
+    [{"api_key": SecretStr("secret")}, {"base_url": "http://127.0.0.1:9"}, {"read_timeout_s": 1.0}, {"max_retries": 0}],
 )
 def test_operational_settings_do_not_change_the_tts_key(change):
     base = TTSConfig()
-    assert keys.tts_key("12500", dataclasses.replace(base, **change)) == keys.tts_key("12500", base)
+    assert keys.tts_key("12500", base.model_copy(update=change)) == keys.tts_key("12500", base)
 
 
 def test_texts_up_to_the_limit_stay_verbatim_longer_ones_are_hashed():

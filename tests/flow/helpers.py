@@ -39,7 +39,7 @@ class Stack:
         """(Re)start the bridge with `dialogue` (TOML text or a model) and BridgeConfig overrides."""
         await self.stop_bridge()
         model = parse_dialogue(dialogue, "<test>") if isinstance(dialogue, str) else dialogue
-        settings = dataclasses.replace(self.settings, bridge=dataclasses.replace(self.settings.bridge, **bridge))
+        settings = self.settings.model_copy(update=dict(bridge=self.settings.bridge.model_copy(update=bridge)))
         self.runtime = BridgeApp(settings, dialogue=model, cache=self.cache, metrics=Metrics())
         await self.runtime.start()
         self.server = AudioSocketServer(settings.bridge, self.runtime.handle)

@@ -327,7 +327,7 @@ async def test_serve_plays_the_sample_dialogue_from_a_real_process(stack):
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "bridge", "serve", "--bridge-port", "0", "--log-format", "json",
         "--redis-url", stack.settings.cache.redis_url, "--elevenlabs-base-url", stack.emulator.url,
-        "--elevenlabs-api-key", stack.settings.tts.api_key, "--bridge-shutdown-grace", "0",
+        "--elevenlabs-api-key", stack.settings.tts.api_key.get_secret_value(), "--bridge-shutdown-grace", "0",
         stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
     try:
         port = None

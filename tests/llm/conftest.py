@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 
 import pytest
 
@@ -28,5 +27,5 @@ def llm_config(fake: LLMEmulator, **overrides) -> LLMConfig:
 async def stack(redis_url, fake_llm):
     """The flow tests' stack (Redis with the fragments, the TTS emulator) with LLM settings for `fake_llm`."""
     async with make_stack(redis_url) as s:
-        s.settings = dataclasses.replace(s.settings, llm=llm_config(fake_llm))
+        s.settings = s.settings.model_copy(update=dict(llm=llm_config(fake_llm)))
         yield s

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 
 from voice.emulators.elevenlabs import identify
 
@@ -24,8 +23,8 @@ def bare(text: str) -> str:
 def use_tts_format(stack, output_format: str) -> None:
     """pcm_8000 keeps every frame boundary on a character boundary (no resampler), so audio cut
     mid-answer and spoken again still reads back exactly."""
-    stack.settings = dataclasses.replace(stack.settings,
-                                         tts=dataclasses.replace(stack.settings.tts, output_format=output_format))
+    tts = stack.settings.tts.model_copy(update={"output_format": output_format})
+    stack.settings = stack.settings.model_copy(update={"tts": tts})
 
 
 def summary_requests(fake) -> list[dict]:

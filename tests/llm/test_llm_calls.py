@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import json
 import uuid
 
@@ -176,8 +175,8 @@ async def test_the_summary_is_computed_once_then_read_from_redis(stack, fake_llm
     """Past LLM_MEMORY_CHARS the older turns are summarised (during the pause after node three); a call
     that comes back with the same UUID has the same conversation, and reads that summary from Redis."""
     fake_llm.set_knobs(answers=NUMBERS)
-    stack.settings = dataclasses.replace(stack.settings,
-                                         llm=dataclasses.replace(stack.settings.llm, llm_memory_chars=60))
+    llm = stack.settings.llm.model_copy(update={"llm_memory_chars": 60})
+    stack.settings = stack.settings.model_copy(update={"llm": llm})
     await stack.start(THREE_QUESTIONS, filler_after_s=0)
     call_id = uuid.uuid4()
 
@@ -360,7 +359,7 @@ class _Words:
 
 async def test_any_text_source_plugs_in(stack):
     source = EchoSource()
-    settings = dataclasses.replace(stack.settings, llm=LLMConfig())  # no LLM_BASE_URL: the source is given
+    settings = stack.settings.model_copy(update=dict(llm=LLMConfig()))  # no LLM_BASE_URL: the source is given
     stack.runtime = BridgeApp(settings, dialogue=parse_dialogue(GREETING), cache=stack.cache,
                                   metrics=Metrics(), llm=source)
     await stack.runtime.start()

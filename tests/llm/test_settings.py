@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import dataclasses
 import os
 import sys
 
@@ -29,7 +28,8 @@ def test_llm_settings_load_from_the_environment():
                               "LLM_MEMORY_CHARS": "500", "LLM_SUMMARY_TTL": "60", "LLM_READ_TIMEOUT": "2.5"})
     llm = settings.llm
     assert llm.llm_base_url == "https://api.example.com/v1"  # trailing slash dropped
-    assert (llm.llm_model, llm.llm_api_key, llm.llm_memory_chars, llm.llm_summary_ttl_s) == ("m", "sk-1", 500, 60)
+    assert (llm.llm_model, llm.llm_api_key.get_secret_value(), llm.llm_memory_chars, llm.llm_summary_ttl_s) == (
+        "m", "sk-1", 500, 60)
     assert llm.llm_read_timeout_s == 2.5
     assert llm.configured
     assert "sk-1" not in repr(settings), "the API key is a secret"
@@ -61,14 +61,14 @@ def test_llm_flags_of_serve_set_the_llm_part_only():
     args = parser.parse_args(["--llm-base-url", "http://127.0.0.1:1/v1", "--llm-api-key", "k", "--llm-model", "x",
                               "--elevenlabs-api-key", "tts-key"])
     settings = settings_from_args(args, environ={})
-    assert settings.llm.llm_base_url == "http://127.0.0.1:1/v1" and settings.llm.llm_api_key == "k"
-    assert settings.tts.api_key == "tts-key" and settings.tts.base_url == TTSConfig().base_url
+    assert settings.llm.llm_base_url == "http://127.0.0.1:1/v1" and settings.llm.llm_api_key.get_secret_value() == "k"
+    assert settings.tts.api_key.get_secret_value() == "tts-key" and settings.tts.base_url == TTSConfig().base_url
 
 
 def test_llm_field_names_are_unique_across_the_settings_parts():
     """`serve` flags and `Settings.load` overrides are keyed by field name: a shared name would set both."""
-    llm = {f.name for f in dataclasses.fields(LLMConfig)}
-    others = {f.name for part in (BridgeConfig, CacheConfig, TTSConfig) for f in dataclasses.fields(part)}
+    llm = set(LLMConfig.model_fields)
+    others = {name for part in (BridgeConfig, CacheConfig, TTSConfig) for name in part.model_fields}
     assert llm.isdisjoint(others)
 
 

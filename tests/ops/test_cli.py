@@ -3,7 +3,6 @@ names the setting and the problem (without echoing a secret)."""
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 
 import pytest
@@ -11,8 +10,8 @@ import structlog
 
 from bridge.ops import logs
 from bridge.cli import SUBCOMMANDS, main
-from bridge.config import BridgeConfig
-from voice.config import CacheConfig, TTSConfig
+from bridge.config import PARTS
+from voice.config import env_name
 
 
 @pytest.fixture(autouse=True)
@@ -45,11 +44,11 @@ def test_every_subcommand_help_explains_logging(capsys):
 
 def test_serve_help_lists_every_setting_with_its_default(capsys):
     text = help_of("serve", capsys)
-    for cls in (BridgeConfig, CacheConfig, TTSConfig):
-        for field in dataclasses.fields(cls):
-            env = field.metadata["env"]
+    for cls in PARTS:
+        for name, field in cls.model_fields.items():
+            env = env_name(name, field)
             assert f"env {env};" in text, env
-            assert field.metadata["help"].split(";")[0] in text, env
+            assert field.description.split(";")[0] in text, env
     assert "METRICS_PORT" in text and "METRICS_HOST" in text
     assert "default (secret)" in text  # the API key's default is never printed
 

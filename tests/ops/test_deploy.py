@@ -12,6 +12,7 @@ import pytest
 
 from ops.helpers import ROOT
 from bridge.config import Settings
+from voice.config import env_names
 from bridge.cli import secret_fields
 
 UNIT = ROOT / "deploy" / "voice-bridge.service"
@@ -39,13 +40,7 @@ def env_file() -> dict[str, str]:
 
 
 def known_settings() -> set[str]:
-    import dataclasses
-    import typing
-
-    names = set()
-    for part in typing.get_type_hints(Settings).values():
-        names |= {f.metadata["env"] for f in dataclasses.fields(part)}
-    return names
+    return set(env_names(Settings))
 
 
 def test_the_unit_runs_serve_with_the_environment_file_and_a_long_enough_stop_timeout():
@@ -68,7 +63,7 @@ def test_the_environment_file_is_a_valid_configuration():
     assert not unknown, f"not settings of the bridge: {unknown}"
     settings = Settings.load(environ=env)  # raises ConfigError naming a bad value
     assert settings.bridge.metrics_port > 0 and settings.bridge.log_format == "json"
-    assert settings.tts.api_key  # the one setting without a usable default is present (a placeholder)
+    assert settings.tts.api_key.get_secret_value()  # the one setting without a usable default: a placeholder
     assert {env for _, env in secret_fields()} >= {"ELEVENLABS_API_KEY"}
 
 

@@ -167,3 +167,47 @@ def test_logs_follow_stderr_when_it_is_replaced(restore_logging, monkeypatch):
     structlog.get_logger().info("three")
     logging.getLogger("aiohttp.server").error("four")
     assert [json.loads(line)["event"] for line in second.getvalue().splitlines()] == ["three", "four"]
+
+
+def test_the_settings_line_shows_every_unset_secret_the_same_way(restore_logging):
+    stream = io.StringIO()
+    logs.configure_logging("info", "json", stream=stream)
+    structlog.get_logger().info("settings", **logs.settings_for_log(Settings.load({})))
+    structlog.get_logger().info("settings", **logs.settings_for_log(Settings.load(
+        {"ELEVENLABS_API_KEY": API_KEY, "LLM_API_KEY": API_KEY[::-1]})))
+    unset, given = [json.loads(line) for line in stream.getvalue().splitlines()]
+    assert unset["ELEVENLABS_API_KEY"] is None and unset["LLM_API_KEY"] is None
+    assert given["ELEVENLABS_API_KEY"] == "***" and given["LLM_API_KEY"] == "***"
+    assert API_KEY not in stream.getvalue() and API_KEY[::-1] not in stream.getvalue()
+
+
+def test_on_a_terminal_the_settings_line_is_readable(restore_logging):
+    stream = io.StringIO()
+    logs.configure_logging("info", "console", stream=stream)
+    settings = logs.settings_for_log(Settings.load({"REDIS_URL": f"redis://:{PASSWORD}@127.0.0.1:6379/2"}))
+    structlog.get_logger().info("settings", **settings)
+    structlog.get_logger().info("short", call="abc", port=1)
+    lines = stream.getvalue().splitlines()
+    assert "settings" in lines[0] and len(lines[0]) < 120
+    assert "    BRIDGE_PORT=9092" in lines and "    REDIS_URL=redis://:***@127.0.0.1:6379/2" in lines
+    assert len(lines) == 1 + len(settings) + 1  # one line per setting, and a short line stays one line
+    assert "short" in lines[-1] and "call=abc" in lines[-1]
+    assert PASSWORD not in stream.getvalue()
+
+
+def test_the_cli_configures_logging_once_with_a_subcommand_default(restore_logging, capsys):
+    import argparse
+    import types
+
+    from bridge.cli import prepare_process
+
+    demo_like = types.SimpleNamespace(DEFAULT_LOG_LEVEL="warning")
+    prepare_process(argparse.Namespace(_module=demo_like), environ={"LOG_FORMAT": "json"})
+    structlog.get_logger().info("hidden")
+    structlog.get_logger().warning("shown")
+    prepare_process(argparse.Namespace(_module=demo_like), environ={"LOG_LEVEL": "info", "LOG_FORMAT": "json"})
+    structlog.get_logger().info("asked_for")
+    prepare_process(argparse.Namespace(_module=demo_like, log_level="debug"), environ={"LOG_FORMAT": "json"})
+    structlog.get_logger().debug("flagged")
+    events = [json.loads(line)["event"] for line in capsys.readouterr().err.splitlines()]
+    assert events == ["shown", "asked_for", "flagged"]

@@ -5,7 +5,6 @@ and never so often that a call plays faster than real time. Bounds are generous:
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import itertools
 import time
 
@@ -63,7 +62,7 @@ async def test_expedite_of_a_member_not_on_the_clock_does_nothing():
 
 
 async def _serve(handler) -> AudioSocketServer:
-    server = AudioSocketServer(dataclasses.replace(BridgeConfig(), host="127.0.0.1", port=0), handler)
+    server = AudioSocketServer(BridgeConfig(host="127.0.0.1", port=0), handler)
     await server.start()
     return server
 

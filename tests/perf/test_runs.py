@@ -4,7 +4,6 @@ barge-in and hang-up behaviour as frame by frame, with one producer wake-up for 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 
 from bridge.call import Call, CallEnded
 from bridge.sim.caller import place_call
@@ -24,7 +23,7 @@ def heard(audio: bytes) -> list[int]:
 
 
 async def _serve(handler) -> AudioSocketServer:
-    server = AudioSocketServer(dataclasses.replace(BridgeConfig(), host="127.0.0.1", port=0), handler)
+    server = AudioSocketServer(BridgeConfig(host="127.0.0.1", port=0), handler)
     await server.start()
     return server
 

@@ -57,7 +57,7 @@ async def test_said_text_is_transcribed_through_a_real_audiosocket_leg(emulators
     from voice.stt import STTConfig, create_recognizer
     from voice.stt.events import FinalTranscript
 
-    stt = STTConfig(provider=provider, openai_base_url=f"{emulators.url}/v1", openai_api_key=emulators.key)
+    stt = STTConfig(stt_provider=provider, stt_openai_base_url=f"{emulators.url}/v1", stt_openai_api_key=emulators.key)
     recognizer = create_recognizer(stt, TTSConfig(api_key=emulators.key, base_url=emulators.url))
     await recognizer.start()
     finals: list[str] = []

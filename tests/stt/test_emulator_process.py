@@ -18,7 +18,7 @@ from voice.stt.events import FinalTranscript
 
 async def test_the_emulator_process_serves_stt_on_the_tts_url():
     with EmulatorProcess() as emu:
-        stt = STTConfig(provider="elevenlabs")
+        stt = STTConfig(stt_provider="elevenlabs")
         recognizer = create_recognizer(stt, TTSConfig(api_key=DEFAULT_API_KEY, base_url=emu.url))
         await recognizer.start()
         try:

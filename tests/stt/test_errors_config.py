@@ -68,11 +68,11 @@ def test_close_codes_are_classified():
 
 def test_config_defaults_and_environment():
     config = STTConfig()
-    assert (config.provider, config.end_silence_ms, config.max_utterance_s, config.commit) == ("none", 600, 15.0,
+    assert (config.stt_provider, config.stt_end_silence_ms, config.stt_max_utterance_s, config.stt_commit) == ("none", 600, 15.0,
                                                                                               "manual")
     loaded = load(STTConfig, {"STT_PROVIDER": "elevenlabs", "STT_LANGUAGE": "ru", "STT_END_SILENCE_MS": "500",
                               "STT_OPENAI_API_KEY": "sk-secret"})
-    assert loaded.model_id == "scribe_v2_realtime" and loaded.language == "ru" and loaded.end_silence_ms == 500
+    assert loaded.model_id == "scribe_v2_realtime" and loaded.stt_language == "ru" and loaded.stt_end_silence_ms == 500
     assert load(STTConfig, {"STT_PROVIDER": "openai"}).model_id == "whisper-1"
     assert "sk-secret" not in repr(loaded)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import audioop
-import dataclasses
+from pydantic import SecretStr
 
 import pytest
 from stt.speech import spoken
@@ -33,8 +33,8 @@ from voice.stt.scribe import ScribeRealtimeRecognizer
 
 def configs(emulators, provider: str, **stt):
     tts = TTSConfig(api_key=emulators.key, base_url=emulators.url)
-    return STTConfig(provider=provider, openai_base_url=f"{emulators.url}/v1", openai_api_key=emulators.key,
-                     **stt), tts
+    return STTConfig(stt_provider=provider, stt_openai_base_url=f"{emulators.url}/v1", stt_openai_api_key=emulators.key,
+                     **{f"stt_{k}": v for k, v in stt.items()}), tts
 
 
 async def collect(recognizer, frames, *, finals: int = 1, timeout: float = 5.0):
@@ -106,7 +106,7 @@ async def test_scribe_gets_the_calls_format_unchanged(emulators, fmt):
     else:
         frames = [audioop.ratecv(f, 2, 1, 8000, 16000, None)[0] for f in frames]
         frames = [f.ljust(640, b"\x00")[:640] for f in frames]
-    async with ScribeRealtimeRecognizer(stt, api_key=tts.api_key, base_url=tts.base_url, audio_format=fmt) as rec:
+    async with ScribeRealtimeRecognizer(stt, api_key=tts.api_key.get_secret_value(), base_url=tts.base_url, audio_format=fmt) as rec:
         events = await collect(rec, frames)
     assert [e.text for e in events if isinstance(e, FinalTranscript)] == ["да, конечно"]
     assert emulators.stt.stats.ws_queries[-1]["query"]["audio_format"] == fmt
@@ -148,7 +148,7 @@ async def test_line_noise_and_silence_send_no_commit(emulators):
 
 async def test_wrong_key_is_an_auth_error_at_start(emulators):
     stt, tts = configs(emulators, "elevenlabs")
-    rec = create_recognizer(stt, dataclasses.replace(tts, api_key="wrong"))
+    rec = create_recognizer(stt, tts.model_copy(update={"api_key": SecretStr("wrong")}))
     with pytest.raises(STTAuthError):
         await rec.start()
     await rec.close()
@@ -201,7 +201,7 @@ async def test_openai_retries_a_5xx_and_reports_a_4xx(emulators):
         events = await collect(rec, spoken("нет"))
     assert [e.text for e in events if isinstance(e, FinalTranscript)] == ["нет"]
     assert emulators.stt.stats.http_status == {503: 1, 200: 1}
-    bad = dataclasses.replace(stt, openai_api_key="wrong")
+    bad = stt.model_copy(update={"stt_openai_api_key": SecretStr("wrong")})
     async with OpenAITranscriber(bad) as rec:
         with pytest.raises(STTAuthError):
             await collect(rec, spoken("нет"))

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import time
 
 import pytest
+from pydantic import SecretStr
 
 from voice.audio import FrameStream, sample_width
 from voice.config import OUTPUT_FORMATS
@@ -46,7 +46,7 @@ def frames_of(output_format: str, chunks: list[bytes]) -> list[bytes]:
 
 @pytest.mark.parametrize("output_format", OUTPUT_FORMATS)
 async def test_every_output_format_arrives_as_the_emulators_audio_for_the_text(emulator, tts_config, output_format):
-    config = dataclasses.replace(tts_config, output_format=output_format)
+    config = tts_config.model_copy(update=dict(output_format=output_format))
     chunks = await collect(manager(config), TEXT)
     frames = frames_of(output_format, chunks)
     assert frames == expected_frames(TEXT, output_format)
@@ -60,7 +60,7 @@ async def test_every_output_format_arrives_as_the_emulators_audio_for_the_text(e
 @pytest.mark.parametrize("output_format", ["pcm_16000", "pcm_22050", "ulaw_8000"])
 async def test_odd_chunks_are_carried_to_whole_samples(emulator, tts_config, output_format):
     emulator.set_knobs(odd_chunks=True, chunk_bytes=37, realtime_factor=50.0)
-    config = dataclasses.replace(tts_config, output_format=output_format)
+    config = tts_config.model_copy(update=dict(output_format=output_format))
     chunks = await collect(manager(config), TEXT)
     assert len(chunks) > 5
     assert all(len(c) % sample_width(output_format) == 0 for c in chunks)
@@ -74,7 +74,8 @@ async def test_stream_static_frames_yields_ready_8k_frames(emulator, tts_config)
 
 
 async def test_voice_settings_and_model_go_in_the_body(emulator, tts_config):
-    config = dataclasses.replace(tts_config, voice_settings={"stability": 0.4, "speed": 1.1}, model_id="eleven_turbo_v2_5")
+    config = tts_config.model_copy(update=dict(voice_settings={"stability": 0.4, "speed": 1.1},
+                                               model_id="eleven_turbo_v2_5"))
     await collect(manager(config), "Hi")
     body = emulator.stats.requests[-1]["body"]
     assert body == {"text": "Hi", "model_id": "eleven_turbo_v2_5", "voice_settings": {"stability": 0.4, "speed": 1.1}}
@@ -83,7 +84,7 @@ async def test_voice_settings_and_model_go_in_the_body(emulator, tts_config):
 @pytest.mark.parametrize(
     "change, knobs, error, status, code",
     [
-        ({"api_key": "wrong"}, {}, TTSAuthError, 401, "invalid_api_key"),
+        ({"api_key": SecretStr("wrong")}, {}, TTSAuthError, 401, "invalid_api_key"),
         ({}, {"character_quota": 3}, TTSQuotaError, 401, "quota_exceeded"),
         ({"voice_id": "no-such-voice"}, {}, TTSVoiceNotFoundError, 404, "voice_not_found"),
         ({"output_format": "pcm_44100"}, {"tier_gated_formats": ["pcm_44100"]}, TTSFormatError, 403, None),
@@ -93,7 +94,7 @@ async def test_voice_settings_and_model_go_in_the_body(emulator, tts_config):
 )
 async def test_client_errors_are_typed_and_never_retried(emulator, tts_config, change, knobs, error, status, code):
     emulator.set_knobs(**knobs)
-    config = dataclasses.replace(tts_config, max_retries=3, **change)
+    config = tts_config.model_copy(update=dict(max_retries=3, **change))
     with pytest.raises(error) as info:
         await collect(manager(config), TEXT)
     assert info.value.http_status == status
@@ -106,7 +107,7 @@ async def test_client_errors_are_typed_and_never_retried(emulator, tts_config, c
 
 async def test_a_format_that_cannot_be_converted_is_refused_before_any_request(emulator, tts_config):
     # TTSConfig's loader allows only supported formats; a config built around that check is still caught
-    config = dataclasses.replace(tts_config, output_format="mp3_44100_128")
+    config = tts_config.model_copy(update=dict(output_format="mp3_44100_128"))
     with pytest.raises(TTSFormatError, match="mp3_44100_128"):
         await collect(manager(config), TEXT)
     assert emulator.stats.http_requests == 0
@@ -115,7 +116,7 @@ async def test_a_format_that_cannot_be_converted_is_refused_before_any_request(e
 @pytest.mark.parametrize("status, error", [(429, TTSRateLimited), (500, TTSServerError), (503, TTSRateLimited)])
 async def test_rate_limit_and_server_errors_are_retried_before_any_audio(emulator, tts_config, status, error):
     emulator.set_knobs(fail_status=status, fail_count=2)
-    chunks = await collect(manager(dataclasses.replace(tts_config, max_retries=2)), "Hello")
+    chunks = await collect(manager(tts_config.model_copy(update=dict(max_retries=2))), "Hello")
     assert frames_of(tts_config.output_format, chunks) == expected_frames("Hello", tts_config.output_format)
     assert emulator.stats.http_requests == 3
     assert emulator.stats.http_status[status] == 2
@@ -125,7 +126,7 @@ async def test_rate_limit_and_server_errors_are_retried_before_any_audio(emulato
 async def test_retries_give_up_after_max_retries(emulator, tts_config, status, error):
     emulator.set_knobs(fail_status=status)
     with pytest.raises(error) as info:
-        await collect(manager(dataclasses.replace(tts_config, max_retries=2)), "Hello")
+        await collect(manager(tts_config.model_copy(update=dict(max_retries=2))), "Hello")
     assert info.value.http_status == status
     assert emulator.stats.http_requests == 3
 
@@ -134,7 +135,7 @@ async def test_a_stream_cut_after_audio_was_yielded_is_a_stream_error_and_not_re
     emulator.set_knobs(abort_after_bytes=5001, chunk_bytes=1000)
     received: list[bytes] = []
     with pytest.raises(TTSStreamError):
-        async for chunk in manager(dataclasses.replace(tts_config, max_retries=3)).stream_static_text(TEXT):
+        async for chunk in manager(tts_config.model_copy(update=dict(max_retries=3))).stream_static_text(TEXT):
             received.append(chunk)
     assert sum(map(len, received)) == 5000  # everything before the cut, in whole samples
     assert emulator.stats.http_requests == 1
@@ -143,13 +144,13 @@ async def test_a_stream_cut_after_audio_was_yielded_is_a_stream_error_and_not_re
 async def test_a_stream_cut_before_the_first_byte_is_retried(emulator, tts_config):
     emulator.set_knobs(abort_after_bytes=0)
     with pytest.raises(TTSConnectionError):
-        await collect(manager(dataclasses.replace(tts_config, max_retries=2)), TEXT)
+        await collect(manager(tts_config.model_copy(update=dict(max_retries=2))), TEXT)
     assert emulator.stats.http_requests == 3
     assert all(r.get("aborted_after") == 0 for r in emulator.stats.requests)
 
 
 async def test_nothing_listening_is_a_connection_error(tts_config):
-    config = dataclasses.replace(tts_config, base_url=f"http://127.0.0.1:{free_port()}", max_retries=1)
+    config = tts_config.model_copy(update=dict(base_url=f"http://127.0.0.1:{free_port()}", max_retries=1))
     started = time.monotonic()
     with pytest.raises(TTSConnectionError) as info:
         await collect(manager(config), TEXT)
@@ -159,7 +160,7 @@ async def test_nothing_listening_is_a_connection_error(tts_config):
 
 async def test_no_first_byte_within_the_read_timeout_is_a_connection_error(emulator, tts_config):
     emulator.set_knobs(ttfb_ms=3000)
-    config = dataclasses.replace(tts_config, read_timeout_s=0.3, max_retries=0)
+    config = tts_config.model_copy(update=dict(read_timeout_s=0.3, max_retries=0))
     started = time.monotonic()
     with pytest.raises(TTSConnectionError, match="ReadTimeout"):
         await collect(manager(config), TEXT)

@@ -74,15 +74,13 @@ async def test_sdk_streams_over_the_websocket(tls):
 
 
 async def test_tts_manager_speaks_https_and_wss_like_production(tls):
-    import dataclasses
-
     from voice.config import TTSConfig
     from voice.tts_manager import TTSManager, WebSocketConnectionManager, aclose_shared_client, iter_llm_audio
 
     async with Emulator(ssl_context=tls) as emulator:
         config = TTSConfig(api_key=DEFAULT_API_KEY, base_url=emulator.url, voice_id=VOICE)
         assert config.ws_base_url.startswith("wss://")
-        tts = TTSManager(config, WebSocketConnectionManager(dataclasses.replace(config)))
+        tts = TTSManager(config, WebSocketConnectionManager(config.model_copy()))
         try:
             http_audio = b"".join([c async for c in tts.stream_static_text("Secure")])
             text_queue, audio_queue = await tts.start_llm_stream()

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import json
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
+from pydantic import SecretStr
 from websockets.exceptions import ConnectionClosedError
 from websockets.protocol import State
 
@@ -63,7 +63,7 @@ async def eventually(predicate, timeout: float = 5.0) -> None:
 
 
 async def test_connect_builds_the_url_and_sends_the_first_message(emulator, tts_config):
-    config = dataclasses.replace(tts_config, voice_settings={"stability": 0.5, "similarity_boost": 0.8})
+    config = tts_config.model_copy(update=dict(voice_settings={"stability": 0.5, "similarity_boost": 0.8}))
     connections = WebSocketConnectionManager(config)
     websocket = await connections.connect()
     try:
@@ -74,9 +74,10 @@ async def test_connect_builds_the_url_and_sends_the_first_message(emulator, tts_
         query = emulator.stats.ws_queries[0]
         assert query["path"] == f"/v1/text-to-speech/{config.voice_id}/stream-input"
         assert query["query"] == {"model_id": "eleven_flash_v2_5", "output_format": "pcm_16000", "auto_mode": "true"}
-        assert query["xi_api_key_header"] == config.api_key
+        assert query["xi_api_key_header"] == config.api_key.get_secret_value()
         assert emulator.stats.ws_first_messages[0] == {
-            "text": " ", "voice_settings": {"stability": 0.5, "similarity_boost": 0.8}, "xi_api_key": config.api_key,
+            "text": " ", "voice_settings": {"stability": 0.5, "similarity_boost": 0.8},
+            "xi_api_key": config.api_key.get_secret_value(),
         }
         assert parse_qs(urlsplit(connections.url).query)["auto_mode"] == ["true"]
     finally:
@@ -88,7 +89,7 @@ async def test_connect_builds_the_url_and_sends_the_first_message(emulator, tts_
 @pytest.mark.parametrize("output_format", ["pcm_16000", "pcm_24000", "ulaw_8000"])
 async def test_a_turn_speaks_every_piece_and_ends_with_none(emulator, tts_config, output_format):
     emulator.set_knobs(odd_chunks=True, chunk_bytes=333)
-    tts = manager(dataclasses.replace(tts_config, output_format=output_format))
+    tts = manager(tts_config.model_copy(update=dict(output_format=output_format)))
     try:
         chunks, terminal = await speak(tts, PIECES)
         assert terminal is None
@@ -123,7 +124,7 @@ async def test_the_spent_socket_is_replaced_in_the_background(emulator, tts_conf
 
 async def test_keep_alive_holds_a_socket_past_the_inactivity_timeout(emulator, tts_config):
     emulator.set_knobs(ws_inactivity_timeout_s=1.0)
-    tts = manager(dataclasses.replace(tts_config, keepalive_s=0.3))
+    tts = manager(tts_config.model_copy(update=dict(keepalive_s=0.3)))
     try:
         websocket = await tts.connection_manager.connect()
         await asyncio.sleep(2.2)
@@ -139,7 +140,7 @@ async def test_keep_alive_holds_a_socket_past_the_inactivity_timeout(emulator, t
 
 async def test_without_keep_alive_the_socket_dies_with_the_input_timeout_frame(emulator, tts_config):
     emulator.set_knobs(ws_inactivity_timeout_s=1.0)
-    connections = WebSocketConnectionManager(dataclasses.replace(tts_config, keepalive_s=60))
+    connections = WebSocketConnectionManager(tts_config.model_copy(update=dict(keepalive_s=60)))
     try:
         websocket = await connections.connect()
         frame = json.loads(await asyncio.wait_for(websocket.recv(), 5))
@@ -157,7 +158,7 @@ async def test_without_keep_alive_the_socket_dies_with_the_input_timeout_frame(e
 
 async def test_an_input_timeout_during_a_turn_is_reported(emulator, tts_config):
     emulator.set_knobs(ws_inactivity_timeout_s=0.5)
-    tts = manager(dataclasses.replace(tts_config, keepalive_s=60))
+    tts = manager(tts_config.model_copy(update=dict(keepalive_s=60)))
     try:
         chunks, terminal = await speak(tts, ["Thinking... "], end=False)  # the producer never ends its input
         assert isinstance(terminal, TTSInputTimeout)
@@ -171,7 +172,7 @@ async def test_the_inactivity_timeout_query_parameter_is_honoured(emulator, tts_
     import websockets
 
     url = f"{emulator.ws_url}/v1/text-to-speech/{tts_config.voice_id}/stream-input?output_format=pcm_16000&inactivity_timeout=1"
-    async with websockets.connect(url, additional_headers={"xi-api-key": tts_config.api_key}) as ws:
+    async with websockets.connect(url, additional_headers={"xi-api-key": tts_config.api_key.get_secret_value()}) as ws:
         await ws.send(json.dumps({"text": " "}))
         started = asyncio.get_running_loop().time()
         frame = json.loads(await asyncio.wait_for(ws.recv(), 5))
@@ -195,7 +196,7 @@ async def test_a_1011_error_frame_becomes_a_server_error(emulator, tts_config, a
 @pytest.mark.parametrize("frame", [True, False])
 async def test_a_bad_key_is_an_auth_error_after_the_handshake(emulator, tts_config, frame):
     emulator.set_knobs(ws_auth_error_frame=frame)
-    tts = manager(dataclasses.replace(tts_config, api_key="wrong-key"))
+    tts = manager(tts_config.model_copy(update=dict(api_key=SecretStr("wrong-key"))))
     try:
         try:  # the server closes at once: seen while sending the first message, or by the turn
             chunks, terminal = await speak(tts, ["Hello. "])
@@ -210,7 +211,7 @@ async def test_a_bad_key_is_an_auth_error_after_the_handshake(emulator, tts_conf
 async def test_a_message_over_1_mib_is_received_whole(emulator, tts_config):
     emulator.set_knobs(oversized_message=True)
     text = "Один длинный ответ, который приходит одним большим сообщением по веб-сокету. " * 2
-    config = dataclasses.replace(tts_config, output_format="pcm_48000")
+    config = tts_config.model_copy(update=dict(output_format="pcm_48000"))
     tts = manager(config)
     try:
         chunks, terminal = await speak(tts, [text])
@@ -233,7 +234,7 @@ async def test_a_dropped_connection_is_a_stream_error_1006(emulator, tts_config)
 
 
 async def test_no_server_is_a_connection_error(tts_config):
-    tts = manager(dataclasses.replace(tts_config, base_url=f"http://127.0.0.1:{free_port()}"))
+    tts = manager(tts_config.model_copy(update=dict(base_url=f"http://127.0.0.1:{free_port()}")))
     with pytest.raises(TTSConnectionError):
         await tts.start_llm_stream()
     await tts.aclose()
@@ -292,7 +293,7 @@ async def test_aclose_ends_every_task_and_socket(emulator, tts_config):
 
 async def test_no_audio_after_the_end_of_input_within_the_read_timeout(emulator, tts_config):
     emulator.set_knobs(ttfb_ms=3000)
-    tts = manager(dataclasses.replace(tts_config, read_timeout_s=0.4))
+    tts = manager(tts_config.model_copy(update=dict(read_timeout_s=0.4)))
     try:
         _, terminal = await speak(tts, ["Slow. "])
         assert isinstance(terminal, TTSServerError) and "read timeout" not in str(terminal)
@@ -305,7 +306,7 @@ async def test_an_open_turn_waits_for_text_past_the_read_timeout_then_the_end_of
         emulator, tts_config):
     """Before the input ends the server owes nothing (the receive loop waits on the end-of-input event, not a
     timer); the end of input then starts the read deadline, and the audio arrives within it."""
-    tts = manager(dataclasses.replace(tts_config, read_timeout_s=0.3))
+    tts = manager(tts_config.model_copy(update={"read_timeout_s": 0.3}))
     try:
         text_queue, audio_queue = await tts.start_llm_stream()
         await asyncio.sleep(0.9)  # three read timeouts without text: no error may be reported

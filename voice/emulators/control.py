@@ -9,12 +9,17 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import logging
 import signal
 import socket
 import ssl
+import sys
 from typing import Any, ClassVar
 
+import structlog
 from aiohttp import web
+
+from voice.config import LogSettings
 
 
 class KnobsBase:
@@ -168,3 +173,14 @@ async def serve_app(app: web.Application, host: str, port: int,
     sock.setblocking(False)
     await web.SockSite(runner, sock, ssl_context=ssl_context).start()
     return runner, sock.getsockname()[1]
+
+
+def configure_stderr_logs(level: str | None) -> None:
+    """Logs to stderr for an emulator's `python -m` (`voice-bridge` configures them itself; `voice/` cannot use
+    the bridge's set-up). `level` (the --log-level flag) wins over LOG_LEVEL; a bad LOG_LEVEL is a ConfigError.
+    stdout stays for the "listening on URL" line that a parent process waits for."""
+    level = level or LogSettings.load().log_level
+    structlog.configure(
+        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        wrapper_class=structlog.make_filtering_bound_logger(getattr(logging, level.upper())),
+    )

@@ -32,7 +32,6 @@ import base64
 import contextlib
 import dataclasses
 import json
-import logging
 import math
 import os
 import random
@@ -50,9 +49,11 @@ from typing import Any, ClassVar
 import structlog
 from aiohttp import WSMsgType, web
 
-from voice.config import G711_FORMATS, PCM_RATES, ConfigError, parse_port
+from pydantic import SecretStr
+
+from voice.config import G711_FORMATS, PCM_RATES, ConfigError, EnvSettings, Port, setting
 from voice.emulators.tone_code import CHAR_MS, expected_frames, identify, synthesize
-from voice.emulators.control import ControlEndpoints, KnobsBase, serve_app
+from voice.emulators.control import ControlEndpoints, KnobsBase, configure_stderr_logs, serve_app
 
 __all__ = ["Emulator", "EmulatorProcess", "Knobs", "Stats", "expected_frames", "identify", "synthesize",
            "DEFAULT_API_KEY", "DEFAULT_VOICES", "configure_parser", "run"]
@@ -1132,13 +1133,21 @@ HELP_DESCRIPTION = (
 )
 
 
+class EmulatorSettings(EnvSettings):
+    """What the emulator reads from the environment (and `.env`); its flags win over them."""
+
+    port: Port = setting("EMULATOR_PORT", 8765, "port; 0 picks a free one")
+    api_key: SecretStr = setting("ELEVENLABS_API_KEY", SecretStr(""),
+                                 "the one accepted API key; unset: any non-empty key")
+
+
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.description = HELP_DESCRIPTION
     defaults = Knobs()
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on [default 127.0.0.1]")
     parser.add_argument("--port", type=_port, default=None,
                         help="port; 0 picks a free one [env EMULATOR_PORT; default 8765]")
-    parser.add_argument("--api-key", default=os.environ.get("ELEVENLABS_API_KEY") or None,
+    parser.add_argument("--api-key", default=None,
                         help="the one accepted API key [env ELEVENLABS_API_KEY; default unset: any non-empty key]")
     parser.add_argument("--voices", type=_voices, default=None, metavar="ID,...",
                         help="the voice ids it knows (others: 404 voice_not_found) [default "
@@ -1162,7 +1171,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--knobs", default="",
                         help="JSON object of further knobs, e.g. '{\"fail_status\": 503, \"fail_count\": 1}'; "
                              f"knobs: {', '.join(f.name for f in dataclasses.fields(Knobs))} [default none]")
-    parser.add_argument("--log-level", default=os.environ.get("LOG_LEVEL", "info"),
+    parser.add_argument("--log-level", default=None,
                         choices=["debug", "info", "warning", "error"],
                         help="log level; logs go to stderr [env LOG_LEVEL; default info]")
 
@@ -1208,21 +1217,11 @@ def _default_voices() -> list[str]:
 
 
 def _port(raw: str) -> int:
+    """--port is checked as EMULATOR_PORT is, and its error names the flag."""
     try:
-        return parse_port(raw)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
-
-def _env_port() -> int:
-    """EMULATOR_PORT, or 8765; a bad value is a ConfigError naming the variable."""
-    raw = os.environ.get("EMULATOR_PORT")
-    if raw is None:
-        return 8765
-    try:
-        return parse_port(raw)
-    except ValueError as exc:
-        raise ConfigError("EMULATOR_PORT", str(exc)) from None
+        return EmulatorSettings.load({}, port=raw).port
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(exc.problem) from None
 
 
 def _knobs_from_args(args: argparse.Namespace) -> Knobs:
@@ -1242,7 +1241,7 @@ async def _serve(args: argparse.Namespace) -> None:
     if args.tls_cert:
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         context.load_cert_chain(args.tls_cert, args.tls_key)
-    emulator = Emulator(api_key=args.api_key, knobs=_knobs_from_args(args), ssl_context=context)
+    emulator = Emulator(api_key=args.api_key or None, knobs=_knobs_from_args(args), ssl_context=context)
     from voice.emulators.stt import mount_stt  # speech-to-text on the same URL and key
 
     mount_stt(emulator)
@@ -1250,16 +1249,11 @@ async def _serve(args: argparse.Namespace) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    # stdout carries only the "listening on URL" line that EmulatorProcess waits for; logs go to stderr
-    # (`voice-bridge emulator` has configured them already, with --log-level; `python -m` has not)
-    if not structlog.is_configured():
-        structlog.configure(
-            logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
-            wrapper_class=structlog.make_filtering_bound_logger(getattr(logging, args.log_level.upper())),
-        )
+    """stdout carries only the "listening on URL" line that EmulatorProcess waits for; logs go to stderr,
+    configured by the entry point (`voice-bridge emulator`, or `python -m` below)."""
+    settings = EmulatorSettings.load(port=args.port, api_key=args.api_key)  # ConfigError: exit status 2
+    args.port, args.api_key = settings.port, settings.api_key.get_secret_value()
     try:
-        if args.port is None:
-            args.port = _env_port()
         asyncio.run(_serve(args))
     except (ValueError, OSError) as exc:
         print(f"voice-bridge emulator: {exc}", file=sys.stderr)
@@ -1270,4 +1264,10 @@ def run(args: argparse.Namespace) -> int:
 if __name__ == "__main__":  # `python -m voice.emulators.elevenlabs`, used by EmulatorProcess
     _parser = argparse.ArgumentParser(prog="python -m voice.emulators.elevenlabs", description=__doc__.splitlines()[0])
     configure_parser(_parser)
-    sys.exit(run(_parser.parse_args()))
+    _args = _parser.parse_args()
+    try:
+        configure_stderr_logs(_args.log_level)
+        sys.exit(run(_args))
+    except ConfigError as _exc:
+        print(f"{_parser.prog}: configuration error: {_exc}", file=sys.stderr)
+        sys.exit(2)

@@ -27,8 +27,6 @@ import asyncio
 import contextlib
 import dataclasses
 import json
-import logging
-import os
 import re
 import sys
 import time
@@ -39,7 +37,8 @@ from typing import Any, ClassVar
 import structlog
 from aiohttp import web
 
-from voice.emulators.control import ControlEndpoints, KnobsBase, serve_app
+from voice.config import ConfigError, EnvSettings, Port, setting
+from voice.emulators.control import ControlEndpoints, KnobsBase, configure_stderr_logs, serve_app
 
 __all__ = ["LLMEmulator", "LLMKnobs", "LLMStats", "split_pieces", "echo_answer", "configure_parser", "run"]
 
@@ -298,11 +297,25 @@ async def _abort(request: web.Request) -> None:
 # --- command line ---------------------------------------------------------------------------------------
 
 
+class LLMEmulatorSettings(EnvSettings):
+    """What the LLM emulator reads from the environment (and `.env`); --port wins over it."""
+
+    port: Port = setting("LLM_EMULATOR_PORT", 8766, "port; 0 picks a free one")
+
+
+def _port(raw: str) -> int:
+    """--port is checked as LLM_EMULATOR_PORT is, and its error names the flag."""
+    try:
+        return LLMEmulatorSettings.load({}, port=raw).port
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(exc.problem) from None
+
+
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     defaults = LLMKnobs()
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on [127.0.0.1]")
-    parser.add_argument("--port", type=int, default=int(os.environ.get("LLM_EMULATOR_PORT", "8766")),
-                        help="port; 0 picks a free one [env LLM_EMULATOR_PORT, 8766]")
+    parser.add_argument("--port", type=_port, default=None,
+                        help="port; 0 picks a free one [env LLM_EMULATOR_PORT; default 8766]")
     parser.add_argument("--api-key", default=None, help="the one accepted bearer token [unset: any]")
     parser.add_argument("--answer", default=defaults.answer, help="answer every request with this text")
     parser.add_argument("--piece-chars", type=int, default=defaults.piece_chars,
@@ -312,8 +325,8 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--piece-delay-ms", type=float, default=defaults.piece_delay_ms,
                         help="delay between pieces [0]")
     parser.add_argument("--knobs", default="", help="JSON object of further knobs")
-    parser.add_argument("--log-level", default=os.environ.get("LOG_LEVEL", "info"),
-                        choices=["debug", "info", "warning", "error"], help="log level (logs go to stderr)")
+    parser.add_argument("--log-level", default=None, choices=["debug", "info", "warning", "error"],
+                        help="log level (logs go to stderr) [env LOG_LEVEL; default info]")
 
 
 def _knobs_from_args(args: argparse.Namespace) -> LLMKnobs:
@@ -330,11 +343,9 @@ async def _serve(args: argparse.Namespace) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    # stdout carries only the "listening on URL" line; logs go to stderr
-    structlog.configure(
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
-        wrapper_class=structlog.make_filtering_bound_logger(getattr(logging, args.log_level.upper())),
-    )
+    """stdout carries only the "listening on URL" line; logs go to stderr, configured by the entry point
+    (`voice-bridge llm-emulator`, or `python -m` below)."""
+    args.port = LLMEmulatorSettings.load(port=args.port).port  # ConfigError: exit status 2
     try:
         asyncio.run(_serve(args))
     except (ValueError, OSError) as exc:
@@ -346,5 +357,11 @@ def run(args: argparse.Namespace) -> int:
 if __name__ == "__main__":  # `python -m voice.emulators.llm`
     _parser = argparse.ArgumentParser(prog="python -m voice.emulators.llm", description=__doc__.splitlines()[0])
     configure_parser(_parser)
-    with contextlib.suppress(KeyboardInterrupt):
-        sys.exit(run(_parser.parse_args()))
+    _args = _parser.parse_args()
+    try:
+        configure_stderr_logs(_args.log_level)
+        with contextlib.suppress(KeyboardInterrupt):
+            sys.exit(run(_args))
+    except ConfigError as _exc:
+        print(f"{_parser.prog}: configuration error: {_exc}", file=sys.stderr)
+        sys.exit(2)

@@ -27,7 +27,7 @@ log = structlog.get_logger(__name__)
 
 def api_key(config: LLMConfig) -> str:
     """The bearer token, as plain text (the one place that reads it: a `SecretStr` needs one edit here)."""
-    return config.llm_api_key
+    return config.llm_api_key.get_secret_value()
 
 
 class OpenAICompatibleSource:

@@ -42,11 +42,11 @@ __all__ = [
 
 def create_recognizer(stt: STTConfig, tts: TTSConfig, audio_format: str = "pcm_8000") -> SpeechRecognizer:
     """A new, not yet started recognizer for one call. STTNotConfigured when `STT_PROVIDER=none`."""
-    if stt.provider == "elevenlabs":
+    if stt.stt_provider == "elevenlabs":
         from voice.stt.scribe import ScribeRealtimeRecognizer
 
-        return ScribeRealtimeRecognizer(stt, api_key=tts.api_key, base_url=tts.base_url, audio_format=audio_format)
-    if stt.provider == "openai":
+        return ScribeRealtimeRecognizer(stt, api_key=tts.api_key.get_secret_value(), base_url=tts.base_url, audio_format=audio_format)
+    if stt.stt_provider == "openai":
         from voice.stt.openai import OpenAITranscriber
 
         return OpenAITranscriber(stt, audio_format=audio_format)

@@ -68,8 +68,8 @@ class SpeechRecognizer(Protocol):
 
 
 def endpointer_config(config: STTConfig) -> EndpointerConfig:
-    return EndpointerConfig.from_ms(start_ms=config.start_ms, barge_in_ms=config.barge_in_ms,
-                                    end_silence_ms=config.end_silence_ms, max_utterance_s=config.max_utterance_s)
+    return EndpointerConfig.from_ms(start_ms=config.stt_start_ms, barge_in_ms=config.stt_barge_in_ms,
+                                    end_silence_ms=config.stt_end_silence_ms, max_utterance_s=config.stt_max_utterance_s)
 
 
 _END = object()
@@ -84,8 +84,8 @@ class RecognizerBase:
         check_format(audio_format)
         self.config = config
         self.audio_format = audio_format
-        self.vad = VoiceActivityDetector(audio_format, aggressiveness=config.vad_aggressiveness,
-                                         min_rms=config.vad_min_rms)
+        self.vad = VoiceActivityDetector(audio_format, aggressiveness=config.stt_vad_aggressiveness,
+                                         min_rms=config.stt_vad_min_rms)
         self.endpointer = Endpointer(endpointer_config(config))
         self.utterance = 0
         self.closed = False

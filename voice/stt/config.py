@@ -1,8 +1,7 @@
 """Speech recognition settings: which recognizer a call gets, and how the caller's turn is endpointed.
 
-`STTConfig` is a frozen dataclass declared with the project's `setting()` mechanism, so `voice.config.load`
-reads it from the environment today; the names are also listed here for whoever folds it into the
-pydantic-settings tree:
+`STTConfig` is one part of the bridge's `Settings` (`settings.stt`). Its fields carry `stt_` because `serve`
+flags and overrides are keyed by field name across every settings part:
 
 | field | environment | default |
 | --- | --- | --- |
@@ -29,16 +28,11 @@ The ElevenLabs recognizer takes its key and base URL from `TTSConfig` (`ELEVENLA
 
 from __future__ import annotations
 
-import dataclasses
+from typing import Annotated
 
-from voice.config import (
-    parse_choice,
-    parse_float_range,
-    parse_int_range,
-    parse_str,
-    parse_url,
-    setting,
-)
+from pydantic import SecretStr, model_validator
+
+from voice.config import SettingsPart, between, one_of, setting, url
 
 __all__ = ["COMMIT_MODES", "DEFAULT_MODELS", "PROVIDERS", "STTConfig"]
 
@@ -47,48 +41,60 @@ COMMIT_MODES = ("manual", "vad")
 DEFAULT_MODELS = {"elevenlabs": "scribe_v2_realtime", "openai": "whisper-1", "none": ""}
 
 
-@dataclasses.dataclass(frozen=True)
-class STTConfig:
+class STTConfig(SettingsPart):
     """The recognizer and endpointing settings (see the module docstring for the table)."""
 
-    provider: str = setting("STT_PROVIDER", "none", parse_choice(*PROVIDERS),
-                            "speech recognizer: elevenlabs (Scribe realtime), openai (OpenAI-compatible), none")
-    model: str = setting("STT_MODEL", "", parse_str, "recognition model; empty = the provider's default")
-    language: str = setting("STT_LANGUAGE", "", parse_str, "language code of the caller (empty: detected)")
-    commit: str = setting("STT_COMMIT", "manual", parse_choice(*COMMIT_MODES),
-                          "who ends an utterance for Scribe: manual (our endpointing) or vad (its server VAD)")
-    end_silence_ms: int = setting("STT_END_SILENCE_MS", 600, parse_int_range(100, 10000),
-                                  "silence in ms that ends the caller's utterance")
-    max_utterance_s: float = setting("STT_MAX_UTTERANCE_S", 15.0, parse_float_range(1, 300),
-                                     "an utterance is ended at this length in seconds")
-    start_ms: int = setting("STT_START_MS", 80, parse_int_range(20, 2000),
-                            "voiced audio in ms that starts an utterance")
-    barge_in_ms: int = setting("STT_BARGE_IN_MS", 240, parse_int_range(20, 5000),
-                               "voiced audio in ms within one utterance that counts as barge-in")
-    vad_aggressiveness: int = setting("STT_VAD_AGGRESSIVENESS", 2, parse_int_range(0, 3),
-                                      "webrtcvad mode 0-3; higher rejects more non-speech")
-    vad_min_rms: int = setting("STT_VAD_MIN_RMS", 200, parse_int_range(0, 32767),
-                               "frames below this RMS are never speech (line noise)")
-    chunk_ms: int = setting("STT_CHUNK_MS", 100, parse_int_range(20, 1000),
-                            "audio per Scribe WebSocket message, in ms (a multiple of 20)")
-    openai_base_url: str = setting("STT_OPENAI_BASE_URL", "https://api.openai.com/v1", parse_url("http", "https"),
-                                   "OpenAI-compatible API base with /v1 (a self-hosted Whisper server)")
-    openai_api_key: str = setting("STT_OPENAI_API_KEY", "", parse_str,
-                                  "bearer token for the OpenAI-compatible endpoint", secret=True)
-    connect_timeout_s: float = setting("STT_CONNECT_TIMEOUT", 3.0, parse_float_range(0.05, 60),
-                                       "seconds to connect to the recognizer")
-    request_timeout_s: float = setting("STT_REQUEST_TIMEOUT", 10.0, parse_float_range(0.05, 300),
-                                       "seconds for one transcription request or the session start")
-    max_retries: int = setting("STT_MAX_RETRIES", 1, parse_int_range(0, 10),
-                               "retries of a refused connection or a 429/5xx before anything was transcribed")
+    stt_provider: Annotated[str, one_of(*PROVIDERS)] = setting(
+        "STT_PROVIDER", "none", "speech recognizer: elevenlabs (Scribe realtime), openai (OpenAI-compatible), none")
+    stt_model: str = setting("STT_MODEL", "", "recognition model; empty = the provider's default")
+    stt_language: str = setting("STT_LANGUAGE", "", "language code of the caller (empty: detected)")
+    stt_commit: Annotated[str, one_of(*COMMIT_MODES)] = setting(
+        "STT_COMMIT", "manual", "who ends an utterance for Scribe: manual (our endpointing) or vad (its server VAD)")
+    stt_end_silence_ms: Annotated[int, between(100, 10000)] = setting(
+        "STT_END_SILENCE_MS", 600, "silence in ms that ends the caller's utterance")
+    stt_max_utterance_s: Annotated[float, between(1, 300)] = setting(
+        "STT_MAX_UTTERANCE_S", 15.0, "an utterance is ended at this length in seconds")
+    stt_start_ms: Annotated[int, between(20, 2000)] = setting(
+        "STT_START_MS", 80, "voiced audio in ms that starts an utterance")
+    stt_barge_in_ms: Annotated[int, between(20, 5000)] = setting(
+        "STT_BARGE_IN_MS", 240, "voiced audio in ms within one utterance that counts as barge-in")
+    stt_vad_aggressiveness: Annotated[int, between(0, 3)] = setting(
+        "STT_VAD_AGGRESSIVENESS", 2, "webrtcvad mode 0-3; higher rejects more non-speech")
+    stt_vad_min_rms: Annotated[int, between(0, 32767)] = setting(
+        "STT_VAD_MIN_RMS", 200, "frames below this RMS are never speech (line noise)")
+    stt_chunk_ms: Annotated[int, between(20, 1000)] = setting(
+        "STT_CHUNK_MS", 100, "audio per Scribe WebSocket message, in ms (a multiple of 20)")
+    stt_openai_base_url: Annotated[str, url("http", "https")] = setting(
+        "STT_OPENAI_BASE_URL", "https://api.openai.com/v1",
+        "OpenAI-compatible API base with /v1 (a self-hosted Whisper server)")
+    stt_openai_api_key: SecretStr = setting("STT_OPENAI_API_KEY", SecretStr(""),
+                                            "bearer token for the OpenAI-compatible endpoint")
+    stt_connect_timeout_s: Annotated[float, between(0.05, 60)] = setting(
+        "STT_CONNECT_TIMEOUT", 3.0, "seconds to connect to the recognizer")
+    stt_request_timeout_s: Annotated[float, between(0.05, 300)] = setting(
+        "STT_REQUEST_TIMEOUT", 10.0, "seconds for one transcription request or the session start")
+    stt_max_retries: Annotated[int, between(0, 10)] = setting(
+        "STT_MAX_RETRIES", 1, "retries of a refused connection or a 429/5xx before anything was transcribed")
 
-    def __post_init__(self) -> None:
-        if self.chunk_ms % 20:
-            raise ValueError(f"STT_CHUNK_MS must be a multiple of 20 ms, got {self.chunk_ms}")
-        if self.barge_in_ms < self.start_ms:
-            raise ValueError(f"STT_BARGE_IN_MS ({self.barge_in_ms}) must be at least STT_START_MS ({self.start_ms})")
+    @model_validator(mode="after")
+    def _consistent(self) -> STTConfig:
+        if self.stt_chunk_ms % 20:
+            raise ValueError(f"STT_CHUNK_MS must be a multiple of 20 ms, got {self.stt_chunk_ms}")
+        if self.stt_barge_in_ms < self.stt_start_ms:
+            raise ValueError(f"STT_BARGE_IN_MS ({self.stt_barge_in_ms}) must be at least "
+                             f"STT_START_MS ({self.stt_start_ms})")
+        return self
+
+    @property
+    def enabled(self) -> bool:
+        return self.stt_provider != "none"
 
     @property
     def model_id(self) -> str:
-        """The model asked for: `model`, or the provider's default."""
-        return self.model or DEFAULT_MODELS[self.provider]
+        """The model asked for: `stt_model`, or the provider's default."""
+        return self.stt_model or DEFAULT_MODELS[self.stt_provider]
+
+    @property
+    def openai_api_key(self) -> str:
+        """The OpenAI-compatible bearer token as plain text (the one place that reads it)."""
+        return self.stt_openai_api_key.get_secret_value()

@@ -58,7 +58,7 @@ class OpenAITranscriber(RecognizerBase):
     def __init__(self, config: STTConfig, *, audio_format: str = "pcm_8000",
                  client: httpx.AsyncClient | None = None) -> None:
         super().__init__(config, audio_format)
-        self.url = config.openai_base_url.rstrip("/") + "/audio/transcriptions"
+        self.url = config.stt_openai_base_url.rstrip("/") + "/audio/transcriptions"
         self.rate = RATE_BY_FORMAT[audio_format]
         self._client = client
         self._preroll: deque[bytes] = deque(maxlen=self.endpointer.config.start_window + PAD_FRAMES)
@@ -103,7 +103,7 @@ class OpenAITranscriber(RecognizerBase):
                 self._final(utterance, text)
                 return
             except STTError as exc:
-                if not exc.retryable or attempt >= self.config.max_retries or self.closed:
+                if not exc.retryable or attempt >= self.config.stt_max_retries or self.closed:
                     self._fail(exc)
                     return
                 attempt += 1
@@ -115,16 +115,16 @@ class OpenAITranscriber(RecognizerBase):
     async def _request(self, pcm: bytes) -> str:
         client = self._client or shared_http_client()
         data = {"model": self.config.model_id, "response_format": "json"}
-        if self.config.language:
-            data["language"] = self.config.language
+        if self.config.stt_language:
+            data["language"] = self.config.stt_language
         headers = {"Authorization": f"Bearer {self.config.openai_api_key}"} if self.config.openai_api_key else {}
-        timeout = httpx.Timeout(self.config.request_timeout_s, connect=self.config.connect_timeout_s)
+        timeout = httpx.Timeout(self.config.stt_request_timeout_s, connect=self.config.stt_connect_timeout_s)
         try:
             response = await client.post(self.url, data=data, headers=headers, timeout=timeout,
                                          files={"file": ("utterance.wav", wav_bytes(pcm, self.rate), "audio/wav")})
         except httpx.TimeoutException as exc:
             raise STTServerError(f"the transcription server did not answer within "
-                                 f"{self.config.request_timeout_s} s", code="timeout") from exc
+                                 f"{self.config.stt_request_timeout_s} s", code="timeout") from exc
         except httpx.HTTPError as exc:
             raise STTConnectionError(f"cannot reach the transcription server: {exc or type(exc).__name__}") from exc
         if response.status_code != 200:

@@ -65,11 +65,11 @@ def ws_base(base_url: str) -> str:
 
 def scribe_url(base_url: str, config: STTConfig, audio_format: str) -> str:
     """The session URL: the SDK's query parameters for what we use."""
-    params = [("model_id", config.model_id), ("audio_format", audio_format), ("commit_strategy", config.commit)]
-    if config.language:
-        params.append(("language_code", config.language))
-    if config.commit == "vad":
-        params.append(("vad_silence_threshold_secs", str(max(0.3, min(3.0, config.end_silence_ms / 1000)))))
+    params = [("model_id", config.model_id), ("audio_format", audio_format), ("commit_strategy", config.stt_commit)]
+    if config.stt_language:
+        params.append(("language_code", config.stt_language))
+    if config.stt_commit == "vad":
+        params.append(("vad_silence_threshold_secs", str(max(0.3, min(3.0, config.stt_end_silence_ms / 1000)))))
     return ws_base(base_url) + REALTIME_PATH + "?" + urlencode(params)
 
 
@@ -84,7 +84,7 @@ class ScribeRealtimeRecognizer(RecognizerBase):
         self.url = scribe_url(base_url, config, audio_format)
         self.sample_rate = RATE_BY_FORMAT[audio_format]
         self.session_id: str | None = None
-        self._frames_per_chunk = config.chunk_ms // 20
+        self._frames_per_chunk = config.stt_chunk_ms // 20
         self._pending: list[bytes] = []
         self._send_queue: asyncio.Queue[str] = asyncio.Queue(SEND_QUEUE_MAX)
         self._ws: ClientConnection | None = None
@@ -104,7 +104,7 @@ class ScribeRealtimeRecognizer(RecognizerBase):
                 self._ws = await self._open()
                 break
             except STTError as exc:
-                if not exc.retryable or attempt >= self.config.max_retries or self.closed:
+                if not exc.retryable or attempt >= self.config.stt_max_retries or self.closed:
                     raise
                 attempt += 1
                 delay = exc.retry_after_s if exc.retry_after_s is not None else 0.1 * 2**attempt * random.random()
@@ -118,7 +118,7 @@ class ScribeRealtimeRecognizer(RecognizerBase):
         headers = {"xi-api-key": self.api_key} if self.api_key else {}
         try:
             ws = await connect(self.url, additional_headers=headers, max_size=MAX_MESSAGE_BYTES,
-                               open_timeout=self.config.connect_timeout_s, close_timeout=CLOSE_TIMEOUT_S,
+                               open_timeout=self.config.stt_connect_timeout_s, close_timeout=CLOSE_TIMEOUT_S,
                                compression=None, user_agent_header="voice-bridge")
         except InvalidStatus as exc:
             response = exc.response
@@ -127,7 +127,7 @@ class ScribeRealtimeRecognizer(RecognizerBase):
         except (OSError, TimeoutError, InvalidHandshake, InvalidURI) as exc:
             raise STTConnectionError(f"cannot connect to ElevenLabs speech-to-text: {exc or type(exc).__name__}") from exc
         try:
-            async with asyncio.timeout(self.config.request_timeout_s):
+            async with asyncio.timeout(self.config.stt_request_timeout_s):
                 raw = await ws.recv()
             data = _parse(raw)
             kind = data.get("message_type")
@@ -137,7 +137,7 @@ class ScribeRealtimeRecognizer(RecognizerBase):
                 raise STTStreamError(f"ElevenLabs speech-to-text began with {kind!r}, not session_started")
             self.session_id = str(data.get("session_id") or "")
             log.info("stt_session_started", provider=self.provider, session_id=self.session_id,
-                     model=self.config.model_id, audio_format=self.audio_format, commit=self.config.commit)
+                     model=self.config.model_id, audio_format=self.audio_format, commit=self.config.stt_commit)
             return ws
         except ConnectionClosed as exc:
             ws.transport.abort()
@@ -145,7 +145,7 @@ class ScribeRealtimeRecognizer(RecognizerBase):
         except TimeoutError as exc:
             ws.transport.abort()
             raise STTConnectionError(
-                f"ElevenLabs speech-to-text sent no session_started within {self.config.request_timeout_s} s") from exc
+                f"ElevenLabs speech-to-text sent no session_started within {self.config.stt_request_timeout_s} s") from exc
         except BaseException:
             ws.transport.abort()
             raise
@@ -171,11 +171,11 @@ class ScribeRealtimeRecognizer(RecognizerBase):
             self._flush(commit=False)
 
     def _on_end(self, end: UtteranceEnd) -> None:
-        if self.config.commit == "manual" and end.reason != "blip":
+        if self.config.stt_commit == "manual" and end.reason != "blip":
             self._flush(commit=True)
 
     def _on_commit_idle(self) -> None:
-        if self.config.commit == "manual" and self._commits_sent < self.utterance:
+        if self.config.stt_commit == "manual" and self._commits_sent < self.utterance:
             self._flush(commit=True)
 
     def _flush(self, *, commit: bool) -> None:
@@ -244,7 +244,7 @@ class ScribeRealtimeRecognizer(RecognizerBase):
             if self._committed:
                 utterance = self._committed.popleft()
             else:
-                utterance = self._finals if self.config.commit == "vad" else self.utterance
+                utterance = self._finals if self.config.stt_commit == "vad" else self.utterance
             self._final(utterance, str(data.get("text") or "").strip())
         elif kind in WARNING_SCRIBE_MESSAGES:
             if kind != "warning":

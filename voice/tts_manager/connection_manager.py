@@ -78,8 +78,8 @@ class WebSocketConnectionManager:
         message: dict[str, Any] = {"text": " "}
         if self.config.voice_settings:
             message["voice_settings"] = dict(self.config.voice_settings)
-        if self.config.api_key:
-            message["xi_api_key"] = self.config.api_key
+        if self.config.api_key.get_secret_value():
+            message["xi_api_key"] = self.config.api_key.get_secret_value()
         return message
 
     async def connect(self) -> ClientConnection:
@@ -156,7 +156,8 @@ class WebSocketConnectionManager:
     # --- private ----------------------------------------------------------------------------------------
 
     async def _open(self) -> ClientConnection:
-        headers = {"xi-api-key": self.config.api_key} if self.config.api_key else {}
+        key = self.config.api_key.get_secret_value()
+        headers = {"xi-api-key": key} if key else {}
         try:
             websocket = await connect(
                 self.url,

@@ -180,7 +180,7 @@ class TTSManager:
             self.stream_url,
             params={"output_format": config.output_format, "optimize_streaming_latency": OPTIMIZE_STREAMING_LATENCY},
             json=body,
-            headers={"xi-api-key": config.api_key},
+            headers={"xi-api-key": config.api_key.get_secret_value()},
             timeout=timeout,
         ) as response:
             request_id = response.headers.get("request-id")
@@ -204,7 +204,7 @@ class TTSManager:
 
     def _check_settings(self) -> None:
         """Settings that cannot work (no key, a format this side cannot convert) fail before any request."""
-        if not self.config.api_key:
+        if not self.config.api_key.get_secret_value():
             raise TTSAuthError("ELEVENLABS_API_KEY is not set", code="missing_api_key")
         try:
             sample_width(self.config.output_format)
