@@ -98,7 +98,8 @@ class Tick(NamedTuple, Generic[M]):
 
     members: tuple[M, ...]
     late: float
-    """Seconds after its scheduled time that the tick was served (0 after a resynchronisation)."""
+    """Seconds after its scheduled time that the tick was served (0 after a resynchronisation; slightly
+    negative when served within the tolerance before it, which the histogram records as 0)."""
     behind: float
     """When the tick resynchronised the schedule: how far behind it was (seconds, > `resync_s`); else 0."""
 
