@@ -167,7 +167,7 @@ def test_read_wav_converts_to_8k_mono(tmp_path):
 
 @pytest.mark.parametrize(
     "content, problem",
-    [(None, "no such file"), (b"", "empty file"), (b"RIFF\x24\x00\x00\x00WAVEfmt ", "chunk missing"),
+    [(None, "no such file"), (b"", "empty file"), (b"RIFF\x24\x00\x00\x00WAVEfmt ", "truncated"),
      ("cut", "truncated"), (b"RIFF\x00\x00\x00\x00WAVEjunk", "WAV"),
      (b"hello world, not audio at all", "not a usable WAV")],
 )
