@@ -83,6 +83,7 @@ class BridgeRuntime:
             output_format=settings.tts.output_format,
             ttl_seconds=None,  # the cache applies the TTS TTL to tts: keys
             observer=_MetricsObserver(self.metrics),
+            target_dbfs=settings.cache.loudness_target,  # syntheses at the level fragments are stored at
         )
 
     async def start(self) -> None:

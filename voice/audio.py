@@ -237,6 +237,23 @@ def to_frames(pcm: bytes, frame_bytes: int = FRAME_BYTES) -> list[bytes]:
     return framer.feed(pcm) + framer.flush()
 
 
+def reframe(chunks: list[bytes]) -> list[bytes]:
+    """Stored chunks of any size (`load_and_set_audio(..., chunk_size_ms=N)`) -> 20 ms frames, same samples.
+
+    The padding of the last stored chunk is dropped before re-padding to a 20 ms boundary, so a fragment
+    stored in 10, 15, 30 or 60 ms chunks plays sample for sample as the 20 ms one (the bridge's call takes
+    20 ms frames only). Already 20 ms: the same list object back (no copy, no allocation).
+    """
+    size = FRAME_BYTES
+    for chunk in chunks:
+        if len(chunk) != size:
+            break
+    else:
+        return chunks
+    body = b"".join(chunks[:-1]) + bytes(chunks[-1]).rstrip(b"\x00") if chunks else b""
+    return to_frames(body) if body else ([bytes(size)] if chunks else [])
+
+
 # --- audio files -------------------------------------------------------------------------------------
 
 
@@ -540,11 +557,12 @@ class StreamLeveller:
             gain = self.gain_db
             return [apply_gain(frame, gain) for frame in frames] if gain else frames
         gate = 32768 * 10 ** (_GATE_ABS_DB / 20)
-        for frame in frames:
+        for index, frame in enumerate(frames):
             self._held.append(frame)
             self._active += rms(frame) > gate
-        if self._active >= self._measure or len(self._held) >= self._hold:
-            return self._decide()
+            if self._active >= self._measure or len(self._held) >= self._hold:
+                # decided on exactly these frames, however the stream was cut: chunked equals whole
+                return self._decide() + self.feed(frames[index + 1 :])
         return []
 
     def flush(self) -> list[bytes]:
