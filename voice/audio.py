@@ -175,6 +175,11 @@ class SampleAligner:
         return data
 
 
+def decode_ulaw(data: bytes) -> bytes:
+    """μ-law bytes -> 8 kHz s16le (inbound audio Asterisk sent as μ-law under the slin label)."""
+    return audioop.ulaw2lin(data, SAMPLE_WIDTH) if data else b""
+
+
 def encode_g711(pcm: bytes, law: str) -> bytes:
     """8 kHz s16le -> μ-law (`law="ulaw"`) or A-law (`"alaw"`) bytes; the inverse of `G711Decoder`."""
     if law not in ("ulaw", "alaw"):
