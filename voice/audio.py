@@ -8,6 +8,7 @@ the bytes of converting it whole, wherever the chunk boundaries fall.
 
 from __future__ import annotations
 
+import functools
 import math
 import wave
 from dataclasses import dataclass
@@ -15,7 +16,6 @@ from pathlib import Path
 
 import numpy as np
 import soundfile
-import soxr
 
 from voice.formats import G711_FORMATS, OUTPUT_FORMATS, PCM_RATES, bytes_per_sample
 
@@ -46,80 +46,156 @@ class AudioFormatError(ValueError):
 
 # --- streaming conversion ------------------------------------------------------------------------------
 
-RESAMPLE_QUALITY = "HQ"
-"""libsoxr's high quality: flat to 0.913 x Nyquist (3.65 kHz at 8 kHz out, so 300-3400 Hz within 0.01 dB),
-stopband from Nyquist on, attenuation beyond the 16-bit noise floor. Measured: tests/tts/test_audio.py."""
+PASS_HZ = 3400.0
+"""The telephone band's top: flat up to here (within 0.01 dB, measured in tests/tts/test_audio.py)."""
+STOP_HZ = 4200.0
+"""From here on the input is attenuated by at least `STOP_DB` before it can fold back into the band."""
+STOP_DB = 70.0
 
-_BLOCK_MS = 20
-"""The resampler is fed in blocks of this much input whatever the provider's chunking, so the sequence of
-libsoxr calls (and so every output sample) is the same however the stream was cut."""
+
+@functools.lru_cache(maxsize=None)
+def _design(rate: int, realtime: bool) -> tuple[int, int, int, int, np.ndarray]:
+    """(up, down, taps per phase, delay compensated, phase filters) of the low-pass for `rate` -> 8 kHz.
+
+    Linear phase (files): its delay is compensated, so output sample k is the input at time k*down/up.
+    `realtime` (streams): the same magnitude response made minimum-phase (cepstrum) and causal, so
+    every output sample is ready as soon as its input has arrived (no look-ahead, nothing held back at a
+    pause); its group delay in the voice band is a fraction of a ms, and phase is not something a
+    telephone listener hears.
+    """
+    common = math.gcd(rate, SAMPLE_RATE)
+    up, down = SAMPLE_RATE // common, rate // common
+    width = 2 * math.pi * (STOP_HZ - PASS_HZ) / rate
+    taps = int(math.ceil((STOP_DB - 8) / (2.285 * width))) + 1 | 1  # Kaiser's estimate, odd
+    length = up * taps - (1 - up * taps % 2)  # odd: a whole-sample delay to compensate
+    delay = (length - 1) // 2
+    cutoff = (PASS_HZ + STOP_HZ) / 2 / (rate * up)
+    n = np.arange(length) - delay
+    beta = 0.1102 * (STOP_DB - 8.7)
+    h = 2 * cutoff * np.sinc(2 * cutoff * n) * np.kaiser(length, beta) * up
+    if realtime:
+        h, delay = _minimum_phase(h), 0
+    h = np.concatenate([h, np.zeros(up * taps - length)])
+    return up, down, taps, delay, h.reshape(taps, up).T.copy()
+
+
+def _minimum_phase(h: np.ndarray) -> np.ndarray:
+    """The minimum-phase filter with (nearly) the magnitude response of `h`, by the real cepstrum."""
+    size = 1 << (len(h) * 8 - 1).bit_length()
+    magnitude = np.abs(np.fft.fft(h, size))
+    cepstrum = np.fft.ifft(np.log(np.maximum(magnitude, magnitude.max() * 1e-10))).real
+    fold = np.zeros(size)
+    fold[0], fold[size // 2] = cepstrum[0], cepstrum[size // 2]
+    fold[1 : size // 2] = 2 * cepstrum[1 : size // 2]
+    return np.fft.ifft(np.exp(np.fft.fft(fold))).real[: len(h)]
+
+
+class _Polyphase:
+    """A band-limited rational resampler `rate` -> 8 kHz: a Kaiser-windowed sinc low-pass in polyphase form.
+
+    Why not audioop.ratecv: it has no anti-alias filter (a 6 kHz tone at 16 kHz came out as a full-level
+    2 kHz tone). Why not libsoxr's streaming resampler: it emits in blocks of ~100 ms and keeps the last
+    100-160 ms of a stream until more input or the end arrives, so an LLM answer spoken phrase by phrase
+    lost the end of each phrase until the next one came (measured: tests/llm). This filter looks ahead
+    only 2.7 ms (half its length), and every output sample is computed from the same input samples the
+    same way however the stream is cut, so chunked conversion is byte-equal to whole conversion.
+
+    Output sample k is the input at time k*M/L (the filter's delay is compensated), so frame boundaries
+    and tone timing are kept.
+    """
+
+    def __init__(self, rate: int, *, realtime: bool = False) -> None:
+        self.up, self.down, self.taps, self.delay, self.phases = _design(rate, realtime)
+        """phases[p, j] = h[p + j * up]: output at prototype time t uses phase t % up."""
+        self._offsets = np.arange(self.taps)
+        taps = self.taps
+        self._reversed = self.phases[0][::-1].copy()
+        """The single phase, oldest input first (the order of a sliding window)."""
+        self._buf = np.zeros(taps)
+        self._start = -taps  # absolute index of _buf[0]; the stream is preceded by silence
+        self._received = 0
+        self._next = 0  # index of the next output sample
+
+    def _run(self, end: int) -> np.ndarray:
+        if end <= self._next:
+            return np.zeros(0)
+        if self.up == 1:  # 16, 24, 48 kHz: evenly spaced windows (a strided view) and a single phase
+            first = self._next * self.down + self.delay - self.taps + 1 - self._start
+            view = np.lib.stride_tricks.sliding_window_view(self._buf, self.taps)
+            windows = view[first : first + (end - self._next - 1) * self.down + 1 : self.down]
+            out = (windows * self._reversed).sum(axis=1)
+        else:
+            t = np.arange(self._next, end, dtype=np.int64) * self.down + self.delay
+            newest = t // self.up
+            windows = self._buf[newest[:, None] - self._offsets[None, :] - self._start]
+            out = (windows * self.phases[t % self.up]).sum(axis=1)
+        self._next = end
+        drop = (end * self.down + self.delay) // self.up - self.taps + 1 - self._start
+        if drop > 0:
+            self._buf = self._buf[drop:]
+            self._start += drop
+        return out
+
+    def feed(self, samples: np.ndarray) -> np.ndarray:
+        self._buf = np.concatenate([self._buf, samples])
+        self._received += len(samples)
+        ready = self._received * self.up - self.delay  # outputs whose newest input sample has arrived
+        return self._run(-(-ready // self.down) if ready > 0 else 0)
+
+    def flush(self) -> np.ndarray:
+        """The outputs still owed (the stream is followed by silence); then the filter starts afresh."""
+        total = -(-self._received * self.up // self.down)
+        missing = (max(total - 1, 0) * self.down + self.delay) // self.up + 1 - self._received
+        if missing > 0:
+            self._buf = np.concatenate([self._buf, np.zeros(missing)])
+        out = self._run(total)
+        self._buf, self._start, self._received, self._next = np.zeros(self.taps), -self.taps, 0, 0
+        return out
 
 
 class Resampler:
-    """s16le mono at `rate` -> s16le mono at 8 kHz, chunk by chunk, band-limited (libsoxr).
+    """s16le mono at `rate` -> s16le mono at 8 kHz, chunk by chunk, band-limited (`_Polyphase`).
 
-    `audioop.ratecv` had no anti-alias filter: a 6 kHz tone at 16 kHz came out as a full-level 2 kHz tone.
-    libsoxr's streaming resampler keeps its filter state across chunks; feeding it fixed blocks makes
-    chunked conversion byte-equal to whole conversion. It emits output in bursts of about 100 ms, and the
-    last ~100 ms of a stream only with `flush()`: latency a caller does not notice on a stream that arrives
-    faster than real time (every TTS stream does). 8 kHz input passes through untouched.
+    State is kept across chunks (a split sample, the filter's history): converting a stream chunk by
+    chunk yields exactly the bytes of converting it whole. 8 kHz input passes through untouched.
     """
 
-    def __init__(self, rate: int) -> None:
+    def __init__(self, rate: int, *, realtime: bool = True) -> None:
+        """`realtime`: a stream (TTS), converted with no look-ahead; False: a file, converted with exact
+        timing (linear phase, delay compensated)."""
         if rate <= 0:
             raise AudioFormatError(f"sample rate must be positive, got {rate}")
         self.rate = rate
         self._odd = b""
-        self._pending = bytearray()
-        self._block = max(1, rate * _BLOCK_MS // 1000) * SAMPLE_WIDTH
-        self._soxr: soxr.ResampleStream | None = None
-        if rate != SAMPLE_RATE:
-            # float32, not int16: libsoxr dithers int16 output at random, so the same input would not give
-            # the same bytes twice; the one rounding to 16 bits is done here instead (`_s16le`).
-            self._soxr = soxr.ResampleStream(rate, SAMPLE_RATE, 1, dtype="float32", quality=RESAMPLE_QUALITY)
+        self._filter = _Polyphase(rate, realtime=realtime) if rate != SAMPLE_RATE else None
 
     def feed(self, data: bytes) -> bytes:
-        if self._soxr is None:
-            if self._odd:
-                data = self._odd + data
-                self._odd = b""
-            if len(data) % 2:
-                self._odd = data[-1:]
-                data = data[:-1]
+        if self._odd:
+            data = self._odd + data
+            self._odd = b""
+        if len(data) % 2:
+            self._odd = data[-1:]
+            data = data[:-1]
+        if self._filter is None or not data:
             return data
-        pending = self._pending
-        pending += data
-        whole = len(pending) // self._block * self._block
-        if not whole:
-            return b""
-        samples = _samples(bytes(pending[:whole]))
-        del pending[:whole]
-        step = self._block // SAMPLE_WIDTH
-        stream = self._soxr
-        return b"".join(_s16le(stream.resample_chunk(samples[i : i + step])) for i in range(0, len(samples), step))
+        return _s16le(self._filter.feed(_samples(data)))
 
     def flush(self) -> bytes:
-        """The filter's tail; the stream can then start again. A dangling half sample is dropped: not audio."""
+        """The filter's tail. A dangling half sample at the very end is dropped: it is not audio."""
         self._odd = b""
-        if self._soxr is None:
-            return b""
-        pending = self._pending
-        rest = bytes(pending[: len(pending) - len(pending) % SAMPLE_WIDTH])
-        pending.clear()
-        out = _s16le(self._soxr.resample_chunk(_samples(rest), last=True))
-        self._soxr.clear()
-        return out
+        return _s16le(self._filter.flush()) if self._filter is not None else b""
 
 
 def _samples(data: bytes) -> np.ndarray:
-    """s16le bytes -> float32 samples in [-1, 1) (what the resampler works on)."""
-    return np.frombuffer(data, dtype="<i2").astype(np.float32) * np.float32(1 / 32768)
+    """s16le bytes -> float samples in [-1, 1)."""
+    return np.frombuffer(data, dtype="<i2") * (1 / 32768)
 
 
 def _s16le(samples: np.ndarray) -> bytes:
     """float samples -> s16le bytes, rounded to the nearest step and clipped at full scale."""
-    scaled = np.rint(samples * np.float32(32768))
-    return np.clip(scaled, -32768, 32767).astype("<i2").tobytes()
+    if not len(samples):
+        return b""
+    return np.clip(np.rint(samples * 32768), -32768, 32767).astype("<i2").tobytes()
 
 
 class G711Decoder:
@@ -319,7 +395,7 @@ def resample(pcm: bytes, rate: int) -> bytes:
     """Whole s16le mono at `rate` -> 8 kHz, band-limited (the streaming `Resampler`, fed and flushed)."""
     if rate == SAMPLE_RATE:
         return pcm
-    resampler = Resampler(rate)
+    resampler = Resampler(rate, realtime=False)
     return resampler.feed(pcm) + resampler.flush()
 
 
