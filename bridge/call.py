@@ -327,6 +327,11 @@ class Call(asyncio.Protocol):
         """Write exactly one frame: the next queued one, else silence. Called by the media clock only."""
         if self._ended:
             return
+        if self._fade_tail is not None:  # a prompt was cut last tick: its fade-out goes before anything new
+            self._transport.write(self._fade_tail)  # type: ignore[union-attr]
+            self._fade_tail = None
+            self.frames_sent += 1
+            return
         q = self._outq
         if q:
             head = q[0]
@@ -348,11 +353,8 @@ class Call(asyncio.Protocol):
                 self._wake_space()
             if not pending and self._drain_waiter is not None:
                 self._wake_drain()
-        elif self._fade_tail is None:
+        else:
             self._transport.write(SILENCE_FRAME)  # type: ignore[union-attr]
-        else:  # a prompt was cut: its fade-out instead of the first frame of silence
-            self._transport.write(self._fade_tail)  # type: ignore[union-attr]
-            self._fade_tail = None
         self.frames_sent += 1
 
     # --- asyncio.Protocol ---------------------------------------------------------------------------------
