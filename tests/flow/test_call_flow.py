@@ -142,7 +142,10 @@ async def test_a_digit_stops_the_prompt_and_moves_the_dialogue(stack):
     prompt_part = heard[: -len(goodbye)]
     prompt = nonzero(expected_frames(PROMPT, stack.settings.tts.output_format, stack.settings.cache.loudness_target))
     assert 10 < len(prompt_part) < len(prompt)
-    assert prompt_part == prompt[: len(prompt_part)]
+    assert prompt_part[:-1] == prompt[: len(prompt_part) - 1]
+    # the cut fades out (no click): the last frame heard is the prompt's next one, ramped down to silence
+    faded, following = prompt_part[-1], prompt[len(prompt_part) - 1]
+    assert faded[:2] == following[:2] and faded[80:] == bytes(240)
     # the goodbye came right after the digit (no 2 s timeout), and the menu stopped
     goodbye_start = [t for t, f in zip(report.arrivals_ms, frames) if f == goodbye[0]][-1]
     assert goodbye_start - digit_ms < 500
