@@ -48,7 +48,6 @@ from bridge.protocol import (
     Message,
     ProtocolError,
 )
-
 from voice.audio import decode_ulaw
 
 if TYPE_CHECKING:

@@ -29,8 +29,8 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from dataclasses import dataclass
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from typing import Any, ClassVar, List, Optional, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 

@@ -6,9 +6,8 @@ from __future__ import annotations
 import os
 import struct
 
-import pytest
-
 import numpy as np
+import pytest
 import soundfile
 
 from voice.audio import AudioFormatError

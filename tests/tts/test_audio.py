@@ -5,20 +5,25 @@ from __future__ import annotations
 import math
 from array import array
 
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from voice.audio import (
-    audioop,
     FRAME_BYTES,
     AudioFormatError,
     Framer,
     FrameStream,
+    Loudness,
     Resampler,
     SampleAligner,
+    StreamLeveller,
+    active_level_dbfs,
+    audioop,
     encode_g711,
     read_wav,
+    reframe,
     rms,
     sample_width,
     stream_decoder,
@@ -193,15 +198,6 @@ def test_read_wav_refuses_a_wav_without_audio(tmp_path):
 
 
 # --- band-limited resampling (issue 14): measured over tones ---------------------------------------------
-
-import numpy as np  # noqa: E402
-
-from voice.audio import (  # noqa: E402
-    Loudness,
-    StreamLeveller,
-    active_level_dbfs,
-    reframe,
-)
 
 RATES = [16000, 22050, 24000, 44100, 48000]
 EDGE = 400  # 50 ms at 8 kHz left out at each end: where the tone starts and stops abruptly

@@ -107,7 +107,8 @@ def main(argv: list[str] | None = None) -> int:
             if figures is None:
                 print(f"{fmt:<10} {name:<15} {'(not installed)':>20}")
             else:
-                print(f"{fmt:<10} {name:<15} {figures['cpu_us_per_audio_s']:>20.1f} {figures['max_held_back_ms']:>15.1f}")
+                cpu, held = figures["cpu_us_per_audio_s"], figures["max_held_back_ms"]
+                print(f"{fmt:<10} {name:<15} {cpu:>20.1f} {held:>15.1f}")
     return 0
 
 
