@@ -1,9 +1,13 @@
 """The one codec of the voice side: audio in any supported format -> 8 kHz mono s16le in 20 ms frames.
 
-Audio is normalised where it enters (a TTS stream, a WAV file) and never again: the cache stores frames
+Audio is normalised where it enters (a TTS stream, a recording) and never again: the cache stores frames
 ready to send. Streaming conversion keeps every piece of state between chunks (the odd byte of a split
-sample, the resampler's filter state, a partial frame), so converting a stream chunk by chunk yields exactly
-the bytes of converting it whole, wherever the chunk boundaries fall.
+sample, the resampler's filter state, a partial frame, the held gain), so converting a stream chunk by chunk
+yields exactly the bytes of converting it whole, wherever the chunk boundaries fall.
+
+Sample-rate conversion is band-limited (`Resampler`); recordings are read by libsndfile (`read_audio`: WAV
+of every kind, FLAC, OGG/Vorbis, ...); loudness is measured and levelled here too (`Loudness`,
+`normalize` for files, `StreamLeveller` for streams). audioop does G.711, sample widths and levels.
 """
 
 from __future__ import annotations
@@ -507,7 +511,7 @@ def _check_riff(name: str, head: bytes, size: int) -> str | None:
             tag = int.from_bytes(head[body : body + 2], "little")
             if tag == 0xFFFE and length >= 26 and body + 26 <= len(head):
                 tag = int.from_bytes(head[body + 24 : body + 26], "little")  # the sub-format GUID's tag
-            if tag not in (0x0001, 0x0002, 0x0003, 0x0006, 0x0007, 0x0011, 0x0031, 0x0040, 0x0064):
+            if tag not in (0x0001, 0x0002, 0x0003, 0x0006, 0x0007, 0x0011, 0x0031):  # what libsndfile decodes
                 label = WAVE_FORMAT_NAMES.get(tag, "an unknown encoding")
                 return (f"compressed or non-PCM WAV that cannot be decoded: {label} (format tag 0x{tag:04x}); "
                         "convert it to PCM, FLAC or OGG/Vorbis first")
