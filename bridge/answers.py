@@ -19,7 +19,7 @@ from typing import TypeVar
 from bridge.interfaces import CallVoice, Logger
 from bridge.ops.metrics import Metrics
 from bridge.speaker import Speaker
-from voice.audio import FRAME_MS, FrameStream
+from voice.audio import FRAME_MS, FrameStream, Loudness
 from voice.llm import AnswerStream, ConversationManager, TextSource, phrases_heard
 from voice.tasks import task_group
 from voice.tts_manager.errors import (
@@ -46,7 +46,7 @@ class Answers:
 
     def __init__(self, speaker: Speaker, voice: CallVoice, llm: TextSource | None,
                  conversation: ConversationManager | None, *, filler_after_s: float, metrics: Metrics,
-                 log: Logger) -> None:
+                 log: Logger, loudness: Loudness | None = None) -> None:
         self.speaker = speaker
         self.voice = voice
         self.llm = llm
@@ -54,6 +54,8 @@ class Answers:
         self.filler_after_s = filler_after_s
         self.metrics = metrics
         self.log = log
+        self.loudness = loudness
+        """The level answers are brought to as they stream (`AUDIO_TARGET_DBFS`), like every synthesis."""
 
     def ask(self, prompt: str, tasks: asyncio.TaskGroup) -> AnswerStream | None:
         """Send `prompt` with the conversation so far; the answer is read by a task of `tasks`."""
@@ -114,7 +116,7 @@ class Answers:
         except TTSError as exc:
             raise _TurnFailed(exc, resume_at=start, sent=0, audio_s=0.0) from exc
         self.metrics.tts_requests.labels(api="ws").inc()
-        frames = FrameStream(self.voice.config.output_format)
+        frames = FrameStream(self.voice.config.output_format, loudness=self.loudness)
         sent: list[str] = []
 
         async def feed() -> None:
@@ -162,7 +164,7 @@ class Answers:
             index = end
             self.metrics.tts_requests.labels(api="http").inc()
             try:
-                await self.speaker.stream(self.voice.stream_static_frames(text))
+                await self.speaker.stream(self.voice.stream_static_frames(text, loudness=self.loudness))
             except asyncio.CancelledError:
                 raise
             except Exception as exc:

@@ -32,6 +32,7 @@ from bridge.playlist import Playlist, Synthesizer
 from bridge.server import AudioSocketServer, Handler, serve_until_signalled
 from bridge.speaker import Speaker
 from bridge.variables import CallVariables
+from voice.audio import Loudness
 from voice.cache import RedisCacheManager
 from voice.domain.interfaces.cache import AbstractCache
 from voice.fragment_memo import FragmentMemo
@@ -96,7 +97,11 @@ class BridgeApp:
             output_format=settings.tts.output_format,
             ttl_seconds=None,  # the cache applies the TTS TTL to tts: keys
             observer=_MetricsObserver(self.metrics),
+            target_dbfs=settings.cache.loudness_target,  # syntheses at the level fragments are stored at
         )
+        target = settings.cache.loudness_target
+        self.loudness = Loudness(target) if target is not None else None
+        """LLM answers are brought to the same level as they stream."""
 
     async def start(self) -> None:
         await self.cache.connect()
@@ -125,7 +130,7 @@ class BridgeApp:
         config = self.settings.bridge
         speaker = Speaker(call, self.fragments, config.filler_names, self.metrics, call.log)
         answers = Answers(speaker, tts, self.llm, conversation, filler_after_s=config.filler_after_s,
-                          metrics=self.metrics, log=call.log)
+                          metrics=self.metrics, log=call.log, loudness=self.loudness)
         variables = CallVariables(str(call.uuid), self.dialogue.vars, self.fragments, call.log)
         detector = SpeechDetector(config.barge_in_rms, config.barge_in_min_ms)
         call.on_audio = detector.feed

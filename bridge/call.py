@@ -33,6 +33,7 @@ import uuid as uuid_module
 from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import structlog
 
 from bridge.protocol import (
@@ -48,6 +49,7 @@ from bridge.protocol import (
     Message,
     ProtocolError,
 )
+from voice.audio import decode_ulaw
 
 if TYPE_CHECKING:
     from bridge.clock import MediaClock
@@ -81,6 +83,19 @@ class HangupEvent:
     """Who or what ended the call: caller (EOF), caller-0x00, caller-reset (RST/EPIPE), server (hangup()),
     shutdown, protocol-error, backpressure (the peer stopped reading), error (a call task failed),
     connection-error."""
+
+
+FADE_SAMPLES = 40
+"""A cut prompt dies away over 5 ms at 8 kHz: long enough not to click, short enough to sound like a stop."""
+
+_FADE = np.concatenate([1 - np.arange(FADE_SAMPLES, dtype=np.float32) / FADE_SAMPLES,
+                        np.zeros(FRAME_BYTES // 2 - FADE_SAMPLES, dtype=np.float32)])
+
+
+def _fade_out(payload: bytes) -> bytes:
+    """A 320-byte slin frame ramped linearly from full level to zero over its first FADE_SAMPLES samples."""
+    samples = np.frombuffer(bytes(payload).ljust(FRAME_BYTES, b"\x00")[:FRAME_BYTES], dtype="<i2")
+    return np.rint(samples * _FADE).astype("<i2").tobytes()
 
 
 def _pad(frame: bytes) -> bytes:
@@ -169,7 +184,13 @@ class Call(asyncio.Protocol):
         self._abort_timer: asyncio.TimerHandle | None = None
         self._outbound_limit = config.outbound_limit_bytes
         self._uuid_timeout = config.first_message_timeout_s
+        self._fade_tail: bytes | None = None
+        """A faded copy of the frame a cut prompt would have played next; sent by the next silent tick."""
         self._rate_check = True
+        self._inbound: str | None = None
+        """How 0x10 audio is read once judged: None = slin 8 kHz as labelled, "ulaw", or "slin16"."""
+        self._held_inbound: list[bytes] = []
+        """Ambiguous 0x10 payloads (160 or 640 bytes) kept from listeners until their format is judged."""
         self._rate_frames = 0
         self._rate_bytes = 0
         self._rate_t0 = 0.0
@@ -252,8 +273,20 @@ class Call(asyncio.Protocol):
             self._clock.expedite(self)  # out at the soonest phase pacing allows
 
     def clear_audio(self) -> int:
-        """Barge-in: drop every queued frame (the clock goes on with silence); returns how many were dropped."""
+        """Barge-in: drop every queued frame (the clock goes on with silence); returns how many were dropped.
+
+        A prompt cut mid-waveform clicks (a jump of thousands from the last sample to silence). So when speech
+        was playing, the frame that would have come next is sent once more as a fade-out (its first
+        `FADE_SAMPLES` ramped down to zero, then silence) instead of being dropped: the waveform goes on where
+        it was and dies away in a few ms.
+        """
         dropped = self._pending
+        q = self._outq
+        if q and self._spoke_at == self.frames_sent - 1:  # speech went out last tick: the cut is audible
+            head = q[0]
+            payload = head[-FRAME_BYTES:] if head.__class__ is bytes else head.frames[head.next]  # type: ignore[union-attr,index]
+            self._fade_tail = AUDIO_HEADER_320 + _fade_out(payload)
+            dropped -= 1
         self._outq.clear()
         self._pending = 0
         self._wake_space()
@@ -336,6 +369,11 @@ class Call(asyncio.Protocol):
     def clock_tick(self) -> None:
         """Write exactly one frame: the next queued one, else silence. Called by the media clock only."""
         if self._ended:
+            return
+        if self._fade_tail is not None:  # a prompt was cut last tick: its fade-out goes before anything new
+            self._transport.write(self._fade_tail)  # type: ignore[union-attr]
+            self._fade_tail = None
+            self.frames_sent += 1
             return
         q = self._outq
         if q:
@@ -496,26 +534,45 @@ class Call(asyncio.Protocol):
             payload = payload[:-1]
         self.frames_received += 1
         if self._rate_check:
-            self._check_rate(kind, n)
+            self._check_rate(kind, n, time.monotonic())
+            if kind == Kind.AUDIO and n != FRAME_BYTES:
+                # 160 bytes may be 20 ms of μ-law or 10 ms of slin; 640 may be slin16. Read as slin, μ-law
+                # line noise is loud noise and fires a barge-in: listeners get nothing until it is judged.
+                self._held_inbound.append(payload)
+                if self._rate_check:
+                    return
+                held, self._held_inbound = self._held_inbound, []
+                for piece in held:
+                    self._deliver(kind, piece)
+                return
+        self._deliver(kind, payload)
+
+    def _deliver(self, kind: int, payload: bytes) -> None:
+        """Inbound audio to the listener, as slin: μ-law mislabelled 0x10 decoded, slin16 given its rate."""
+        rate = SAMPLE_RATES[kind]
+        if kind == Kind.AUDIO and self._inbound is not None:
+            if self._inbound == "ulaw":
+                payload = decode_ulaw(payload)
+            else:
+                rate = 16000
         callback = self.on_audio
         if callback is not None:
             try:
-                callback(payload, SAMPLE_RATES[kind])
+                callback(payload, rate)
             except Exception:
                 self.log.exception("on_audio callback failed; disabled for this call")
                 self.on_audio = None
 
-    def _check_rate(self, kind: int, n: int) -> None:
+    def _check_rate(self, kind: int, n: int, now: float) -> None:
         """Judge the inbound byte rate of 0x10 audio over its first frames: slin8 is 16000 B/s.
 
         Half of that is μ-law still labelled 0x10 (Dial(AudioSocket/...) without c(slin)); double is slin16
         labelled 0x10 (ARI externalMedia format=slin16 before Asterisk 20.17). Size alone cannot tell 160-byte
-        μ-law from 10 ms slin8 packets, hence the rate.
+        μ-law from 10 ms slin8 packets, hence the rate. Once judged, `_deliver` reads the audio accordingly.
         """
         if kind != Kind.AUDIO:
             self._rate_check = False
             return
-        now = time.monotonic()
         if self._rate_frames == 0:
             self._rate_t0 = now
         else:
@@ -529,12 +586,14 @@ class Call(asyncio.Protocol):
             return
         rate = self._rate_bytes / elapsed
         if 5000 <= rate <= 11000:
+            self._inbound = "ulaw"
             self.log.warning(
                 "inbound audio looks like 8-bit μ-law labelled as slin (kind 0x10): about "
                 f"{rate:.0f} bytes/s instead of 16000; with Dial(AudioSocket/host:port/uuid) add c(slin), "
                 "e.g. Dial(AudioSocket/host:port/${UUID()}/c(slin))",
                 frame_bytes=n, bytes_per_s=round(rate))
         elif 24000 <= rate <= 40000:
+            self._inbound = "slin16"
             self.log.warning(
                 f"inbound kind 0x10 audio arrives at about {rate:.0f} bytes/s, twice slin 8 kHz: it looks like "
                 "slin16 labelled 0x10 (ARI externalMedia format=slin16 on Asterisk before 20.17)",

@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator, Callable, Iterable
 from typing import Any, Protocol
 
 from bridge.call import DtmfEvent, HangupEvent
+from voice.audio import Loudness
 from voice.config import TTSConfig
 
 __all__ = ["AudioSink", "CallLine", "CallVoice", "Logger"]
@@ -67,7 +68,7 @@ class CallVoice(Protocol):
 
     def stream_static_text(self, text: str) -> AsyncIterator[bytes]: ...
 
-    def stream_static_frames(self, text: str) -> AsyncIterator[bytes]: ...
+    def stream_static_frames(self, text: str, *, loudness: Loudness | None = None) -> AsyncIterator[bytes]: ...
 
     async def start_llm_stream(self) -> tuple[asyncio.Queue[Any], asyncio.Queue[Any]]: ...
 

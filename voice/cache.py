@@ -30,6 +30,7 @@ import asyncio
 import threading
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from typing import Any, ClassVar, List, Optional, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
@@ -41,7 +42,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ClusterError, DataError, RedisClusterException, RedisError, ResponseError
 
-from voice.audio import WavAudio, frame_bytes_for, read_wav, to_frames
+from voice.audio import Loudness, WavAudio, active_level_dbfs, frame_bytes_for, normalize, read_audio, to_frames
 from voice.config import CacheConfig, ConfigError, load, safe_url
 from voice.domain.interfaces.cache import AbstractCache, LoadedAudio
 from voice.keys import is_tts_key
@@ -61,11 +62,33 @@ def _is_command_error(exc: BaseException) -> bool:
     return isinstance(exc, (ResponseError, DataError)) and not isinstance(exc, ClusterError)
 
 
-def read_wav_chunks(wav_filepath: str, chunk_size_ms: int = 20) -> tuple[WavAudio, list[bytes]]:
-    """Read and convert a WAV file and cut it in chunks (the last padded). Blocking: run it in a thread."""
+@dataclass(frozen=True)
+class FileChunks:
+    """A file read for the cache: what it was, its chunks, and the level it was brought to."""
+
+    audio: WavAudio
+    chunks: list[bytes]
+    level_dbfs: float | None
+    gain_db: float
+
+
+def read_audio_chunks(wav_filepath: str, chunk_size_ms: int = 20, target_dbfs: float | None = None) -> FileChunks:
+    """Read and convert an audio file, level it to `target_dbfs` (None: as recorded) and cut it in chunks
+    (the last padded). Blocking: run it in a thread."""
     frame_bytes = frame_bytes_for(chunk_size_ms)  # a bad chunk size fails before the file is read
-    wav = read_wav(wav_filepath)
-    return wav, to_frames(wav.pcm, frame_bytes)
+    audio = read_audio(wav_filepath)
+    pcm, level, gain = audio.pcm, active_level_dbfs(audio.pcm), 0.0
+    if target_dbfs is not None:
+        levelled = normalize(pcm, Loudness(target_dbfs))
+        pcm, level, gain = levelled.pcm, levelled.level_dbfs, levelled.gain_db
+    return FileChunks(audio, to_frames(pcm, frame_bytes), level, gain)
+
+
+def read_wav_chunks(wav_filepath: str, chunk_size_ms: int = 20,
+                    target_dbfs: float | None = None) -> tuple[WavAudio, list[bytes]]:
+    """`read_audio_chunks` as (audio, chunks): the older interface."""
+    read = read_audio_chunks(wav_filepath, chunk_size_ms, target_dbfs)
+    return read.audio, read.chunks
 
 
 def _cluster_spec(url: str) -> tuple[list[tuple[str, int]], dict[str, Any]]:
@@ -275,12 +298,16 @@ class RedisCacheManager(AbstractCache):
     # --- the specified methods ----------------------------------------------------------------------
 
     async def load_and_set_audio(self, key: str, wav_filepath: str, chunk_size_ms: int = 20) -> LoadedAudio:
-        """See `AbstractCache.load_and_set_audio`; the key's kind decides the expiry (static: none)."""
+        """See `AbstractCache.load_and_set_audio`; the key's kind decides the expiry (static: none).
+
+        Any file `voice.audio.read_audio` reads (WAV of any kind, FLAC, OGG/Vorbis, ...); with
+        `AUDIO_NORMALIZE` (the default) it is stored at `AUDIO_TARGET_DBFS`."""
         _check_key(key)
-        wav, chunks = await asyncio.to_thread(read_wav_chunks, wav_filepath, chunk_size_ms)
-        stored = await self.set_audio_chunks(key, chunks)
-        return LoadedAudio(key=key, path=str(wav_filepath), chunks=len(chunks), duration_s=wav.duration_s,
-                           source_format=wav.source_format, stored=stored)
+        read = await asyncio.to_thread(read_audio_chunks, wav_filepath, chunk_size_ms, self.config.loudness_target)
+        stored = await self.set_audio_chunks(key, read.chunks)
+        return LoadedAudio(key=key, path=str(wav_filepath), chunks=len(read.chunks), duration_s=read.audio.duration_s,
+                           source_format=read.audio.source_format, stored=stored, level_dbfs=read.level_dbfs,
+                           gain_db=read.gain_db)
 
     async def set_audio_chunks(
         self, key: str, audio_chunks: Sequence[bytes], *, ttl_seconds: int | None = None

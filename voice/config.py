@@ -481,10 +481,7 @@ class LogSettings(EnvSettings):
 
 # --- the voice side's settings ------------------------------------------------------------------------
 
-PCM_RATES = {"pcm_8000": 8000, "pcm_16000": 16000, "pcm_22050": 22050, "pcm_24000": 24000,
-             "pcm_44100": 44100, "pcm_48000": 48000}
-G711_FORMATS = {"ulaw_8000", "alaw_8000"}
-OUTPUT_FORMATS = tuple(PCM_RATES) + tuple(sorted(G711_FORMATS))
+from voice.formats import G711_FORMATS, OUTPUT_FORMATS, PCM_RATES  # noqa: E402  (the one table; re-exported)
 
 
 class CacheConfig(SettingsPart):
@@ -505,6 +502,17 @@ class CacheConfig(SettingsPart):
     static_memo_ttl_s: Annotated[float, between(0, 3600)] = setting(
         "STATIC_MEMO_TTL", 5.0, "seconds the bridge plays a static fragment from memory before reading it from "
         "Redis again (a fragment replaced by load-audio is heard within this time); 0 = read Redis on every use")
+    # --- loudness: one level for recorded fragments (load-audio) and synthesized speech (as it streams) ---
+    audio_normalize: bool = setting("AUDIO_NORMALIZE", True,
+                                    "bring fragments (at load-audio) and synthesized speech (as it streams) to "
+                                    "AUDIO_TARGET_DBFS; false for recordings mastered by hand")
+    audio_target_dbfs: Annotated[float, between(-40, -6)] = setting(
+        "AUDIO_TARGET_DBFS", -20.0, "target active speech level, dB RMS relative to full scale")
+
+    @property
+    def loudness_target(self) -> float | None:
+        """The level audio is brought to, or None when levelling is off."""
+        return self.audio_target_dbfs if self.audio_normalize else None
 
     @property
     def is_cluster(self) -> bool:

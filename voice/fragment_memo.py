@@ -11,6 +11,10 @@ most `ttl_s` seconds after it was read; the first lookup after that reads Redis 
 meanwhile share that one read). So new audio is heard by calls that reach the fragment `ttl_s` seconds after
 the load at the latest. `ttl_s = 0` turns the memo off (every lookup reads Redis).
 
+Framing: fragments are stored in chunks of any `chunk_size_ms` (`load-audio --chunk-ms`), but a call plays
+20 ms frames; a fragment read here is re-framed to 20 ms once per read (`voice.audio.reframe`; a 20 ms
+fragment is passed as it is), so every chunk size plays sample for sample the same.
+
 Degrading: when the re-read fails because Redis is down (the cache reports a failure or its breaker is
 open), the old entry keeps being played rather than dropping to live synthesis; a fragment that is gone
 from a healthy Redis is gone from the memo too. Only `static:` keys are kept: TTS keys are per text and
@@ -27,6 +31,7 @@ from typing import Any, List, Optional
 
 import structlog
 
+from voice.audio import reframe
 from voice.domain.interfaces.cache import AbstractCache, LoadedAudio
 from voice.keys import STATIC_PREFIX
 
@@ -60,8 +65,11 @@ class FragmentMemo(AbstractCache):
     # --- the memo ---------------------------------------------------------------------------------------
 
     async def get_audio_chunks(self, key: str) -> Optional[List[bytes]]:
-        if not self.ttl_s or not key.startswith(STATIC_PREFIX):
+        if not key.startswith(STATIC_PREFIX):
             return await self.cache.get_audio_chunks(key)
+        if not self.ttl_s:
+            chunks = await self.cache.get_audio_chunks(key)
+            return reframe(chunks) if chunks else chunks
         entry = self._entries.get(key)
         if entry is not None and time.monotonic() - entry[0] < self.ttl_s:
             self.hits += 1
@@ -80,6 +88,7 @@ class FragmentMemo(AbstractCache):
         chunks = await self.cache.get_audio_chunks(key)
         old = self._entries.get(key)
         if chunks:
+            chunks = reframe(chunks)
             self._store(key, chunks)
             return chunks
         if old is not None and self._store_failed(failures):

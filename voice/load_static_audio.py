@@ -1,7 +1,9 @@
 """`voice-bridge load-audio PATH...`: warm the cache with pre-recorded fragments.
 
-Each WAV file (or every `*.wav` directly inside a directory given) is converted to 8 kHz mono s16le, cut in
-20 ms chunks and stored as `static:<file stem>` without expiry. A bad file is reported and the others still
+Each audio file (or every `*.wav`, `*.flac`, `*.ogg`, ... directly inside a directory given) is converted to
+8 kHz mono s16le, brought to `AUDIO_TARGET_DBFS` (unless `AUDIO_NORMALIZE=false`), cut in 20 ms chunks and
+stored as `static:<file stem>` without expiry. A truncated or damaged file is reported with the reason and
+not loaded. A bad file is reported and the others still
 load; the exit status is 1 if anything failed (a bad file, a duplicate name, Redis unavailable), 2 for a
 bad option, else 0.
 `--dry-run` reads and converts everything but writes nothing, to check a directory before a release.
@@ -18,14 +20,15 @@ from pathlib import Path
 from typing import TextIO
 
 from voice.audio import AudioFormatError, frame_bytes_for
-from voice.cache import RedisCacheManager, read_wav_chunks, safe_url
+from voice.cache import RedisCacheManager, read_audio_chunks, safe_url
 from voice.config import CacheConfig, add_flags, flag_overrides, load
 from voice.domain.interfaces.cache import AbstractCache
 from voice.keys import static_key
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("paths", nargs="+", metavar="PATH", help="WAV files, or directories of *.wav files")
+    parser.add_argument("paths", nargs="+", metavar="PATH",
+                        help="audio files (WAV, FLAC, OGG/Vorbis, ...), or directories of them")
     parser.add_argument("--dry-run", action="store_true", help="read and convert only; write nothing to Redis")
     parser.add_argument("--chunk-ms", type=int, default=20, metavar="MS", help="chunk length in ms [default 20]")
     add_flags(parser, CacheConfig)
@@ -37,16 +40,20 @@ def run(args: argparse.Namespace) -> int:
     return asyncio.run(load_paths(args.paths, config, dry_run=args.dry_run, chunk_ms=args.chunk_ms))
 
 
+AUDIO_SUFFIXES = frozenset({".wav", ".wave", ".flac", ".ogg", ".oga", ".aif", ".aiff", ".au", ".caf", ".w64"})
+"""What a directory is searched for: the containers libsndfile reads that recordings come in."""
+
+
 def collect(paths: list[str]) -> tuple[list[Path], list[str]]:
-    """The WAV files named by `paths` (directories expanded, sorted), and a problem line for each bad path."""
+    """The audio files named by `paths` (directories expanded, sorted), and a problem line for each bad path."""
     files: list[Path] = []
     problems: list[str] = []
     for raw in paths:
         path = Path(raw)
         if path.is_dir():
-            found = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() == ".wav")
+            found = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in AUDIO_SUFFIXES)
             if not found:
-                problems.append(f"{path}: directory has no .wav files")
+                problems.append(f"{path}: directory has no .wav files (nor .flac, .ogg, ...)")
             files.extend(found)
         else:
             files.append(path)  # a missing or non-WAV file is reported by the reader, with its reason
@@ -86,7 +93,7 @@ async def load_paths(
     loaded = 0
     try:
         for path in files:
-            ok = await _load_one(path, seen, target, chunk_ms, out)
+            ok = await _load_one(path, seen, target, chunk_ms, out, config.loudness_target)
             loaded += ok
             failed += not ok
     finally:
@@ -97,8 +104,15 @@ async def load_paths(
     return 1 if failed else 0
 
 
+def _level(level: float | None, gain: float) -> str:
+    """", level -27.1 dBFS +7.1 dB": what the file measured and the gain it got (nothing when silent)."""
+    if level is None:
+        return ", silent"
+    return f", level {level:.1f} dBFS" + (f" {gain:+.1f} dB" if gain else "")
+
+
 async def _load_one(path: Path, seen: dict[str, Path], cache: AbstractCache | None, chunk_ms: int,
-                    out: TextIO) -> bool:
+                    out: TextIO, target_dbfs: float | None = None) -> bool:
     try:
         key = static_key(path.stem)
     except ValueError as exc:
@@ -110,15 +124,17 @@ async def _load_one(path: Path, seen: dict[str, Path], cache: AbstractCache | No
     seen[key] = path
     try:
         if cache is None:
-            wav, chunks = await asyncio.to_thread(read_wav_chunks, str(path), chunk_ms)
-            count, duration, source, stored = len(chunks), wav.duration_s, wav.source_format, True
+            read = await asyncio.to_thread(read_audio_chunks, str(path), chunk_ms, target_dbfs)
+            count, duration, source, stored = len(read.chunks), read.audio.duration_s, read.audio.source_format, True
+            level, gain = read.level_dbfs, read.gain_db
         else:
             result = await cache.load_and_set_audio(key, str(path), chunk_ms)
             count, duration, source, stored = result.chunks, result.duration_s, result.source_format, result.stored
+            level, gain = result.level_dbfs, result.gain_db
     except (AudioFormatError, ValueError) as exc:
         print(f"FAILED  {exc}", file=out)
         return False
-    line = f"{key}  {count} frames of {chunk_ms} ms  {duration:.2f} s  from {source}  ({path})"
+    line = f"{key}  {count} frames of {chunk_ms} ms  {duration:.2f} s  from {source}{_level(level, gain)}  ({path})"
     if not stored:
         print(f"FAILED  {line}: Redis write failed (see the log)", file=out)
         return False

@@ -18,7 +18,7 @@ from typing import Any, Protocol
 
 import structlog
 
-from voice.audio import FrameStream
+from voice.audio import FrameStream, Loudness
 from voice.domain.interfaces.cache import AbstractCache
 
 log = structlog.get_logger(__name__)
@@ -125,9 +125,14 @@ class SynthesisHub:
         output_format: str,
         ttl_seconds: int | None,
         observer: SynthesisObserver | None = None,
+        target_dbfs: float | None = None,
     ) -> None:
+        """`target_dbfs`: the level every synthesis is brought to as it streams (the one fragments are stored
+        at, `AUDIO_TARGET_DBFS`), so a sentence of a recorded and a synthesized part has one loudness; None
+        leaves the provider's level."""
         self.cache = cache
         self.output_format = output_format
+        self.loudness = Loudness(target_dbfs) if target_dbfs is not None else None
         self.ttl_seconds = ttl_seconds
         self.observer = observer
         self.in_flight: dict[str, Synthesis] = {}
@@ -167,7 +172,7 @@ class SynthesisHub:
                 del self.in_flight[synthesis.key]
 
     async def _stream(self, synthesis: Synthesis, tts: TextToSpeech) -> None:
-        frames = FrameStream(self.output_format)
+        frames = FrameStream(self.output_format, loudness=self.loudness)
         started = time.monotonic()
         if self.observer:
             self.observer.on_request()
@@ -179,6 +184,8 @@ class SynthesisHub:
                     self.observer.on_first_audio(time.monotonic() - started)
             synthesis._append(frames.feed(chunk))
         synthesis._append(frames.flush())
+        if frames.leveller is not None:
+            log.debug("synthesis_levelled", key=synthesis.key, gain_db=frames.leveller.gain_db)
         if not synthesis.frames:
             raise ValueError(f"TTS returned no audio for {synthesis.text!r}")
 

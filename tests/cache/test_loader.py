@@ -124,3 +124,37 @@ def test_the_real_command_keeps_stdout_for_the_report(fragments, tmp_path, redis
     assert "cache_connected" in result.stderr
     with redis.Redis.from_url(redis_url) as raw:
         assert raw.exists("static:intro", "static:currency") == 2
+
+
+def test_fragments_are_stored_at_the_target_level_and_the_line_says_so(tmp_path, redis_url, raw, capsys):
+    """Issue 14: a quiet and a loud recording (FLAC and 24-bit EXTENSIBLE WAV) end up at one level."""
+    import numpy as np
+    import soundfile
+
+    from voice.audio import active_level_dbfs
+
+    folder = tmp_path / "levels"
+    folder.mkdir()
+    t = np.arange(16000) / 16000
+    soundfile.write(str(folder / "quiet.flac"), 0.02 * np.sin(2 * np.pi * 300 * t), 16000)  # about -37 dBFS
+    soundfile.write(str(folder / "loud.wav"), 0.5 * np.sin(2 * np.pi * 300 * t), 16000, format="WAVEX",
+                    subtype="PCM_24")  # about -9 dBFS
+    status = main(["load-audio", str(folder), "--redis-url", redis_url, "--audio-target-dbfs", "-20"])
+    out = capsys.readouterr().out
+    assert status == 0, out
+    quiet = next(line for line in out.splitlines() if "static:quiet" in line)
+    loud = next(line for line in out.splitlines() if "static:loud" in line)
+    assert "FLAC 16-bit" in quiet and "level -37.0 dBFS +17.0 dB" in quiet
+    assert "24-bit" in loud and "level -9.0 dBFS -11.0 dB" in loud
+    for key in (b"static:quiet", b"static:loud"):
+        assert active_level_dbfs(b"".join(raw.lrange(key, 0, -1))) == pytest.approx(-20, abs=0.1)
+
+    import asyncio
+
+    from voice.cache import RedisCacheManager
+
+    asyncio.run(RedisCacheManager.reset_instance())  # another configuration: another process's Singleton
+    status = main(["load-audio", str(folder / "loud.wav"), "--redis-url", redis_url, "--audio-normalize", "false"])
+    out = capsys.readouterr().out
+    assert status == 0 and "level -9.0 dBFS  (" in out  # measured, not changed
+    assert active_level_dbfs(b"".join(raw.lrange(b"static:loud", 0, -1))) == pytest.approx(-9, abs=0.1)

@@ -60,7 +60,7 @@ async def test_tts_miss_is_heard_then_cached_and_the_next_call_is_a_hit(stack):
     first = await stack.call(duration_s=None)
     assert first.hangup == "server"
     assert identify(first.audio) == ["12500"]
-    assert nonzero(frames_of(first.audio)) == nonzero(expected_frames("12500", stack.settings.tts.output_format))
+    assert nonzero(frames_of(first.audio)) == nonzero(expected_frames("12500", stack.settings.tts.output_format, stack.settings.cache.loudness_target))
     key = key_for(stack, "12500")
     assert await wait_for(lambda: stack.redis.exists(key)), "synthesis not cached"
     assert 0 < await stack.redis.ttl(key) <= stack.settings.cache.tts_ttl_s
@@ -142,9 +142,12 @@ async def test_a_digit_stops_the_prompt_and_moves_the_dialogue(stack):
     heard = nonzero(frames)
     assert heard[-len(goodbye):] == goodbye
     prompt_part = heard[: -len(goodbye)]
-    prompt = nonzero(expected_frames(PROMPT, stack.settings.tts.output_format))
+    prompt = nonzero(expected_frames(PROMPT, stack.settings.tts.output_format, stack.settings.cache.loudness_target))
     assert 10 < len(prompt_part) < len(prompt)
-    assert prompt_part == prompt[: len(prompt_part)]
+    assert prompt_part[:-1] == prompt[: len(prompt_part) - 1]
+    # the cut fades out (no click): the last frame heard is the prompt's next one, ramped down to silence
+    faded, following = prompt_part[-1], prompt[len(prompt_part) - 1]
+    assert faded[:2] == following[:2] and faded[80:] == bytes(240)
     # the goodbye came right after the digit (no 2 s timeout), and the menu stopped
     goodbye_start = [t for t, f in zip(report.arrivals_ms, frames) if f == goodbye[0]][-1]
     assert goodbye_start - digit_ms < 500
@@ -299,7 +302,7 @@ async def test_call_variables_override_defaults_and_a_missing_one_is_skipped(sta
     heard = nonzero(frames_of(report.audio))
     goodbye = nonzero(await stack.fragment("goodbye"))
     assert heard[-len(goodbye):] == goodbye
-    assert heard[: -len(goodbye)] == nonzero(expected_frames("4200", stack.settings.tts.output_format))
+    assert heard[: -len(goodbye)] == nonzero(expected_frames("4200", stack.settings.tts.output_format, stack.settings.cache.loudness_target))
     assert stack.emulator.stats.texts == {"4200": 1}
 
 

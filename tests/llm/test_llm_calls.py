@@ -224,7 +224,7 @@ hangup = true
     report = await stack.call(duration_s=None, dtmf=[(1.2, "1")])
     assert report.hangup == "server"
     frames = nonzero(frames_of(report.audio))
-    done = nonzero(expected_frames("Готово.", "pcm_8000"))
+    done = nonzero(expected_frames("Готово.", "pcm_8000", stack.settings.cache.loudness_target))
     assert frames[-len(done):] == done
     cut = frames[: -len(done)]
     said = heard(b"".join(cut[: len(cut) // 3 * 3]))

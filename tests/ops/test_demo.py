@@ -24,7 +24,8 @@ from pathlib import Path
 import pytest
 
 from ops.helpers import ROOT, clean_env, port_open
-from voice.audio import FRAME_BYTES, read_wav, rms, to_frames
+from voice.audio import FRAME_BYTES, Loudness, normalize, read_wav, rms, to_frames
+from voice.config import CacheConfig
 from voice.emulators.elevenlabs import identify
 
 SCRIPT = Path(sys.executable).parent / "voice-bridge"
@@ -56,7 +57,9 @@ def contains_run(haystack: list[bytes], needle: list[bytes]) -> bool:
 
 def fragment_frames(name: str, count: int = 10) -> list[bytes]:
     """The first `count` frames of a fragment with sound in them, as the bridge plays them."""
-    frames = to_frames(read_wav(FRAGMENTS / f"{name}.wav").pcm)
+    target = CacheConfig().loudness_target  # the demo loads them at the default level
+    pcm = read_wav(FRAGMENTS / f"{name}.wav").pcm
+    frames = to_frames(normalize(pcm, Loudness(target)).pcm if target is not None else pcm)
     start = next(i for i, f in enumerate(frames) if rms(f) > SPEECH_RMS)
     return frames[start:start + count]
 

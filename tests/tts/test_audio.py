@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from array import array
 
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -14,10 +15,15 @@ from voice.audio import (
     AudioFormatError,
     Framer,
     FrameStream,
+    Loudness,
     Resampler,
     SampleAligner,
+    StreamLeveller,
+    active_level_dbfs,
+    audioop,
     encode_g711,
     read_wav,
+    reframe,
     rms,
     sample_width,
     stream_decoder,
@@ -167,7 +173,7 @@ def test_read_wav_converts_to_8k_mono(tmp_path):
 
 @pytest.mark.parametrize(
     "content, problem",
-    [(None, "no such file"), (b"", "empty file"), (b"RIFF\x24\x00\x00\x00WAVEfmt ", "chunk missing"),
+    [(None, "no such file"), (b"", "empty file"), (b"RIFF\x24\x00\x00\x00WAVEfmt ", "truncated"),
      ("cut", "truncated"), (b"RIFF\x00\x00\x00\x00WAVEjunk", "WAV"),
      (b"hello world, not audio at all", "not a usable WAV")],
 )
@@ -189,3 +195,145 @@ def test_read_wav_refuses_a_wav_without_audio(tmp_path):
     write_wav(path, b"")
     with pytest.raises(AudioFormatError, match="contains no audio"):
         read_wav(path)
+
+
+# --- band-limited resampling (issue 14): measured over tones ---------------------------------------------
+
+RATES = [16000, 22050, 24000, 44100, 48000]
+EDGE = 400  # 50 ms at 8 kHz left out at each end: where the tone starts and stops abruptly
+
+
+def level_db(pcm: bytes) -> float:
+    samples = np.frombuffer(pcm, dtype="<i2").astype(np.float64)[EDGE:-EDGE]
+    return 10 * np.log10(max(np.mean(samples * samples), 1e-12))
+
+
+def tone_at(rate: int, freq: float, amplitude: float = 16000.0, seconds: float = 0.5) -> bytes:
+    t = np.arange(int(rate * seconds)) / rate
+    return np.rint(amplitude * np.sin(2 * np.pi * freq * t)).astype("<i2").tobytes()
+
+
+def converted(rate: int, pcm: bytes, chunk: int = 1234, realtime: bool = True) -> bytes:
+    resampler = Resampler(rate, realtime=realtime)
+    out = [resampler.feed(pcm[i : i + chunk]) for i in range(0, len(pcm), chunk)]
+    return b"".join(out) + resampler.flush()
+
+
+MODES = pytest.mark.parametrize("realtime", [True, False], ids=["stream", "file"])
+
+
+@MODES
+@pytest.mark.parametrize("rate", RATES)
+def test_the_telephone_band_passes_within_half_a_db(rate, realtime):
+    reference = level_db(tone_at(8000, 1000))  # the same amplitude, no conversion
+    gains = {}
+    for freq in (300, 500, 1000, 2000, 3000, 3400):
+        out = converted(rate, tone_at(rate, freq), realtime=realtime)
+        assert len(out) == 8000  # 0.5 s at 8 kHz, 2 bytes a sample
+        gains[freq] = level_db(out) - reference
+    print(f"{rate} Hz in, passband gain dB: " + ", ".join(f"{f}: {g:+.3f}" for f, g in gains.items()))
+    assert all(abs(g) <= 0.5 for g in gains.values()), gains
+
+
+@MODES
+@pytest.mark.parametrize("rate", RATES)
+def test_everything_above_4200_hz_is_attenuated_by_50_db(rate, realtime):
+    reference = level_db(tone_at(8000, 1000))
+    worst = -999.0
+    for freq in range(4200, rate // 2, 300 if rate <= 24000 else 1100):
+        out = converted(rate, tone_at(rate, freq), realtime=realtime)
+        worst = max(worst, level_db(out) - reference)
+    print(f"{rate} Hz in: strongest alias of a tone above 4.2 kHz at {worst:.1f} dB")
+    assert worst <= -50, worst
+
+
+def test_audioop_ratecv_would_fail_the_alias_test():
+    """The measurement can fail: the old converter lets a 6 kHz tone at 16 kHz through at full level."""
+    data = tone_at(16000, 6000)
+    old, _ = audioop.ratecv(data, 2, 1, 16000, 8000, None)
+    assert level_db(old) - level_db(tone_at(8000, 1000)) > -3
+    assert level_db(converted(16000, data)) - level_db(tone_at(8000, 1000)) < -50
+
+
+@pytest.mark.parametrize("rate", RATES)
+def test_a_stream_is_not_held_back(rate):
+    """A stream's audio comes out with each chunk, all of it: a pause in the provider's stream (an LLM
+    answer spoken phrase by phrase) leaves nothing of the phrase behind. A file may look ahead 2.7 ms."""
+    for chunk in (tone_at(rate, 700, seconds=0.06), tone_at(rate, 900, seconds=0.12)):
+        resampler = Resampler(rate)
+        assert len(resampler.feed(chunk)) == len(chunk) * 8000 // rate // 2 * 2 or rate in (22050, 44100)
+        assert len(resampler.flush()) <= 2  # at most the rounding of a 22.05/44.1 kHz sample
+    file = Resampler(rate, realtime=False)
+    pcm = tone_at(rate, 700, seconds=0.2)
+    out = file.feed(pcm)
+    assert len(out) >= 2 * (1600 - 24) and len(out) + len(file.flush()) == 3200
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    rate=st.sampled_from(RATES),
+    realtime=st.booleans(),
+    cuts=st.lists(st.integers(min_value=0, max_value=9000), max_size=10),
+)
+def test_band_limited_conversion_chunked_equals_whole(rate, realtime, cuts):
+    data = np.random.default_rng(len(cuts)).integers(-20000, 20000, 4500).astype("<i2").tobytes()
+    whole = Resampler(rate, realtime=realtime)
+    expected = whole.feed(data) + whole.flush()
+    stream = Resampler(rate, realtime=realtime)
+    got, last = b"", 0
+    for cut in sorted(cuts):
+        got += stream.feed(data[last:cut])
+        last = max(last, cut)
+    got += stream.feed(data[last:]) + stream.flush()
+    assert got == expected
+
+
+# --- any chunk size plays the same (issue 14, item 3) ---------------------------------------------------
+
+
+@pytest.mark.parametrize("chunk_ms", [10, 15, 20, 30, 60])
+def test_reframe_gives_the_20_ms_frames_of_any_chunking(chunk_ms):
+    pcm = tone_at(8000, 440, seconds=0.777)
+    frames = to_frames(pcm)
+    chunks = to_frames(pcm, chunk_ms * 16)
+    assert reframe(chunks) == frames
+    assert reframe(frames) is frames  # already 20 ms: the same list, no copy
+
+
+# --- levels (issue 14, item 6) --------------------------------------------------------------------------
+
+
+def test_active_level_ignores_pauses():
+    tone = tone_at(8000, 500, amplitude=3277 * math.sqrt(2), seconds=0.5)  # RMS 3277 = -20 dBFS
+    with_pause = tone + bytes(16000) + tone
+    assert active_level_dbfs(tone) == pytest.approx(-20, abs=0.1)
+    assert active_level_dbfs(with_pause) == pytest.approx(-20, abs=0.1)
+    assert active_level_dbfs(bytes(3200)) is None
+
+
+@settings(max_examples=40, deadline=None)
+@given(cuts=st.lists(st.integers(min_value=0, max_value=120), max_size=8), gain=st.sampled_from([0.1, 0.5, 2.0]))
+def test_stream_leveller_holds_one_gain_and_does_not_depend_on_the_cutting(cuts, gain):
+    pcm = tone_at(8000, 600, amplitude=8000 * gain, seconds=1.0) + tone_at(8000, 900, amplitude=2000, seconds=1.0)
+    frames = to_frames(pcm)
+    whole = StreamLeveller(Loudness(-20))
+    expected = whole.feed(frames) + whole.flush()
+    leveller = StreamLeveller(Loudness(-20))
+    got, last = [], 0
+    for cut in sorted(cuts):
+        got += leveller.feed(frames[last:cut])
+        last = max(last, cut)
+    got += leveller.feed(frames[last:]) + leveller.flush()
+    assert got == expected and len(got) == len(frames)
+    # the first part is at the target; the quieter second part keeps its 12 dB step down (no pumping)
+    first, second = b"".join(got[:40]), b"".join(got[60:])
+    assert active_level_dbfs(first) == pytest.approx(-20, abs=0.2)
+    assert active_level_dbfs(second) - active_level_dbfs(first) == pytest.approx(
+        20 * math.log10(2000 / (8000 * gain)), abs=0.3)
+
+
+def test_levelling_never_clips_the_measured_part():
+    loud_peaks = tone_at(8000, 300, amplitude=30000, seconds=0.02) + tone_at(8000, 300, amplitude=300, seconds=1)
+    leveller = StreamLeveller(Loudness(-6, max_gain_db=40))
+    out = b"".join(leveller.feed(to_frames(loud_peaks)) + leveller.flush())
+    assert audioop.max(out, 2) <= 32767 * 10 ** (-1 / 20) + 1

@@ -22,7 +22,7 @@ from array import array
 from collections.abc import Sequence
 from functools import lru_cache
 
-from voice.audio import FRAME_BYTES, SAMPLE_RATE, FrameStream, encode_g711, rms
+from voice.audio import FRAME_BYTES, SAMPLE_RATE, FrameStream, Loudness, encode_g711, rms
 from voice.config import G711_FORMATS, PCM_RATES
 
 CHAR_MS = 60
@@ -83,13 +83,15 @@ def duration_s(text: str) -> float:
     return len(text) * CHAR_MS / 1000
 
 
-def expected_frames(text: str | Sequence[str], output_format: str = "pcm_16000") -> list[bytes]:
+def expected_frames(text: str | Sequence[str], output_format: str = "pcm_16000",
+                    target_dbfs: float | None = None) -> list[bytes]:
     """The 8 kHz 20 ms frames a correct client plays for the emulator's audio of `text`.
 
     `text` may be a list of pieces (one WebSocket turn): their audio is one continuous stream.
+    `target_dbfs`: the level a client that levels synthesis (`AUDIO_TARGET_DBFS`) brings it to.
     """
     pieces = [text] if isinstance(text, str) else list(text)
-    stream = FrameStream(output_format)
+    stream = FrameStream(output_format, loudness=Loudness(target_dbfs) if target_dbfs is not None else None)
     frames: list[bytes] = []
     for piece in pieces:
         frames += stream.feed(synthesize(piece, output_format))

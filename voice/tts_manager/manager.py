@@ -39,7 +39,7 @@ import structlog
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed, ConnectionClosedOK
 
-from voice.audio import AudioFormatError, FrameStream, SampleAligner, sample_width
+from voice.audio import AudioFormatError, FrameStream, Loudness, SampleAligner, sample_width
 from voice.config import TTSConfig
 from voice.http import shared_http_client
 from voice.tasks import cancel_and_wait
@@ -155,9 +155,10 @@ class TTSManager:
             log.warning("tts_http_retry", attempt=attempt, delay_s=round(delay, 3), error=str(error))
             await asyncio.sleep(delay)
 
-    async def stream_static_frames(self, text: str) -> AsyncIterator[bytes]:
-        """`stream_static_text` converted on the fly to 20 ms 8 kHz s16le frames (the last one padded)."""
-        frames = FrameStream(self.config.output_format)
+    async def stream_static_frames(self, text: str, *, loudness: Loudness | None = None) -> AsyncIterator[bytes]:
+        """`stream_static_text` converted on the fly to 20 ms 8 kHz s16le frames (the last one padded),
+        brought to `loudness` when given (the level recorded fragments are stored at)."""
+        frames = FrameStream(self.config.output_format, loudness=loudness)
         async for chunk in self.stream_static_text(text):
             for frame in frames.feed(chunk):
                 yield frame

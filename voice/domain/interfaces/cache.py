@@ -23,6 +23,8 @@ class LoadedAudio:
     duration_s: float
     source_format: str
     stored: bool  # False when the write failed (the store is down); the file itself was fine
+    level_dbfs: float | None = None  # active speech level as read (None: silent, or not measured)
+    gain_db: float = 0.0  # gain applied to reach AUDIO_TARGET_DBFS (0 with AUDIO_NORMALIZE=false)
 
 
 class AbstractCache(ABC):
