@@ -34,6 +34,7 @@ class CallResult:
     view: CallView
     heard: Heard
     audiosocket: list[dict] = field(default_factory=list)
+    packets: list = field(default_factory=list)  # the whole capture (all calls placed together)
 
 
 class Calls:
@@ -68,7 +69,7 @@ class Calls:
         results = []
         for phone, status in zip(phones, statuses):
             view = call_view(packets, phone.sip_port)
-            results.append(CallResult(phone, status, view, Heard(view), conns))
+            results.append(CallResult(phone, status, view, Heard(view), conns, packets))
             _record_timing(self.test_name, phone, results[-1].heard)
         return results
 

@@ -78,7 +78,28 @@ def ensure_root(timeout: float = 900) -> None:
         raise StackError(f"chroot.sh failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
 
 
+def _kill_namespace(name: str) -> None:
+    """SIGKILL whatever still runs in network namespace `name` (normally nothing), then delete it."""
+    for _ in range(20):
+        pids = subprocess.run(["ip", "netns", "pids", name], capture_output=True, text=True).stdout.split()
+        if not pids:
+            break
+        for pid in pids:
+            try:
+                os.kill(int(pid), signal.SIGKILL)
+            except (ProcessLookupError, ValueError):
+                pass
+        time.sleep(0.05)
+    subprocess.run(["ip", "netns", "del", name], capture_output=True)
+
+
 def _pid_alive(pid: int) -> bool:
+    """Whether a process with this pid runs (a zombie, killed but not yet reaped, does not)."""
+    try:
+        if Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z":
+            return False
+    except (OSError, IndexError):
+        pass
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -96,13 +117,17 @@ class Netns:
 
     @staticmethod
     def remove_stale() -> None:
+        """Namespaces of runs whose pytest died without cleaning up (SIGKILL): their processes, then them."""
         listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
         for line in listed.splitlines():
             name = line.split()[0] if line.split() else ""
             if name.startswith(NETNS_PREFIX):
                 pid = name[len(NETNS_PREFIX):]
                 if pid.isdigit() and not _pid_alive(int(pid)):
-                    subprocess.run(["ip", "netns", "del", name], capture_output=True)
+                    _kill_namespace(name)
+
+    def delete(self) -> None:
+        _kill_namespace(self.name)
 
     def create(self) -> None:
         self.remove_stale()
@@ -120,9 +145,6 @@ class Netns:
         if check and result.returncode != 0:
             raise StackError(f"{args} exited {result.returncode}:\n{result.stdout}\n{result.stderr}")
         return result
-
-    def delete(self) -> None:
-        subprocess.run(["ip", "netns", "del", self.name], capture_output=True)
 
     def wait_tcp(self, port: int, proc: "Proc", timeout: float = 30) -> None:
         """Poll until something accepts TCP connections on 127.0.0.1:port inside the namespace."""

@@ -498,12 +498,15 @@ def audiosocket_connections(packets: list[Packet]) -> list[dict[str, float | int
     return list(conns.values())
 
 
-def bridge_frames(packets: list[Packet], asterisk_port: int) -> list[bytes]:
-    """The audio payloads (kind 0x10) the bridge sent on the AudioSocket connection from `asterisk_port`,
-    reassembled from the captured TCP segments (for diagnosis: what the bridge sent vs what the phone heard)."""
+def audiosocket_messages(packets: list[Packet], asterisk_port: int, from_bridge: bool) -> list[tuple[int, bytes]]:
+    """(kind, payload) of every AudioSocket message on the connection from Asterisk's `asterisk_port`, in one
+    direction, reassembled from the captured TCP segments."""
     segments: dict[int, bytes] = {}
     for p in packets:
-        if p.proto == "tcp" and p.sport == BRIDGE_PORT and p.dport == asterisk_port and p.payload:
+        if p.proto != "tcp" or not p.payload:
+            continue
+        if (from_bridge and p.sport == BRIDGE_PORT and p.dport == asterisk_port) or (
+                not from_bridge and p.sport == asterisk_port and p.dport == BRIDGE_PORT):
             segments.setdefault(p.tcp_seq, p.payload)
     if not segments:
         return []
@@ -514,10 +517,27 @@ def bridge_frames(packets: list[Packet], asterisk_port: int) -> list[bytes]:
         if offset > len(stream):
             stream += bytes(offset - len(stream))  # a segment missing from the capture
         stream[offset:offset + len(segments[seq])] = segments[seq]
-    frames, pos = [], 0
+    messages, pos = [], 0
     while pos + 3 <= len(stream):
         kind, length = stream[pos], struct.unpack("!H", stream[pos + 1:pos + 3])[0]
-        if kind == 0x10:
-            frames.append(bytes(stream[pos + 3:pos + 3 + length]))
+        messages.append((kind, bytes(stream[pos + 3:pos + 3 + length])))
         pos += 3 + length
-    return frames
+    return messages
+
+
+def bridge_frames(packets: list[Packet], asterisk_port: int) -> list[bytes]:
+    """The audio (kind 0x10) the bridge sent on one AudioSocket connection (for diagnosis: what the bridge
+    sent against what the phone heard)."""
+    return [payload for kind, payload in audiosocket_messages(packets, asterisk_port, True) if kind == 0x10]
+
+
+def call_uuids(packets: list[Packet]) -> list[str]:
+    """The UUID (the first message, kind 0x01) Asterisk sent on each AudioSocket connection in the capture."""
+    import uuid
+
+    out = []
+    for conn in audiosocket_connections(packets):
+        messages = audiosocket_messages(packets, int(conn["port"]), False)
+        if messages and messages[0][0] == 0x01 and len(messages[0][1]) == 16:
+            out.append(str(uuid.UUID(bytes=messages[0][1])))
+    return out

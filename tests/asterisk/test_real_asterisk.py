@@ -10,10 +10,13 @@ inter-arrival percentiles are printed at the end of the run, not asserted.
 
 from __future__ import annotations
 
+import re
+import uuid
+
 import pytest
 
-from asterisk.listen import SILENCE_RMS, check_greeting, fragment, greeting
-from asterisk.phone import PT_EVENT, PT_PCMU, ULAW_SILENCE, Say, Spec
+from asterisk.listen import SILENCE_RMS, check_greeting, fragment, greeting, tts
+from asterisk.phone import PT_EVENT, PT_PCMU, ULAW_SILENCE, Say, Spec, call_uuids
 
 pytestmark = [pytest.mark.asterisk, pytest.mark.timeout(900)]
 
@@ -176,5 +179,37 @@ def test_ten_calls_at_once(stack, calls):
     for spec, r in zip(specs, results):
         found = check_greeting(r.heard, amount_for(stack, spec.extension), head_loss=HEAD_LOSS[spec.extension])
         check_goodbye_and_bye(r, found[-1][1] + found[-1][2])
-    # ten distinct AudioSocket connections, one per call
+    # ten AudioSocket connections, one per call, each with its own fresh UUID (the dialplan's ${UUID()})
     assert len([c for c in results[0].audiosocket if c["syn"] is not None]) == 10
+    check_uuids(call_uuids(results[0].packets), 10)
+
+
+CANONICAL_UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
+
+
+def check_uuids(uuids: list[str], count: int) -> None:
+    assert len(uuids) == count and len(set(uuids)) == count, uuids
+    for u in uuids:
+        assert CANONICAL_UUID.match(u) and uuid.UUID(u).version == 4, u
+
+
+def test_without_func_uuid_the_dialplans_fallback_uuid_works(stack, calls):
+    """An Asterisk without UUID() (before 20.12 / 21.7 / 22.2), imitated by unloading func_uuid: the
+    dialplan's MD5 fallback gives each call its own version-4 UUID, and the call-variables example still
+    reaches the bridge under it (7000 speaks the example's amount)."""
+    stack.asterisk_cli("module unload func_uuid.so")
+    try:
+        assert "0 modules loaded" in stack.asterisk_cli("module show like func_uuid").stdout
+        results = calls.place(*(Spec(ext, hang_up_after_ms=3500) for ext in (APP, DRIVER, APP)))
+    finally:
+        stack.asterisk_cli("module load func_uuid.so")
+    check_uuids(call_uuids(results[0].packets), 3)
+    for ext, r in zip((APP, DRIVER, APP), results):
+        assert r.sipp_status == 0, r.phone.errors()
+        hello = fragment("hello")
+        i = find_first(r.heard, hello, ext)
+        assert i is not None
+        j = r.heard.find(fragment("your_cost_is"), i + len(hello))
+        assert j is not None
+        k = j + len(fragment("your_cost_is"))
+        assert r.heard.texts(k, k + len(tts(amount_for(stack, ext)))) == [amount_for(stack, ext)]
