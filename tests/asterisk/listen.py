@@ -69,8 +69,9 @@ class Heard:
         return len(self.lin)
 
     def time(self, index: int) -> float:
-        """Arrival time of frame `index` (or of the nearest received frame before it)."""
-        for i in range(min(index, len(self.times) - 1), -1, -1):
+        """Arrival time of frame `index` (or of the nearest received frame before it; frame 0 for an index
+        before the first, which find() gives for a prompt whose first frames were lost)."""
+        for i in range(min(max(index, 0), len(self.times) - 1), -1, -1):
             if self.times[i] is not None:
                 return self.times[i]
         raise IndexError(index)
@@ -107,19 +108,19 @@ class Heard:
                     err, level = _error(self.lin[i + k], want_rt[k])
                     if level > SILENCE_RMS:
                         self.worst_error = max(self.worst_error, err / level)
-                return max(i - lead, 0)
+                return i - lead  # negative when the lost frames were the call's very first
         return None
 
     def find_at_start(self, want: tuple[bytes, ...], max_lost: int) -> int | None:
-        """0 if the heard audio begins with `want` minus at most `max_lost` of its first frames (the number
-        lost is kept in `head_lost`), else None."""
+        """-lost if the heard audio begins with `want` minus its first `lost` frames, 1 <= lost <= max_lost
+        (the index where the whole of `want` would have begun; `lost` is kept in `head_lost`), else None."""
         for lost in range(1, max_lost + 1):
             rest = want[lost:]
             if len(rest) > len(self.lin):
                 return None
             if all(close(self.lin[k], _roundtrip(rest[k])) for k in range(len(rest) - 1)):
                 self.head_lost = lost
-                return 0
+                return -lost
         return None
 
     def explain(self, want: tuple[bytes, ...], start: int = 0) -> str:
