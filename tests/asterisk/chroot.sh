@@ -89,6 +89,7 @@ for old in "$parent"/.build.*; do
   rm -rf --one-file-system "$old"
 done
 tmp=$(mktemp -d "$parent/.build.XXXXXX")
+chmod 755 "$tmp"  # the root's / (mktemp makes it 0700: the asterisk user could not reach anything)
 cleanup() {
   for m in proc sys dev/pts dev; do umount -l "$tmp/$m" 2>/dev/null || true; done
   [ -d "$tmp" ] && rm -rf --one-file-system "$tmp"
@@ -128,7 +129,6 @@ rm -f "$tmp/var/lib/asterisk/astdb.sqlite3"
 version=$(chroot "$tmp" dpkg-query -W -f='${Version}' asterisk)
 {
   echo "built $(date -u +%Y-%m-%dT%H:%M:%SZ) in $(( $(date +%s) - started )) s"
-  echo "asterisk $version"
   chroot "$tmp" dpkg-query -W -f='${Package} ${Version}\n' $ROOT_PACKAGES
 } >"$tmp/$MARK"
 

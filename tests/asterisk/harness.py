@@ -185,16 +185,16 @@ class Proc:
             pass
 
     def stop(self, timeout: float = 10, sig: int = signal.SIGTERM) -> int | None:
-        """Signal the group, wait, then SIGKILL the group; returns the exit code."""
+        """Signal the group, wait, SIGKILL the group if still there; returns the exit code.
+
+        The group is signalled only while its leader is not reaped (its pid cannot have been reused);
+        members that outlive their leader are killed with the namespace (Stack.stop)."""
         if self.popen.poll() is None:
             self.signal_group(sig)
             try:
                 self.popen.wait(timeout=timeout)
             except subprocess.TimeoutExpired:
-                pass
-        self.signal_group(signal.SIGKILL)  # whatever of the group is left
-        if self.popen.poll() is None:
-            self.popen.kill()
+                self.signal_group(signal.SIGKILL)
         code = self.popen.wait()
         self._log.close()
         return code

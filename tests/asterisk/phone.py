@@ -428,7 +428,6 @@ def call_view(packets: list[Packet], phone_port: int) -> CallView:
     ok_t = None
     rtp_port = None
     bye_a = bye_p = bye_ok = None
-    bye_call = None
     for p in packets:
         if p.proto != "udp" or SIP_PORT not in (p.sport, p.dport):
             continue
@@ -445,8 +444,6 @@ def call_view(packets: list[Packet], phone_port: int) -> CallView:
                 bye_ok = p.t
         elif p.sport == phone_port and p.dport == SIP_PORT and head.startswith("BYE ") and bye_p is None:
             bye_p = p.t
-            bye_call = _header(text, "Call-ID")
-    del bye_call
     if ok_t is None or rtp_port is None:
         raise StackError(f"no 200 OK with SDP for the phone on port {phone_port} in the capture")
     heard, said = [], []
@@ -461,7 +458,9 @@ def call_view(packets: list[Packet], phone_port: int) -> CallView:
             r = parse_rtp(p)
             if r is not None:
                 said.append(r)
-    heard.sort(key=lambda r: ((r.ts - heard[0].ts) & 0xFFFFFFFF, r.seq) if heard else 0)
+    if heard:  # sequence order (a call is far shorter than 65536 packets; the bias allows reordering)
+        seq0 = heard[0].seq
+        heard.sort(key=lambda r: (r.seq - seq0 + 0x8000) & 0xFFFF)
     return CallView(phone_port, ok_t, rtp_port, heard, said, bye_a, bye_p, bye_ok)
 
 
