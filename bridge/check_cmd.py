@@ -19,7 +19,12 @@ import sys
 from collections.abc import Sequence
 from typing import TextIO
 
-from bridge.config import Settings, add_settings_flags, require_llm_settings, settings_from_args
+from bridge.config import (
+    Settings,
+    add_settings_flags,
+    require_llm_settings,
+    settings_from_args,
+)
 from bridge.dialogue import Dialogue, DialogueError
 from bridge.preflight import DEFAULT_TIMEOUT_S, CheckResult, run_preflight
 from voice.cache import RedisCacheManager
@@ -94,5 +99,4 @@ def report(results: Sequence[CheckResult], out: TextIO, *, as_json: bool = False
         document = {"ok": exit_status(results) == 0, "counts": counts, "checks": [r.as_dict() for r in results]}
         out.write(json.dumps(document, ensure_ascii=False, indent=2) + "\n")
         return
-    for result in results:
-        out.write(format_line(result) + "\n")
+    out.writelines(format_line(result) + "\n" for result in results)

@@ -108,10 +108,13 @@ class CheckResult:
 class Check(Protocol):
     """One preflight check. `run` never raises for an outside fault: it returns a `CheckResult` instead."""
 
-    name: str
-    """Short identifier, printed in the report's second column (`redis`, `tts-key`, ...)."""
-    setting: str
-    """The setting an operator should look at when the check gets no answer in time (named in that result)."""
+    @property
+    def name(self) -> str:
+        """Short identifier, printed in the report's second column (`redis`, `tts-key`, ...)."""
+
+    @property
+    def setting(self) -> str:
+        """The setting an operator should look at when the check gets no answer in time (named in that result)."""
 
     async def run(self) -> CheckResult: ...
 
@@ -286,8 +289,8 @@ class RedisCheck:
 
     def _client(self) -> Redis | RedisCluster:
         c = self.config
-        common: dict[str, Any] = dict(socket_timeout=c.redis_socket_timeout_s,
-                                      socket_connect_timeout=c.redis_connect_timeout_s, retry=Retry(NoBackoff(), 0))
+        common: dict[str, Any] = {"socket_timeout": c.redis_socket_timeout_s,
+                                  "socket_connect_timeout": c.redis_connect_timeout_s, "retry": Retry(NoBackoff(), 0)}
         if c.is_cluster:
             seeds, kwargs = _cluster_spec(c.redis_url)
             return RedisCluster(startup_nodes=[ClusterNode(h, p) for h, p in seeds], **common, **kwargs)
@@ -334,7 +337,7 @@ class RedisCheck:
         finally:
             try:
                 await client.aclose()
-            except Exception as exc:  # closing a broken client must not hide the verdict
+            except (RedisError, RedisClusterException, OSError) as exc:  # must not hide the verdict
                 log.debug("preflight_redis_close_failed", error=f"{type(exc).__name__}: {exc}")
         if read != value:
             return self._fail(f"{url}: wrote a scratch key and read back something else ({read!r:.40})",

@@ -16,9 +16,15 @@ from structlog.testing import capture_logs
 from bridge.cli import main
 from bridge.config import BridgeConfig, Settings
 from bridge.dialogue import default_dialogue_path, load_dialogue, parse_dialogue
-from bridge.preflight import CheckResult, RedisCheck, log_preflight, run_preflight, url_database
+from bridge.preflight import (
+    CheckResult,
+    RedisCheck,
+    log_preflight,
+    run_preflight,
+    url_database,
+)
 from voice.cache import RedisCacheManager
-from voice.config import CacheConfig, LLMConfig, TTSConfig
+from voice.config import CacheConfig, TTSConfig
 from voice.emulators.elevenlabs import DEFAULT_API_KEY, DEFAULT_VOICES, Emulator
 from voice.emulators.llm import LLMEmulator
 from voice.http import aclose_shared_client
