@@ -228,6 +228,10 @@ def build_checks(settings: Settings, dialogue: Dialogue, store: FragmentStore | 
     """The checks that apply: always Redis, the TTS account and the fragments; the LLM when the dialogue
     has `llm` items; the STT endpoint when `STT_PROVIDER=openai`. `store` is the cache, or why there is none."""
     fragments = playable_fragments(dialogue, settings.bridge.filler_names)
+    try:
+        url_database(settings.cache.redis_url)
+    except ValueError:  # redis-py would read database 0 instead: a lookup there proves nothing
+        store = "REDIS_URL names no valid database (see redis)"
     checks: list[Check] = [
         RedisCheck(settings.cache),
         TTSKeyCheck(settings.tts, serves_stt=stt is not None and stt.provider == "elevenlabs"),

@@ -360,6 +360,15 @@ async def test_redis_check_names_a_bad_or_unselectable_database(redis_server):
     assert (await RedisCheck(CacheConfig(redis_url=f"{base}/5")).run()).status == "ok"
 
 
+async def test_fragments_are_not_looked_up_in_the_wrong_database(loaded_redis, emulator):
+    """redis-py reads `/abc` as database 0, where the fragments are: the check must not say they are present."""
+    settings = settings_for(loaded_redis.rsplit("/", 1)[0] + "/abc", emulator)
+    results = {r.name: r for r in await run_preflight(settings, load_dialogue(default_dialogue_path()))}
+    assert results["redis"].status == "fail"
+    assert results["fragments"] == CheckResult("fragments", "warn",
+                                               "not checked: REDIS_URL names no valid database (see redis)")
+
+
 async def test_redis_check_masks_a_password(unused_port):
     result = await RedisCheck(CacheConfig(redis_url=f"redis://user:s3cret@127.0.0.1:{unused_port}/0")).run()
     assert result.status == "fail" and "s3cret" not in result.detail and "user:***@" in result.detail
