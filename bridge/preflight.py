@@ -76,6 +76,7 @@ __all__ = [
     "describe_error",
     "log_preflight",
     "playable_fragments",
+    "preflight_at_start",
     "reveal",
     "run_checks",
     "run_preflight",
@@ -244,6 +245,18 @@ def build_checks(settings: Settings, dialogue: Dialogue, store: FragmentStore | 
     if stt is not None and stt.provider == "openai":
         checks.append(stt_check(stt))
     return checks
+
+
+async def preflight_at_start(settings: Settings, dialogue: Dialogue, *, cache: FragmentStore | None = None,
+                             timeout_s: float = DEFAULT_TIMEOUT_S) -> list[CheckResult]:
+    """What `serve` calls once its runtime is built: run the checks, log them (`log_preflight`), return them.
+
+    Never raises (bar cancellation), so serve starts whatever the checks find. It takes up to `timeout_s`;
+    to keep that off the start-up path, run it as a task beside the listener.
+    """
+    results = await run_preflight(settings, dialogue, cache=cache, timeout_s=timeout_s)
+    log_preflight(results)
+    return results
 
 
 def log_preflight(results: Sequence[CheckResult], logger: Any = None) -> None:

@@ -19,7 +19,7 @@ from bridge.dialogue import default_dialogue_path, load_dialogue, parse_dialogue
 from bridge.preflight import (
     CheckResult,
     RedisCheck,
-    log_preflight,
+    preflight_at_start,
     run_preflight,
     url_database,
 )
@@ -285,13 +285,13 @@ async def test_run_preflight_with_serves_cache_and_the_failure_log(loaded_redis,
     redis.Redis.from_url(loaded_redis).delete(static_key("goodbye"))
     settings = settings_for(loaded_redis, emulator, api_key="refused")
     cache = RedisCacheManager(settings.cache)  # what serve's runtime holds
-    results = await run_preflight(settings, load_dialogue(default_dialogue_path()), cache=cache)
+    with capture_logs() as logs:
+        results = await preflight_at_start(settings, load_dialogue(default_dialogue_path()), cache=cache)
     failed = {r.name: r for r in results if r.status == "fail"}
     assert set(failed) == {"tts-key", "fragments"}
     assert "static:goodbye (node 'goodbye')" in failed["fragments"].detail
     assert await cache.ping()  # the runtime's cache is left open for the calls
-    with capture_logs() as logs:
-        log_preflight(results)
+    logs = [e for e in logs if e["event"].startswith("preflight")]
     failures = [e for e in logs if e["event"] == "preflight_failed"]
     assert [(e["log_level"], e["check"]) for e in failures] == [("warning", "tts-key"), ("warning", "fragments")]
     assert all(e["detail"] and e["remedy"] for e in failures)
