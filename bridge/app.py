@@ -13,6 +13,8 @@ hot socket), and its rooms: `DialogueRunner` -> `Playlist` / `Answers` -> `Speak
 
 from __future__ import annotations
 
+import asyncio
+
 import gc
 import time
 from collections.abc import Callable
@@ -28,11 +30,13 @@ from bridge.dialogue import Dialogue, default_dialogue_path, load_dialogue
 from bridge.dialogue_runner import DialogueRunner, PlaybackStep
 from bridge.ops.logs import register_settings_secrets, settings_for_log
 from bridge.ops.metrics import Metrics
+from bridge.preflight import preflight_at_start
 from bridge.playlist import Playlist, Synthesizer
 from bridge.server import AudioSocketServer, Handler, serve_until_signalled
 from bridge.speaker import Speaker
 from bridge.variables import CallVariables
 from voice.audio import Loudness
+from voice.tasks import cancel_and_wait
 from voice.cache import RedisCacheManager
 from voice.domain.interfaces.cache import AbstractCache
 from voice.fragment_memo import FragmentMemo
@@ -186,11 +190,14 @@ async def serve(settings: Settings, handler: Handler | None = None, *,
     log.info("settings", **settings_for_log(settings))
     metrics = Metrics()
     app = None
+    preflight: asyncio.Task[object] | None = None
     if handler is None:
         app = BridgeApp(settings, dialogue=dialogue, metrics=metrics)
         await app.start()
         handler = app.handle
         log.info("dialogue", **app.describe())
+        # the same checks as `voice-bridge check`, logged as warnings: serve starts whatever they find
+        preflight = asyncio.create_task(preflight_at_start(settings, app.dialogue, cache=app.cache))
     server = AudioSocketServer(settings.bridge, handler, metrics=metrics)
     health = None
     if settings.bridge.metrics_port:
@@ -210,6 +217,7 @@ async def serve(settings: Settings, handler: Handler | None = None, *,
             if health is not None:
                 await health.stop()
     finally:
+        await cancel_and_wait(preflight)
         if app is not None:
             await app.aclose()
     return 0

@@ -8,6 +8,7 @@ Nothing else formats keys, so a change of shape is made here once and every read
 | tts      | `tts:<profile tag>:<text>`    | the orchestrator, after a TTS | `TTS_CACHE_TTL` (30 days)   |
 | call     | `call:<uuid>`                 | an upstream system (JSON)     | the writer's choice         |
 | summary  | `summary:<session>`           | the LLM conversation manager  | mandatory (`set_text`)      |
+| scratch  | `preflight:<token>`           | `voice-bridge check`          | seconds (deleted after use) |
 
 A TTS key carries a *profile tag*: a short hash of everything that changes how a text sounds (voice, model,
 output format, voice settings, and the stored frame format). Changing the voice therefore misses the cache
@@ -29,6 +30,7 @@ STATIC_PREFIX = "static:"
 TTS_PREFIX = "tts:"
 CALL_PREFIX = "call:"
 SUMMARY_PREFIX = "summary:"
+PREFLIGHT_PREFIX = "preflight:"
 
 MAX_TEXT_IN_KEY = 64
 PROFILE_TAG_LENGTH = 12
@@ -113,3 +115,8 @@ def call_vars_key(call_uuid: str | uuid.UUID) -> str:
 def summary_key(session_id: str) -> str:
     """`summary:<session>`: an LLM conversation summary (always stored with a TTL)."""
     return SUMMARY_PREFIX + _check_name("session id", session_id)
+
+
+def preflight_key(token: str) -> str:
+    """`preflight:<token>`: the scratch key a preflight check writes, reads back and deletes."""
+    return PREFLIGHT_PREFIX + _check_name("preflight token", token)

@@ -103,7 +103,8 @@ async def test_control_endpoints_drive_a_running_endpoint(fake_llm):
         await client.post("/v1/chat/completions", json=BODY, headers=AUTH)
         stats = (await client.get("/_emulator/stats")).json()
         assert stats["requests"] == 1 and stats["log"][0]["answer"] == "Да."
-        assert (await client.get("/v1/models")).json()["data"][0]["object"] == "model"
+        assert (await client.get("/v1/models")).status_code == 401  # the key is checked, as by OpenAI
+        assert (await client.get("/v1/models", headers=AUTH)).json()["data"][0]["object"] == "model"
         await client.post("/_emulator/reset")
         assert (await client.get("/_emulator/stats")).json()["requests"] == 0
         assert (await client.get("/_emulator/knobs")).json()["answer"] == ""

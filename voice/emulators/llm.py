@@ -5,7 +5,7 @@ It serves, on one host and port (aiohttp):
   one `chat.completion.chunk` per piece, a chunk with `finish_reason: "stop"`, `data: [DONE]`); without
   it, one `chat.completion` JSON body. A bad bearer token gets 401 with OpenAI's error body, a malformed
   request 400.
-- `GET /v1/models`: the one model it pretends to be.
+- `GET /v1/models`: the one model it pretends to be (the key checked as for chat).
 - control: `GET /_emulator/stats`, `GET|POST /_emulator/knobs` (a JSON object of knob values),
   `POST /_emulator/reset` (stats cleared, knobs back to the start-up values).
 
@@ -268,6 +268,10 @@ class LLMEmulator(ControlEndpoints):
                           "total_tokens": len(split_pieces(answer))}}
 
     async def _models(self, request: web.Request) -> web.Response:
+        """`GET /v1/models`: the one model, to a client with the key (401 in OpenAI's shape otherwise, as
+        OpenAI answers: a preflight check proves the key with it)."""
+        if self.api_key is not None and request.headers.get("Authorization") != f"Bearer {self.api_key}":
+            return _Rejected(401, "Incorrect API key provided.", "invalid_api_key").response()
         return web.json_response({"object": "list", "data": [{"id": self.model, "object": "model", "created": 0,
                                                               "owned_by": "voice-bridge"}]})
 
