@@ -137,3 +137,54 @@ async def test_a_call_closed_before_audio_counts_as_refused_and_one_that_was_hea
         await place_call("127.0.0.1", refusing_port, duration_s=1.0)
     assert was_refused(closed_port.value)
     assert not was_refused(ValueError("not a connection error"))
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("variant", [("--read", "callback"), ("--read", "decode", "--write", "socket"),
+                                     ("--read", "tick"), ("--read", "lowat")])
+async def test_python_floors_pace_the_same_callers(variant: tuple[str, ...]) -> None:
+    result = await run_bench(2, 2.5, scenario="tone", ramp_s=0.1, server="pyfloor", server_args=variant)
+    assert result.server == "pyfloor " + " ".join(variant)
+    assert (result.completed, result.failed, result.refused) == (2, 0, 0), result.errors
+    assert result.first_audio_ms_p99 is not None  # its tone is audio
+    assert 0.9 < result.realtime_ratio_min <= result.realtime_ratio_max < 1.1
+    assert result.clock_window is not None and "lateness" in result.clock_window  # SIGUSR1 answered
+
+
+def test_stacks_are_summed_into_the_call_paths_parts() -> None:
+    from bridge.sim.bench.stacks import parse, summarize
+
+    raw = "\n".join([
+        "main (x.py:1);uv__read (stream.c:1);read (libc.so.6) 17",
+        "main (x.py:1);uv__read (stream.c:1);Call.data_received (bridge/call.py:351);Decoder.feed "
+        "(bridge/protocol.py:246) 7",
+        "main (x.py:1);MediaClock._run (bridge/clock.py:300);MediaClock._tick (bridge/clock.py:320);"
+        "Call.clock_tick (bridge/call.py:300);UVStream_write (loop.c:1);write (libc.so.6) 60",
+        "main (x.py:1);MediaClock._run (bridge/clock.py:300);MediaClock._tick (bridge/clock.py:320);"
+        "Call.clock_tick (bridge/call.py:302) 6",
+        "main (x.py:1);uv__io_poll (linux.c:1);epoll_wait (libc.so.6) 4",
+        "main (x.py:1);MediaClock._run (bridge/clock.py:290) 3",
+        "main (x.py:1);something (elsewhere.c:1) 3",
+    ])
+    total, parts = summarize(parse(raw))
+    assert total == 100
+    by_name = {name.split(":")[0].split(" (")[0]: counts for name, counts in parts.items()}
+    tick = next(c for n, c in parts.items() if n.startswith("outbound"))
+    assert tick == {"send": 60, "compute": 6}
+    inbound = next(c for n, c in parts.items() if n.startswith("inbound"))
+    assert inbound == {"compute": 7}  # data_received wins over the read that led to it
+    reading = next(c for n, c in parts.items() if "reading sockets" in n)
+    assert reading == {"receive": 17}
+    polling = next(c for n, c in parts.items() if "polling" in n)
+    assert polling == {"wait (epoll)": 4}
+    assert sum(sum(c.values()) for c in parts.values()) == total and by_name
+    with pytest.raises(ValueError, match="line 2"):
+        parse("a;b 1\nno count here\n")
+
+
+def test_micro_benchmarks_time_every_operation() -> None:
+    from bridge.sim.bench.micro import measure
+
+    figures = measure(number=200)
+    assert len(figures) == 8
+    assert all(ns > 0 for ns in figures.values())

@@ -25,6 +25,12 @@ Scenarios say what the bridge plays; `SCENARIOS` is the place to add more:
 design) through the same scenario with the same callers, and prints both side by side. `--workers N` runs
 `serve --workers N` (N processes on one SO_REUSEPORT port); figures are then summed (CPU, memory) or the
 worst worker's (clock lateness percentiles).
+
+`--floor` runs the physical floor (bridge.sim.bench.floor: a C epoll server doing one send per call per
+20 ms, compiled from `../shared/bench/floor.c` or `--floor-source`) with the same callers, the yardstick of
+CPU per call-second; `bridge.sim.bench.overhead` prints issue 13's table of the three. A call the server
+closes before any audio (or whose connection is refused) counts as refused, apart from the failed ones,
+and the pacing figures are the admitted calls'.
 """
 
 from __future__ import annotations

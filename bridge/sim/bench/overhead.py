@@ -67,6 +67,7 @@ PYTHON_FLOORS: tuple[Cell, ...] = tuple(
         ("--read", "tick", "--write", "transport"),
         ("--read", "callback", "--write", "socket"),
         ("--read", "tick", "--write", "socket"),
+        ("--read", "lowat", "--write", "transport"),
     ))
 """The Python floors (bridge.sim.bench.pyfloor): each prices one design choice of the inbound or outbound path."""
 

@@ -10,7 +10,9 @@ benchmark's CPU per call-second of each variant prices that choice:
   bridge's way), which drops it. `--read decode`: the same, and it decodes each message with the bridge's
   `Decoder` and walks the messages as the call's hot path does. `--read tick`: the sockets are not
   watched for reading at all; each phase's tick reads its calls' sockets (one non-blocking `recv` each,
-  everything that arrived in 20 ms at once) right after writing their frames.
+  everything that arrived in 20 ms at once) right after writing their frames. `--read lowat`: callbacks,
+  but with SO_RCVLOWAT set to five messages, so the loop wakes for a call's inbound audio every 100 ms
+  (five messages a read) instead of every 20 ms; end of file still wakes it at once.
 - `--write transport`: `transport.write(frame)` (the bridge's way). `--write socket`: `socket.send(frame)`
   on the call's socket directly, skipping the transport's buffer bookkeeping.
 
@@ -42,7 +44,9 @@ log = structlog.get_logger(__name__)
 
 PHASES = 10
 PHASE_S = 0.002
-READS = ("callback", "decode", "tick")
+READS = ("callback", "decode", "tick", "lowat")
+LOWAT_MESSAGES = 5
+"""`--read lowat`: the kernel reports a call's socket readable once this many 20 ms messages are waiting."""
 WRITES = ("transport", "socket")
 
 
@@ -70,7 +74,7 @@ class FloorCall(asyncio.Protocol):
             self._start(data)
             return
         read = self.server.read
-        if read == "callback":
+        if read == "callback" or read == "lowat":
             return
         try:
             messages = self.decoder.feed(data)
@@ -93,6 +97,9 @@ class FloorCall(asyncio.Protocol):
             self.decoder.feed(data[:19])
         transport = self.transport
         assert transport is not None
+        if self.server.read == "lowat":
+            sock = transport.get_extra_info("socket")
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, LOWAT_MESSAGES * 323)
         if self.server.read == "tick" or self.server.write == "socket":
             fd = transport.get_extra_info("socket").fileno()
             self.sock = socket.socket(fileno=os.dup(fd))
