@@ -62,9 +62,17 @@ def parse(text: str) -> Counter[str]:
     return stacks
 
 
+def _is_python(frame: str) -> bool:
+    return ".py:" in frame or "<frozen " in frame
+
+
 def _leaf_kind(stack: str) -> str:
-    leaf = stack.rsplit(";", 3)[-3:]  # the last frames: a syscall wrapper may sit under a libc frame
-    joined = ";".join(leaf)
+    """What the native frames under the deepest Python frame were doing; none: Python's own work."""
+    frames = stack.split(";")
+    deepest = max((i for i, frame in enumerate(frames) if _is_python(frame)), default=-1)
+    joined = ";".join(frames[deepest + 1:])
+    if not joined:
+        return "compute"
     for name, pattern in LEAVES:
         if pattern.search(joined):
             return name
