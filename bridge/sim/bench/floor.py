@@ -21,7 +21,7 @@ from pathlib import Path
 
 from bridge.sim.bench.load import BridgeProcess, _free_port
 
-__all__ = ["FLOOR_SOURCE_NAME", "FloorError", "FloorProcess", "default_floor_source", "build_floor"]
+__all__ = ["FLOOR_SOURCE_NAME", "FloorError", "FloorProcess", "build_floor", "default_floor_source"]
 
 FLOOR_SOURCE_NAME = Path("shared", "bench", "floor.c")
 _LISTENING = re.compile(rb"floor listening on [0-9.]+:(\d+)")
@@ -69,7 +69,8 @@ def build_floor(source: Path, cache_dir: Path | None = None, compiler: str = "cc
         return binary
     folder.mkdir(parents=True, exist_ok=True)
     partial = folder / f".floor-{digest}.{os.getpid()}"
-    done = subprocess.run([cc, "-O2", "-o", str(partial), str(source)], capture_output=True, text=True, timeout=120)
+    done = subprocess.run([cc, "-O2", "-o", str(partial), str(source)], capture_output=True, text=True, timeout=120,
+                          check=False)
     if done.returncode != 0:
         partial.unlink(missing_ok=True)
         raise FloorError(f"{compiler} -O2 {source} failed: {done.stderr.strip()[-500:]}")
@@ -96,7 +97,7 @@ class FloorProcess(BridgeProcess):
         assert self.proc.stderr is not None
         try:
             line = await asyncio.wait_for(self.proc.stderr.readline(), timeout_s)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             line = b""
         found = _LISTENING.search(line)
         if found is None:

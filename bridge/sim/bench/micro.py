@@ -26,7 +26,7 @@ from collections.abc import Callable
 from bridge.orchestrator import SpeechDetector
 from bridge.protocol import AUDIO_HEADER_320, Decoder, encode_uuid
 
-__all__ = ["measure", "main"]
+__all__ = ["main", "measure"]
 
 PAYLOAD = bytes(range(256)) + bytes(64)
 MESSAGE = AUDIO_HEADER_320 + PAYLOAD

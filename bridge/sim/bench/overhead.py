@@ -36,7 +36,7 @@ from typing import Any
 from bridge.sim.bench.floor import FloorError
 from bridge.sim.bench.load import BenchResult, BenchStack, resolve_floor, run_bench
 
-__all__ = ["Cell", "CELLS", "cost_table", "overload_table", "main"]
+__all__ = ["CELLS", "Cell", "cost_table", "main", "overload_table"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -100,8 +100,8 @@ def _load_range(results: list[BenchResult]) -> str:
 
 def cost_table(groups: dict[tuple[int, Cell], list[BenchResult]]) -> str:
     """The issue's table in markdown: one row per (calls, cell), medians of the repeats."""
-    lines = ["| calls | server | CPU of one core | CPU per call-second | x floor | realtime ratio low / high "
-             "| worst burst | first audio p99 | failed | callers' loop lag max | load avg (1 min) |",
+    lines = [("| calls | server | CPU of one core | CPU per call-second | x floor | realtime ratio low / high "
+              "| worst burst | first audio p99 | failed | callers' loop lag max | load avg (1 min) |"),
              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for (calls, cell), results in groups.items():
         cpu = _median([r.server_cpu_percent for r in results])
@@ -125,9 +125,9 @@ def cost_table(groups: dict[tuple[int, Cell], list[BenchResult]]) -> str:
 
 def overload_table(groups: dict[tuple[int, Cell], list[BenchResult]]) -> str:
     """The overload run in markdown: what the admitted calls heard, and how many calls were refused."""
-    lines = ["| calls | server | admitted / refused | realtime ratio over admitted calls p1 / p50 / p99 "
-             "| worst low / high | first audio p99 (admitted) | CPU of one core | clock lateness p99 / max "
-             "| callers' loop lag max | load avg (1 min) |",
+    lines = [("| calls | server | admitted / refused | realtime ratio over admitted calls p1 / p50 / p99 "
+              "| worst low / high | first audio p99 (admitted) | CPU of one core | clock lateness p99 / max "
+              "| callers' loop lag max | load avg (1 min) |"),
              "|---|---|---|---|---|---|---|---|---|---|"]
     for (calls, cell), results in groups.items():
         refused = _median([float(r.refused) for r in results]) or 0.0
@@ -194,8 +194,7 @@ async def main(args: argparse.Namespace) -> int:
             print(f"\n## Overload: {args.overload} calls\n")
             print(overload_table(overload), flush=True)
     if args.json:
-        with open(args.json, "w", encoding="utf-8") as out:
-            json.dump(everything, out, indent=1)
+        Path(args.json).write_text(json.dumps(everything, indent=1), encoding="utf-8")
     return 0 if all(r["failed"] == 0 for r in everything if r["calls"] in args.calls) else 1
 
 

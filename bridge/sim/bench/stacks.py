@@ -18,7 +18,7 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-__all__ = ["PARTS", "LEAVES", "parse", "summarize", "main"]
+__all__ = ["LEAVES", "PARTS", "main", "parse", "summarize"]
 
 PARTS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("inbound: data_received (decode, per-message checks, on_audio / speech check)",
