@@ -25,6 +25,12 @@ Scenarios say what the bridge plays; `SCENARIOS` is the place to add more:
 design) through the same scenario with the same callers, and prints both side by side. `--workers N` runs
 `serve --workers N` (N processes on one SO_REUSEPORT port); figures are then summed (CPU, memory) or the
 worst worker's (clock lateness percentiles).
+
+`--floor` runs the physical floor (bridge.sim.bench.floor: a C epoll server doing one send per call per
+20 ms, compiled from `../shared/bench/floor.c` or `--floor-source`) with the same callers, the yardstick of
+CPU per call-second; `bridge.sim.bench.overhead` prints issue 13's table of the three. A call the server
+closes before any audio (or whose connection is refused) counts as refused, apart from the failed ones,
+and the pacing figures are the admitted calls'.
 """
 
 from __future__ import annotations
@@ -51,7 +57,7 @@ from typing import Any
 
 from bridge.sim.caller import CallReport, place_call, sender_stats
 
-__all__ = ["Scenario", "SCENARIOS", "BenchResult", "BenchStack", "run_bench", "comparison_table",
+__all__ = ["Scenario", "SCENARIOS", "SERVERS", "was_refused", "BenchResult", "BenchStack", "run_bench", "comparison_table",
            "configure_parser", "run"]
 
 
@@ -76,6 +82,10 @@ class Scenario:
     def whole_path(self) -> bool:
         return self.dialogue is not None
 
+
+SERVERS = ("bridge", "baseline", "floor", "pyfloor")
+"""`floor`: the physical floor (bridge.sim.bench.floor), a C epoll server that only sends and discards;
+`pyfloor`: its Python counterparts (bridge.sim.bench.pyfloor, variant chosen by `server_args`)."""
 
 STATIC_PLAYLIST = ("hello", "your_cost_is", "rubles", "menu", "goodbye")
 """Five sample fragments, 7.7 s together."""
@@ -204,19 +214,31 @@ class BenchResult:
     callers_loop_lag_max_ms: float | None = None
     """The callers' own event loop at its most delayed (a 5 ms timer's overshoot): above ~10 ms, frames a
     caller read late look bunched, so the per-call burst and gap figures include the callers' delays."""
+    refused: int = 0
+    """Calls the server refused: the connection was refused, or closed before any audio message arrived.
+    The pacing and first-audio figures are the admitted calls' only."""
+    realtime_ratio_p1: float | None = None
+    realtime_ratio_p50: float | None = None
+    realtime_ratio_p99: float | None = None
+    """The spread of the admitted calls' realtime ratios (1st, 50th and 99th percentile over calls)."""
 
     def rows(self) -> list[tuple[str, str]]:
         def f(value: Any, fmt: str = "{}") -> str:
             return "-" if value is None else fmt.format(value)
 
         baseline = self.server == "baseline"
+        floor = self.server == "floor"
         rows = [
             ("server", self.server + (f" x {self.workers} workers" if self.workers > 1 else "")),
             ("scenario", self.scenario),
             ("calls (completed / failed)", f"{self.calls} ({self.completed} / {self.failed})"),
+            ("refused (closed before audio)", str(self.refused)),
             ("duration per call", f"{self.duration_s:g} s"),
             ("realtime ratio, worst low / high", f"{f(self.realtime_ratio_min, '{:.4f}')} / "
                                                  f"{f(self.realtime_ratio_max, '{:.4f}')}"),
+            ("realtime ratio over calls p1 / p50 / p99", f"{f(self.realtime_ratio_p1, '{:.4f}')} / "
+                                                         f"{f(self.realtime_ratio_p50, '{:.4f}')} / "
+                                                         f"{f(self.realtime_ratio_p99, '{:.4f}')}"),
             ("worst burst (frames in 20 ms)", str(self.worst_burst_frames)),
             ("worst gap", f(self.worst_gap_ms, "{:.1f} ms")),
             ("first frame p50 / p99", f"{f(self.first_frame_ms_p50, '{:.1f}')} / {f(self.first_frame_ms_p99, '{:.1f}')} ms"),
@@ -228,7 +250,7 @@ class BenchResult:
             overshoot = (self.clock_window or {}).get("sleep_overshoot", {})
             rows.append(("sleep(0.02) overshoot p50 / p99 / max",
                          f"{f(overshoot.get('p50_ms'))} / {f(overshoot.get('p99_ms'))} / {f(overshoot.get('max_ms'))} ms"))
-        else:
+        elif not floor:
             rows += [
                 ("clock lateness p50 / p99 / max", f"{f(self.clock_lateness_ms_p50)} / {f(self.clock_lateness_ms_p99)} / "
                                                    f"{f(self.clock_lateness_ms_max)} ms"),
@@ -617,12 +639,12 @@ async def _scrape_lookups(ports: list[int]) -> dict[str, int] | None:
 # --- the run ---------------------------------------------------------------------------------------------
 
 
-def _percentile(values: list[float], p: float) -> float | None:
+def _percentile(values: list[float], p: float, digits: int = 2) -> float | None:
     if not values:
         return None
     ordered = sorted(values)
     index = min(len(ordered) - 1, max(0, int(round(p / 100 * len(ordered))) - 1))
-    return round(ordered[index], 2)
+    return round(ordered[index], digits)
 
 
 _CPUS: frozenset[int] = frozenset(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else frozenset()
@@ -654,29 +676,43 @@ def _pin(server_pids: list[int], other_pids: list[int]) -> bool:
 
 async def run_bench(calls: int, duration_s: float, *, scenario: str = "silence", ramp_s: float = 1.0,
                     pin: bool = False, server: str = "bridge", workers: int = 1, ttfb_ms: float = 100.0,
-                    stack: BenchStack | None = None) -> BenchResult:
-    """One run: start the server (`bridge` or `baseline`), place `calls` calls, report.
+                    stack: BenchStack | None = None, floor_binary: Path | None = None,
+                    server_args: tuple[str, ...] = ()) -> BenchResult:
+    """One run: start the server (`bridge`, `baseline` or `floor`), place `calls` calls, report.
 
-    Whole-path scenarios use `stack` (Redis, emulator, fragments) when given, else start their own.
+    Whole-path scenarios use `stack` (Redis, emulator, fragments) when given, else start their own. The
+    floor (bridge.sim.bench.floor) plays its fixed tone whatever the scenario; `floor_binary` is the built
+    floor, else it is built from the default source.
     """
     chosen = SCENARIOS[scenario]
     if duration_s < ramp_s + 2:
         raise ValueError(f"--duration must exceed --ramp by at least 2 s (got {duration_s} and {ramp_s})")
-    if server not in ("bridge", "baseline"):
-        raise ValueError(f"server must be bridge or baseline, got {server!r}")
+    if server not in SERVERS:
+        raise ValueError(f"server must be one of {', '.join(SERVERS)}, got {server!r}")
     if server == "baseline" and chosen.baseline_args is None:
         raise ValueError(f"scenario {scenario!r} has no baseline (the baseline does not synthesize speech)")
-    if workers < 1 or (workers > 1 and server == "baseline"):
+    if server == "floor" and floor_binary is None:
+        from bridge.sim.bench.floor import FloorError, build_floor, default_floor_source
+
+        source = default_floor_source()
+        if source is None:
+            raise FloorError("no floor source: pass --floor-source PATH (floor.c)")
+        floor_binary = build_floor(source)
+    if workers < 1 or (workers > 1 and server != "bridge"):
         raise ValueError("--workers is for the bridge, and at least 1")
     async with contextlib.AsyncExitStack() as exits:
         if chosen.whole_path and stack is None:
             stack = await exits.enter_async_context(BenchStack(ttfb_ms))
-        return await _run(chosen, scenario, calls, duration_s, ramp_s, pin, server, workers, stack)
+        if server in ("floor", "pyfloor"):
+            stack = None  # the floors read nothing: they play their tone
+        return await _run(chosen, scenario, calls, duration_s, ramp_s, pin, server, workers, stack, floor_binary,
+                          server_args)
     raise AssertionError("unreachable")  # pragma: no cover
 
 
 async def _run(chosen: Scenario, scenario: str, calls: int, duration_s: float, ramp_s: float, pin: bool,
-               server: str, workers: int, stack: BenchStack | None) -> BenchResult:
+               server: str, workers: int, stack: BenchStack | None, floor_binary: Path | None = None,
+               server_args: tuple[str, ...] = ()) -> BenchResult:
     env: dict[str, str] | None = None
     metrics_ports: list[int] = []
     serve_args = chosen.serve_args
@@ -689,12 +725,22 @@ async def _run(chosen: Scenario, scenario: str, calls: int, duration_s: float, r
     if workers > 1:
         serve_args = (*serve_args, "--workers", str(workers))
     command = None
+    if server == "pyfloor":
+        command = [sys.executable, "-m", "bridge.sim.bench.pyfloor", "--port", "0", *server_args]
     if server == "baseline":
         assert chosen.baseline_args is not None
         command = [sys.executable, "-m", "bridge.sim.baseline", "--port", "0", *chosen.baseline_args]
         if stack is not None:
             command += ["--redis-url", stack.redis_server.url]
-    bridge = BridgeProcess(serve_args, max_calls=max(2000, calls + 100), command=command, env=env, workers=workers)
+    bridge: BridgeProcess
+    if server == "floor":
+        from bridge.sim.bench.floor import FloorProcess
+
+        assert floor_binary is not None
+        bridge = FloorProcess(floor_binary)
+    else:
+        bridge = BridgeProcess(serve_args, max_calls=max(2000, calls + 100), command=command, env=env,
+                               workers=workers)
     load_before = os.getloadavg()[0]
     _unpin_self()
     if stack is not None:
@@ -759,10 +805,11 @@ async def _run(chosen: Scenario, scenario: str, calls: int, duration_s: float, r
                 split = _first_audio_split(results, placed, await stack.emulator_requests())
     finally:
         await bridge.stop()
-    reports = [r for r in results if isinstance(r, CallReport)]
-    errors = [f"{type(r).__name__}: {r}" for r in results if not isinstance(r, CallReport)]
+    refused = sum(1 for r in results if was_refused(r))
+    reports = [r for r in results if isinstance(r, CallReport) and not was_refused(r)]
+    errors = [f"{type(r).__name__}: {r}" for r in results if not isinstance(r, CallReport) and not was_refused(r)]
     errors += [f"{r.uuid}: {r.error}" for r in reports if r.error]
-    hangups: dict[str, int] = {}
+    hangups: dict[str, int] = {"refused": refused} if refused else {}
     for r in reports:
         hangups[r.hangup] = hangups.get(r.hangup, 0) + 1
     ratios = [r.realtime_ratio for r in reports if r.realtime_ratio is not None]
@@ -777,6 +824,7 @@ async def _run(chosen: Scenario, scenario: str, calls: int, duration_s: float, r
     cpu_window = cpu_user + cpu_b[1] - cpu_a[1]
     callers_cpu = (usage1.ru_utime + usage1.ru_stime) - (usage0.ru_utime + usage0.ru_stime)
     completed = sum(1 for r in reports if r.hangup == "caller" and not r.error)
+    admitted = calls - refused
     return BenchResult(
         scenario=scenario,
         calls=calls,
@@ -798,16 +846,16 @@ async def _run(chosen: Scenario, scenario: str, calls: int, duration_s: float, r
         clock_resyncs=(window or {}).get("resyncs"),
         server_cpu_percent=round(100 * cpu_window / window_s, 1) if window_s > 0 else None,
         server_cpu_user_percent=round(100 * cpu_user / window_s, 1) if window_s > 0 else None,
-        server_cpu_ms_per_call_s=round(1000 * cpu_window / (window_s * calls), 4) if window_s > 0 else None,
+        server_cpu_ms_per_call_s=round(1000 * cpu_window / (window_s * admitted), 4) if window_s > 0 and admitted else None,
         server_rss_idle_mb=round(rss_idle / 1024, 1),
-        server_rss_kb_per_call=round((rss_load - rss_idle) / calls, 1),
+        server_rss_kb_per_call=round((rss_load - rss_idle) / max(1, admitted), 1),
         callers_cpu_percent=round(100 * callers_cpu / (wall1 - wall0), 1),
         callers_ticker_late_max_ms=sender_stats()["lateness_max_ms"],
         hangups=hangups,
         errors=errors[:20] + bridge.warnings[:20],
         pinned=pinned,
         clock_window=window,
-        server=server,
+        server=server + (f" {' '.join(server_args)}" if server_args else ""),
         workers=workers,
         first_audio_ms_max=round(max(first_audio), 2) if first_audio else None,
         ramp_lateness_ms_p99=ramp_lateness.get("p99_ms"),
@@ -818,7 +866,22 @@ async def _run(chosen: Scenario, scenario: str, calls: int, duration_s: float, r
         first_audio_split_ms=split,
         loadavg=(round(load_before, 2), round(os.getloadavg()[0], 2)),
         callers_loop_lag_max_ms=round(lag[0] * 1000, 1),
+        refused=refused,
+        realtime_ratio_p1=_percentile(ratios, 1, 4),
+        realtime_ratio_p50=_percentile(ratios, 50, 4),
+        realtime_ratio_p99=_percentile(ratios, 99, 4),
     )
+
+
+_REFUSED_HANGUPS = frozenset({"server", "server-eof", "server-reset"})
+
+
+def was_refused(result: CallReport | BaseException) -> bool:
+    """A call the server did not take: the connection was refused or reset before it was made, or it was
+    closed before any audio message arrived (how an overloaded bridge refuses: closed before the call)."""
+    if isinstance(result, BaseException):
+        return isinstance(result, (ConnectionRefusedError, ConnectionResetError))
+    return result.frames == 0 and result.hangup in _REFUSED_HANGUPS
 
 
 async def _watch_lag(worst: list[float], period_s: float = 0.005) -> None:
@@ -909,7 +972,25 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--pin", action="store_true",
                         help="put the bridge on one CPU core and the simulated callers (and Redis, the emulator) "
                              "on the others")
+    parser.add_argument("--floor", action="store_true",
+                        help="also run the physical floor (a C epoll server that only sends one tone frame per call "
+                             "per 20 ms and discards what arrives) with the same callers: the yardstick for CPU per "
+                             "call-second")
+    parser.add_argument("--floor-source", type=Path, default=None, metavar="PATH",
+                        help="the floor's C source, compiled with cc -O2 into a cache directory (default: "
+                             "../shared/bench/floor.c relative to the repository); implies --floor")
     parser.add_argument("--json", action="store_true", help="print the results as JSON (a list)")
+
+
+def resolve_floor(source: Path | None) -> Path:
+    """The floor binary, built from `source` or the default source; FloorError names what is missing."""
+    from bridge.sim.bench.floor import FloorError, build_floor, default_floor_source
+
+    chosen = source or default_floor_source()
+    if chosen is None:
+        raise FloorError("--floor: no floor.c found beside the repository (../shared/bench/floor.c); "
+                         "pass --floor-source PATH")
+    return build_floor(chosen)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -922,15 +1003,18 @@ def run(args: argparse.Namespace) -> int:
         print(f"voice-bridge bench: scenario {args.scenario} has no baseline (the baseline does not synthesize speech)",
               file=sys.stderr)
         return 2
+    floor_binary = None
     try:
-        result = run_event_loop(_run_and_print(args))
+        if args.floor or args.floor_source is not None:
+            floor_binary = resolve_floor(args.floor_source)
+        result = run_event_loop(_run_and_print(args, floor_binary))
     except (ValueError, RuntimeError) as exc:
         print(f"voice-bridge bench: {exc}", file=sys.stderr)
         return 2
     return result
 
 
-async def _run_and_print(args: argparse.Namespace) -> int:
+async def _run_and_print(args: argparse.Namespace, floor_binary: Path | None = None) -> int:
     results: list[BenchResult] = []
     async with contextlib.AsyncExitStack() as exits:
         stack = None
@@ -942,6 +1026,9 @@ async def _run_and_print(args: argparse.Namespace) -> int:
             if args.baseline:
                 group.append(await run_bench(calls, args.duration, scenario=args.scenario, ramp_s=args.ramp,
                                              pin=args.pin, server="baseline", stack=stack))
+            if floor_binary is not None:
+                group.append(await run_bench(calls, args.duration, scenario=args.scenario, ramp_s=args.ramp,
+                                             pin=args.pin, server="floor", floor_binary=floor_binary))
             results += group
             if not args.json:
                 print(comparison_table(group) if len(group) > 1 else group[0].table(), flush=True)
