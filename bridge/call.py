@@ -52,7 +52,7 @@ if TYPE_CHECKING:
     from bridge.clock import MediaClock
     from bridge.config import BridgeConfig
 
-__all__ = ["Call", "CallEnded", "CallHost", "DtmfEvent", "HangupEvent"]
+__all__ = ["Call", "CallEnded", "CallHost", "DtmfEvent", "HangupEvent", "KeyRateLimit"]
 
 _log = structlog.get_logger(__name__)
 
@@ -68,6 +68,15 @@ QUIET_FRAMES = 10
 _MULAW_FRAMES = 10
 """Inbound 0x10 frames used to judge the byte rate (slin8 = 16000 B/s; μ-law mislabelled = 8000 B/s)."""
 
+DTMF_RATE_PER_S = 10.0
+"""Digits a second a call may send: a human presses at most about ten keys a second."""
+DTMF_BURST = 20
+"""Digits accepted at once above the rate (a fast typist's burst, a dialplan sending a short code)."""
+DTMF_FLOOD_EXCESS = 100
+"""Dropped digits (decaying at `DTMF_RATE_PER_S`) at which a call counts as flooding and is hung up."""
+EVENT_QUEUE_MAX = 64
+"""Events a call may hold for its dialogue; more digits are dropped (a hang-up always gets in)."""
+
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class DtmfEvent:
@@ -79,7 +88,7 @@ class HangupEvent:
     by: str
     """Who or what ended the call: caller (EOF), caller-0x00, caller-reset (RST/EPIPE), server (hangup()),
     shutdown, protocol-error, backpressure (the peer stopped reading), error (a call task failed),
-    connection-error."""
+    connection-error, dtmf-flood (digits far beyond a human's rate)."""
 
 
 def _pad(frame: bytes) -> bytes:
@@ -101,6 +110,49 @@ class _Run:
         self.end = len(frames)
 
 
+class KeyRateLimit:
+    """A token bucket on one call's inbound control messages (DTMF), sans I/O: `now` is given, in seconds.
+
+    Why: every digit costs a log line, an event and the dialogue's work, all on the loop that paces every
+    call's audio. A peer sending digits as fast as TCP carries them (tens of thousands a second) must not
+    be able to starve the media clock, while a human (about ten keys a second, bursts of a few more) is
+    never limited. `offer(now)` answers ACCEPT, DROP (over the rate: the digit is discarded) or FLOOD
+    (drops keep outpacing the rate: the call should be hung up).
+    """
+
+    ACCEPT = "accept"
+    DROP = "drop"
+    FLOOD = "flood"
+
+    __slots__ = ("rate_per_s", "burst", "flood_excess", "_tokens", "_excess", "_at")
+
+    def __init__(self, rate_per_s: float = DTMF_RATE_PER_S, burst: int = DTMF_BURST,
+                 flood_excess: int = DTMF_FLOOD_EXCESS) -> None:
+        if rate_per_s <= 0 or burst < 1 or flood_excess < 1:
+            raise ValueError(f"KeyRateLimit needs rate_per_s > 0, burst >= 1, flood_excess >= 1; got "
+                             f"{rate_per_s}, {burst}, {flood_excess}")
+        self.rate_per_s = rate_per_s
+        self.burst = burst
+        self.flood_excess = flood_excess
+        self._tokens = float(burst)
+        self._excess = 0.0
+        self._at: float | None = None
+
+    def offer(self, now: float) -> str:
+        """One digit arrived at `now`: ACCEPT, DROP or FLOOD."""
+        if self._at is not None:
+            elapsed = max(0.0, now - self._at)
+            refill = elapsed * self.rate_per_s
+            self._tokens = min(float(self.burst), self._tokens + refill)
+            self._excess = max(0.0, self._excess - refill)
+        self._at = now
+        if self._tokens >= 1.0:
+            self._tokens -= 1.0
+            return self.ACCEPT
+        self._excess += 1.0
+        return self.FLOOD if self._excess >= self.flood_excess else self.DROP
+
+
 class CallEnded(Exception):
     """The call has hung up: nothing more can be played on it."""
 
@@ -113,6 +165,10 @@ class CallHost:
 
     def connection_opened(self, call: Call) -> bool:  # pragma: no cover - interface
         raise NotImplementedError
+
+    def admit_call(self, call: Call) -> bool:
+        """Its UUID arrived: may it become a call (False: it is closed, e.g. the call cap is reached)?"""
+        return True
 
     def call_ready(self, call: Call) -> None:  # pragma: no cover - interface
         raise NotImplementedError
@@ -136,7 +192,11 @@ class Call(asyncio.Protocol):
         self.uuid: uuid_module.UUID | None = None
         self.peer = "?"
         self.log = _log
-        self.events: asyncio.Queue[DtmfEvent | HangupEvent] = asyncio.Queue()
+        self.events: asyncio.Queue[DtmfEvent | HangupEvent] = asyncio.Queue(EVENT_QUEUE_MAX)
+        """Bounded: digits beyond the bound are dropped (`dtmf_dropped`); the hang-up always gets in."""
+        self.dtmf_dropped = 0
+        """Digits discarded by the rate limit or a full event queue (`voicebridge_dtmf_dropped_total`)."""
+        self._keys = KeyRateLimit()
         self.on_audio: Callable[[bytes, int], None] | None = None
         self.hung_up = asyncio.Event()
         self.hangup_by: str | None = None
@@ -370,9 +430,7 @@ class Call(asyncio.Protocol):
             elif kind == 0x10 or 0x11 <= kind <= 0x18:
                 self._on_inbound_audio(kind, payload)
             elif kind == Kind.DTMF:
-                digit = payload.decode("ascii")
-                self.log.info("dtmf", digit=digit)
-                self.events.put_nowait(DtmfEvent(digit))
+                self._on_dtmf(payload)
             elif kind == Kind.HANGUP:
                 self._end("caller-0x00", send_hangup=False)
                 return
@@ -426,6 +484,9 @@ class Call(asyncio.Protocol):
         if self._uuid_timer is not None:
             self._uuid_timer.cancel()
             self._uuid_timer = None
+        if not self._host.admit_call(self):
+            self._end("call-limit", send_hangup=True)
+            return
         self.uuid = call_uuid
         self._established = True
         self.started_at = asyncio.get_running_loop().time()
@@ -442,6 +503,24 @@ class Call(asyncio.Protocol):
         if not self._joined and not self._ended:
             self._joined = True
             self._clock.add(self)
+
+    def _on_dtmf(self, payload: bytes) -> None:
+        """One digit (the decoder checked it): past the rate limit or a full queue it is dropped and counted,
+        with one warning per call; a call that keeps flooding is hung up. Dropped digits cost no log line."""
+        verdict = self._keys.offer(time.monotonic())
+        if verdict == KeyRateLimit.ACCEPT and not self.events.full():
+            digit = payload.decode("ascii")
+            self.log.info("dtmf", digit=digit)
+            self.events.put_nowait(DtmfEvent(digit))
+            return
+        self.dtmf_dropped += 1
+        if verdict == KeyRateLimit.FLOOD:
+            self.log.warning("dtmf_flood_hangup", dropped=self.dtmf_dropped, rate_per_s=self._keys.rate_per_s)
+            self._end("dtmf-flood", send_hangup=True)
+            return
+        self._warn_once("dtmf-dropped", "dtmf_rate_limited", rate_per_s=self._keys.rate_per_s,
+                        burst=self._keys.burst, queued=self.events.qsize(),
+                        reason="rate" if verdict == KeyRateLimit.DROP else "queue-full")
 
     def _on_inbound_audio(self, kind: int, payload: bytes) -> None:
         n = len(payload)
@@ -583,6 +662,8 @@ class Call(asyncio.Protocol):
         self.hung_up.set()
         if self._established:
             self._host.call_ended(self)
+            if self.events.full():  # the hang-up must reach the dialogue: it displaces the oldest digit
+                self.events.get_nowait()
             self.events.put_nowait(HangupEvent(by))
             duration = asyncio.get_running_loop().time() - (self.started_at or self.connected_at)
             self.log.info("call ended", by=by, duration_s=round(duration, 3), frames_sent=self.frames_sent,

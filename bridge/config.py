@@ -42,6 +42,9 @@ class BridgeConfig:
     port: int = setting("BRIDGE_PORT", 9092, parse_port, "AudioSocket TCP port (0 = any free port)")
     max_calls: int = setting("BRIDGE_MAX_CALLS", 2000, parse_int_range(1, 100000),
                              "concurrent calls accepted; more are closed with a log line")
+    max_pending: int = setting("BRIDGE_MAX_PENDING", 0, parse_int_range(0, 100000),
+                               "connections still waiting for their UUID at once, apart from the calls; "
+                               "0 = max(64, BRIDGE_MAX_CALLS / 10)")
     grace_s: float = setting("BRIDGE_SHUTDOWN_GRACE", 10.0, parse_float_range(0, 3600),
                              "on SIGTERM, seconds calls may go on before they are hung up")
     outbound_limit_bytes: int = setting("BRIDGE_OUTBOUND_LIMIT", 64 * 1024, parse_int_range(4096, 16 * 2**20),
@@ -63,8 +66,8 @@ class BridgeConfig:
     log_format: str = setting("LOG_FORMAT", "auto", parse_choice("auto", "json", "console"),
                               "log format; auto = console on a terminal, else json")
     metrics_port: int = setting("METRICS_PORT", 0, parse_port, "Prometheus /metrics, /healthz, /readyz port; 0 = off")
-    metrics_host: str = setting("METRICS_HOST", "", parse_str,
-                                "address the metrics port listens on; default: BRIDGE_HOST")
+    metrics_host: str = setting("METRICS_HOST", "127.0.0.1", parse_str,
+                                "address the metrics port listens on (loopback unless set; empty = BRIDGE_HOST)")
     workers: int = setting("BRIDGE_WORKERS", 1, parse_int_range(1, 256),
                            "processes sharing the AudioSocket port (SO_REUSEPORT), one core each; worker i "
                            "serves metrics on METRICS_PORT + i")

@@ -241,7 +241,9 @@ class CacheConfig:
 class TTSConfig:
     """ElevenLabs client settings. The WebSocket URL is derived from `base_url`."""
 
-    api_key: str = setting("ELEVENLABS_API_KEY", "", parse_str, "ElevenLabs API key", secret=True)
+    api_key: str = setting("ELEVENLABS_API_KEY", "", parse_str, (
+        "ElevenLabs API key; a value given as --elevenlabs-api-key is readable by any local user in "
+        "/proc/PID/cmdline and ps: prefer the environment or the .env file"), secret=True)
     base_url: str = setting("ELEVENLABS_BASE_URL", "https://api.elevenlabs.io", parse_url("http", "https"),
                             "ElevenLabs API base URL (a local emulator in tests and the demo)")
     voice_id: str = setting("ELEVENLABS_VOICE_ID", "21m00Tcm4TlvDq8ikWAM", parse_nonempty, "voice to speak with")

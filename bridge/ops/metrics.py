@@ -6,6 +6,7 @@ scrape time by a collector, so the per-frame path never takes a metrics lock.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Iterable, Sized
 from typing import Any, Protocol
 
@@ -25,12 +26,30 @@ class _LiveCollector(Collector):
         self.active_calls: Callable[[], int] = lambda: 0
         self.calls_total: Callable[[], int] = lambda: 0
         self.frames_sent: Callable[[], int] = lambda: 0
+        self.dtmf_dropped: Callable[[], int] = lambda: 0
+        self.pending: Callable[[], int] = lambda: 0
+        self.tasks: Callable[[], int] = _live_tasks
 
     def collect(self) -> Iterable[GaugeMetricFamily | CounterMetricFamily]:
         yield GaugeMetricFamily(f"{PREFIX}_active_calls", "Calls connected now", value=self.active_calls())
         yield CounterMetricFamily(f"{PREFIX}_calls", "Calls accepted (their UUID arrived)", value=self.calls_total())
         yield CounterMetricFamily(f"{PREFIX}_frames_sent", "Audio frames written to callers",
                                   value=self.frames_sent())
+        yield CounterMetricFamily(f"{PREFIX}_dtmf_dropped", "DTMF digits dropped by the per-call rate limit",
+                                  value=self.dtmf_dropped())
+        yield GaugeMetricFamily(f"{PREFIX}_pending_connections", "Connections waiting for their UUID now",
+                                value=self.pending())
+        yield GaugeMetricFamily(f"{PREFIX}_tasks", "Live asyncio tasks in this process (flat when idle: "
+                                "a call that ended left nothing running)", value=self.tasks())
+
+
+def _live_tasks() -> int:
+    """Live asyncio tasks of the running loop (0 outside one); read at scrape time, O(tasks)."""
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        return 0
+    return len(asyncio.all_tasks(loop))
 
 
 class ServerView(Protocol):
@@ -40,7 +59,11 @@ class ServerView(Protocol):
     calls_total: int
     clock: Any
 
+    pending: Sized
+
     def frames_sent_total(self) -> int: ...
+
+    def dtmf_dropped_total(self) -> int: ...
 
 
 class Metrics:
@@ -86,4 +109,6 @@ class Metrics:
         self.live.active_calls = lambda: len(server.calls)
         self.live.calls_total = lambda: server.calls_total
         self.live.frames_sent = server.frames_sent_total
+        self.live.dtmf_dropped = server.dtmf_dropped_total
+        self.live.pending = lambda: len(server.pending)
         server.clock.on_lateness = self.clock_lateness.observe
