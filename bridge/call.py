@@ -68,6 +68,9 @@ QUIET_FRAMES = 10
 _MULAW_FRAMES = 10
 """Inbound 0x10 frames used to judge the byte rate (slin8 = 16000 B/s; μ-law mislabelled = 8000 B/s)."""
 
+_DECODE_SLICE = 8192
+"""Bytes of one read decoded at a time (see `Call.data_received`)."""
+
 DTMF_RATE_PER_S = 10.0
 """Digits a second a call may send: a human presses at most about ten keys a second."""
 DTMF_BURST = 20
@@ -407,6 +410,17 @@ class Call(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self._ended:
             return
+        if len(data) > _DECODE_SLICE:
+            # A big read (up to 256 KB from uvloop: 65,000 DTMF messages) is decoded a slice at a time, so a
+            # call hung up mid-read (a flood, a protocol error) costs the loop one slice, not the whole read.
+            for start in range(0, len(data), _DECODE_SLICE):
+                self._receive(data[start:start + _DECODE_SLICE])
+                if self._ended:
+                    return
+            return
+        self._receive(data)
+
+    def _receive(self, data: bytes) -> None:
         try:
             messages = self._decoder.feed(data)
         except ProtocolError as exc:
