@@ -21,6 +21,7 @@ import itertools
 import math
 import signal
 import sys
+import time
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
@@ -124,6 +125,8 @@ class AudioSocketServer(CallHost):
         self._idle.set()
         self._hurry = asyncio.Event()
         self._pending_refused = 0
+        self.gc_pauses = GcPauses()
+        """Garbage-collector pauses (installed by `serve`, which owns the process)."""
 
     async def __aenter__(self) -> AudioSocketServer:
         await self.start()
@@ -186,10 +189,11 @@ class AudioSocketServer(CallHost):
 
     def log_stats(self, reset: bool = False) -> dict[str, object]:
         """Log (and return) the media clock's statistics; `reset` starts a new measurement window."""
-        stats = self.clock.stats()
+        stats = {**self.clock.stats(), "gc": self.gc_pauses.summary(), "tasks": len(asyncio.all_tasks())}
         log.info("clock stats", calls=len(self.calls), clock=stats)
         if reset:
             self.clock.reset_stats()
+            self.gc_pauses.reset()
         return stats
 
     # --- CallHost -----------------------------------------------------------------------------------
@@ -310,6 +314,7 @@ async def serve(settings: Settings, handler: Handler | None = None, *,
 
         health = HealthServer(server, metrics, settings, cache=runtime.cache if runtime is not None else None)
     _freeze_startup_objects()
+    server.gc_pauses.install()
     try:
         await server.start()
         try:
@@ -322,9 +327,62 @@ async def serve(settings: Settings, handler: Handler | None = None, *,
             if health is not None:
                 await health.stop()
     finally:
+        server.gc_pauses.remove()
         if runtime is not None:
             await runtime.aclose()
     return 0
+
+
+class GcPauses:
+    """Times every pass of the garbage collector (`gc.callbacks`): each one stops the event loop, so its
+    length is a gap every call may hear. Kept per window (the SIGUSR1 `clock stats` line: `gc`), and
+    in lifetime figures `/metrics` reads at scrape time (`voicebridge_gc_pause_seconds{generation}` ...).
+    The callback only adds numbers: it runs inside whatever allocation triggered the pass."""
+
+    def __init__(self, clock: Callable[[], float] = time.perf_counter) -> None:
+        self._clock = clock
+        self._started = 0.0
+        self.lifetime_passes = [0, 0, 0]
+        self.lifetime_s = [0.0, 0.0, 0.0]
+        self.lifetime_max_s = [0.0, 0.0, 0.0]
+        self.reset()
+
+    def reset(self) -> None:
+        self.passes = [0, 0, 0]
+        self.max_s = [0.0, 0.0, 0.0]
+        self.total_s = 0.0
+
+    def install(self) -> None:
+        if self._on_gc not in gc.callbacks:
+            gc.callbacks.append(self._on_gc)
+
+    def remove(self) -> None:
+        if self._on_gc in gc.callbacks:
+            gc.callbacks.remove(self._on_gc)
+
+    def _on_gc(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._started = self._clock()
+            return
+        self.record(info["generation"], self._clock() - self._started)
+
+    def record(self, generation: int, pause_s: float) -> None:
+        self.passes[generation] += 1
+        self.total_s += pause_s
+        if pause_s > self.max_s[generation]:
+            self.max_s[generation] = pause_s
+        self.lifetime_passes[generation] += 1
+        self.lifetime_s[generation] += pause_s
+        if pause_s > self.lifetime_max_s[generation]:
+            self.lifetime_max_s[generation] = pause_s
+
+    def summary(self) -> dict[str, float]:
+        """Flat figures (a multi-worker bench takes the worst worker's of each): passes and max ms by generation."""
+        out: dict[str, float] = {"total_ms": round(self.total_s * 1000, 2)}
+        for generation in range(3):
+            out[f"gen{generation}_passes"] = self.passes[generation]
+            out[f"gen{generation}_max_ms"] = round(self.max_s[generation] * 1000, 2)
+        return out
 
 
 def _freeze_startup_objects() -> None:

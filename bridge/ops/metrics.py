@@ -29,6 +29,7 @@ class _LiveCollector(Collector):
         self.dtmf_dropped: Callable[[], int] = lambda: 0
         self.pending: Callable[[], int] = lambda: 0
         self.tasks: Callable[[], int] = _live_tasks
+        self.gc: Callable[[], GcFigures | None] = lambda: None
 
     def collect(self) -> Iterable[GaugeMetricFamily | CounterMetricFamily]:
         yield GaugeMetricFamily(f"{PREFIX}_active_calls", "Calls connected now", value=self.active_calls())
@@ -41,6 +42,20 @@ class _LiveCollector(Collector):
                                 value=self.pending())
         yield GaugeMetricFamily(f"{PREFIX}_tasks", "Live asyncio tasks in this process (flat when idle: "
                                 "a call that ended left nothing running)", value=self.tasks())
+        figures = self.gc()
+        if figures is not None:
+            passes = CounterMetricFamily(f"{PREFIX}_gc_passes", "Garbage collector passes by generation",
+                                         labels=["generation"])
+            paused = CounterMetricFamily(f"{PREFIX}_gc_pause_seconds", "Time the garbage collector stopped "
+                                         "the event loop, by generation", labels=["generation"])
+            longest = GaugeMetricFamily(f"{PREFIX}_gc_pause_max_seconds", "Longest garbage collector pass "
+                                        "since start, by generation", labels=["generation"])
+            for generation in range(3):
+                label = [str(generation)]
+                passes.add_metric(label, figures.lifetime_passes[generation])
+                paused.add_metric(label, figures.lifetime_s[generation])
+                longest.add_metric(label, figures.lifetime_max_s[generation])
+            yield from (passes, paused, longest)
 
 
 def _live_tasks() -> int:
@@ -52,6 +67,15 @@ def _live_tasks() -> int:
     return len(asyncio.all_tasks(loop))
 
 
+class GcFigures(Protocol):
+    """Lifetime garbage-collector figures by generation (`bridge.server.GcPauses`), plain numbers: they are
+    kept in a gc callback, where taking a metrics lock could deadlock against the code it interrupted."""
+
+    lifetime_passes: list[int]
+    lifetime_s: list[float]
+    lifetime_max_s: list[float]
+
+
 class ServerView(Protocol):
     """What the metrics read from the AudioSocket server (`bridge.server.AudioSocketServer`)."""
 
@@ -60,6 +84,7 @@ class ServerView(Protocol):
     clock: Any
 
     pending: Sized
+    gc_pauses: GcFigures
 
     def frames_sent_total(self) -> int: ...
 
@@ -111,4 +136,5 @@ class Metrics:
         self.live.frames_sent = server.frames_sent_total
         self.live.dtmf_dropped = server.dtmf_dropped_total
         self.live.pending = lambda: len(server.pending)
+        self.live.gc = lambda: server.gc_pauses
         server.clock.on_lateness = self.clock_lateness.observe
