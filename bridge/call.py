@@ -302,6 +302,8 @@ class Call(asyncio.Protocol):
         if waiter is None:
             waiter = self._space_waiter = asyncio.get_running_loop().create_future()
         await waiter
+        if self._ended:
+            raise CallEnded(f"call {self.uuid} has hung up")
 
     def _starting(self) -> None:
         """Audio is queued while nothing was: the first frame ever, an utterance's start, or an underrun."""
@@ -614,6 +616,8 @@ class Call(asyncio.Protocol):
             waiter = asyncio.get_running_loop().create_future()
             setattr(self, attr, waiter)
         await waiter
+        if self._ended:
+            raise CallEnded(f"call {self.uuid} has hung up")
 
     def _wake_space(self) -> None:
         waiter, self._space_waiter = self._space_waiter, None
@@ -626,12 +630,13 @@ class Call(asyncio.Protocol):
             waiter.set_result(None)
 
     def _fail_waiters(self) -> None:
-        for attr in ("_space_waiter", "_drain_waiter"):
-            waiter = getattr(self, attr)
-            setattr(self, attr, None)
-            if waiter is not None and not waiter.done():
-                waiter.set_exception(CallEnded(f"call {self.uuid} has hung up"))
-                waiter.exception()  # retrieved here: nobody may be left awaiting it
+        """Wake whoever waits for space or drain; they see `_ended` and raise CallEnded themselves.
+
+        Not `set_exception`: an exception stored on the future is raised with a traceback whose frames
+        hold that future in a local, a reference cycle per hung-up call that only a full collection frees.
+        """
+        self._wake_space()
+        self._wake_drain()
 
     def _task_done(self, task: asyncio.Task[Any]) -> None:
         self._tasks.discard(task)

@@ -127,6 +127,8 @@ class AudioSocketServer(CallHost):
         self._pending_refused = 0
         self.gc_pauses = GcPauses()
         """Garbage-collector pauses (installed by `serve`, which owns the process)."""
+        self.full_collections: FullCollectionPolicy | None = None
+        """Set by `serve` (which owns the process's collector): full collections after finished calls."""
 
     async def __aenter__(self) -> AudioSocketServer:
         await self.start()
@@ -269,6 +271,11 @@ class AudioSocketServer(CallHost):
         if call in self.connections:
             self._frames_of_closed += call.frames_sent
             self.dtmf_dropped_of_closed += call.dtmf_dropped
+            policy = self.full_collections
+            if policy is not None and call.uuid is not None:
+                loop = asyncio.get_running_loop()
+                if policy.call_ended(loop.time()):
+                    loop.call_soon(gc.collect)  # after this callback: the connection's objects are gone
             if call.uuid is None:  # closed before it became a call: no UUID in time, a protocol error, ...
                 self._rejected(call.hangup_by or "closed")
         self.connections.discard(call)
@@ -315,6 +322,7 @@ async def serve(settings: Settings, handler: Handler | None = None, *,
         health = HealthServer(server, metrics, settings, cache=runtime.cache if runtime is not None else None)
     _freeze_startup_objects()
     server.gc_pauses.install()
+    server.full_collections = FullCollectionPolicy()
     try:
         await server.start()
         try:
@@ -383,6 +391,44 @@ class GcPauses:
             out[f"gen{generation}_passes"] = self.passes[generation]
             out[f"gen{generation}_max_ms"] = round(self.max_s[generation] * 1000, 2)
         return out
+
+
+FULL_GC_AFTER_CALLS = 200
+"""Finished calls after which `serve` runs a full collection (see `FullCollectionPolicy`)."""
+FULL_GC_MIN_INTERVAL_S = 10.0
+"""At most one scheduled full collection this often, however fast calls end."""
+
+
+class FullCollectionPolicy:
+    """When to run a full garbage collection: after `after_calls` finished calls, at most every `min_interval_s`.
+
+    Why: a finished call leaves cyclic garbage (tasks, coroutines, frames and tracebacks of a dialogue
+    cut short) that lived long enough to reach the oldest generation; with startup objects frozen and the
+    third threshold raised (`_freeze_startup_objects`) a full pass is rare, so that garbage piled up (RSS
+    56 -> 90 MB over 5,000 calls, issue 12). A full pass walks only what was allocated after the freeze,
+    i.e. the live calls, so its pause is short and measured (`GcPauses`, generation 2); running it on
+    finished calls keeps RSS flat. Sans I/O: `now` is given.
+    """
+
+    def __init__(self, after_calls: int = FULL_GC_AFTER_CALLS, min_interval_s: float = FULL_GC_MIN_INTERVAL_S) -> None:
+        if after_calls < 1 or min_interval_s < 0:
+            raise ValueError(f"FullCollectionPolicy needs after_calls >= 1 and min_interval_s >= 0, got "
+                             f"{after_calls}, {min_interval_s}")
+        self.after_calls = after_calls
+        self.min_interval_s = min_interval_s
+        self._ended = 0
+        self._last: float | None = None
+
+    def call_ended(self, now: float) -> bool:
+        """A call finished at `now`: True when a full collection is due now (the count starts over)."""
+        self._ended += 1
+        if self._ended < self.after_calls:
+            return False
+        if self._last is not None and now - self._last < self.min_interval_s:
+            return False
+        self._ended = 0
+        self._last = now
+        return True
 
 
 def _freeze_startup_objects() -> None:

@@ -24,6 +24,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from bridge.call import DTMF_BURST, DTMF_FLOOD_EXCESS, KeyRateLimit
 from bridge.config import Settings
 from bridge.protocol import encode_uuid
+from bridge.server import FullCollectionPolicy, GcPauses
 from bridge.sim.caller import CallReport, place_call
 from ops.helpers import ServeProcess, clean_env, get, load_fragments
 from voice.emulators.elevenlabs import DEFAULT_API_KEY, Emulator
@@ -330,6 +331,7 @@ async def test_garbage_closes_only_its_own_connection(live):
     assert_paced(reports, 5.0)
     await server.wait_idle()
     assert await server.value("voicebridge_calls_rejected_total", reason="protocol-error") >= 1
+    assert await server.value("voicebridge_gc_passes_total", generation="0") >= 1  # the collector is timed
     assert "dialogue_failed" not in [line.get("event") for line in server.serve.lines]
 
 
@@ -350,3 +352,29 @@ def test_serve_help_warns_that_a_key_on_the_command_line_is_readable_by_others()
     out = subprocess.run([sys.executable, "-m", "bridge", "serve", "--help"], capture_output=True, text=True,
                          env={**os.environ, "COLUMNS": "200"}, check=True).stdout
     assert "/proc/PID/cmdline" in " ".join(out.split())
+
+
+# --- memory: the collector's schedule (the soak benchmark measures the effect) ------------------------------
+
+
+def test_a_full_collection_is_due_after_enough_finished_calls_but_not_too_often():
+    policy = FullCollectionPolicy(after_calls=3, min_interval_s=10)
+    assert [policy.call_ended(100.0) for _ in range(3)] == [False, False, True]
+    assert [policy.call_ended(101.0) for _ in range(3)] == [False, False, False]  # 1 s later: too soon
+    assert policy.call_ended(111.0) is True  # the count went on; the interval has passed
+    with pytest.raises(ValueError, match="after_calls"):
+        FullCollectionPolicy(after_calls=0)
+
+
+def test_gc_pauses_are_kept_per_window_and_for_the_process_lifetime():
+    now = [0.0]
+    pauses = GcPauses(clock=lambda: now[0])
+    pauses._on_gc("start", {"generation": 2})
+    now[0] = 0.012
+    pauses._on_gc("stop", {"generation": 2})
+    pauses.record(0, 0.001)
+    summary = pauses.summary()
+    assert summary["gen2_passes"] == 1 and summary["gen2_max_ms"] == 12.0 and summary["gen0_max_ms"] == 1.0
+    pauses.reset()
+    assert pauses.summary()["gen2_passes"] == 0
+    assert pauses.lifetime_passes == [1, 0, 1] and pauses.lifetime_max_s[2] == pytest.approx(0.012)
