@@ -482,6 +482,7 @@ class Call(asyncio.Protocol):
                 by = "connection-error"
                 self.log.warning("connection failed", error=repr(exc))
             self._end(by, send_hangup=False)
+        self._transport = None  # the transport and its protocol no longer hold each other
         self._host.connection_closed(self)
 
     def pause_writing(self) -> None:
