@@ -127,7 +127,7 @@ class KeyRateLimit:
     DROP = "drop"
     FLOOD = "flood"
 
-    __slots__ = ("rate_per_s", "burst", "flood_excess", "_tokens", "_excess", "_at")
+    __slots__ = ("_at", "_excess", "_tokens", "burst", "flood_excess", "rate_per_s")
 
     def __init__(self, rate_per_s: float = DTMF_RATE_PER_S, burst: int = DTMF_BURST,
                  flood_excess: int = DTMF_FLOOD_EXCESS) -> None:

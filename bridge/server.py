@@ -377,12 +377,10 @@ class GcPauses:
     def record(self, generation: int, pause_s: float) -> None:
         self.passes[generation] += 1
         self.total_s += pause_s
-        if pause_s > self.max_s[generation]:
-            self.max_s[generation] = pause_s
+        self.max_s[generation] = max(self.max_s[generation], pause_s)
         self.lifetime_passes[generation] += 1
         self.lifetime_s[generation] += pause_s
-        if pause_s > self.lifetime_max_s[generation]:
-            self.lifetime_max_s[generation] = pause_s
+        self.lifetime_max_s[generation] = max(self.lifetime_max_s[generation], pause_s)
 
     def summary(self) -> dict[str, float]:
         """Flat figures (a multi-worker bench takes the worst worker's of each): passes and max ms by generation."""

@@ -77,14 +77,22 @@ class GcFigures(Protocol):
 
 
 class ServerView(Protocol):
-    """What the metrics read from the AudioSocket server (`bridge.server.AudioSocketServer`)."""
+    """What the metrics read from the AudioSocket server (`bridge.server.AudioSocketServer`); read-only."""
 
-    calls: Sized
-    calls_total: int
-    clock: Any
+    @property
+    def calls(self) -> Sized: ...
 
-    pending: Sized
-    gc_pauses: GcFigures
+    @property
+    def pending(self) -> Sized: ...
+
+    @property
+    def calls_total(self) -> int: ...
+
+    @property
+    def clock(self) -> Any: ...
+
+    @property
+    def gc_pauses(self) -> GcFigures: ...
 
     def frames_sent_total(self) -> int: ...
 

@@ -19,6 +19,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import pytest
+from ops.helpers import ServeProcess, clean_env, get, load_fragments
 from prometheus_client.parser import text_string_to_metric_families
 
 from bridge.call import DTMF_BURST, DTMF_FLOOD_EXCESS, KeyRateLimit
@@ -26,7 +27,6 @@ from bridge.config import Settings
 from bridge.protocol import encode_uuid
 from bridge.server import FullCollectionPolicy, GcPauses
 from bridge.sim.caller import CallReport, place_call
-from ops.helpers import ServeProcess, clean_env, get, load_fragments
 from voice.emulators.elevenlabs import DEFAULT_API_KEY, Emulator
 
 LOOPING = """
@@ -144,9 +144,10 @@ async def live(redis_url: str, tmp_path: Path) -> AsyncIterator[Callable[..., Aw
         path = tmp_path / f"dialogue{len(started)}.toml"
         path.write_text(dialogue)
         metrics_port = free_port()
-        settings = dict(REDIS_URL=redis_url, ELEVENLABS_API_KEY=DEFAULT_API_KEY, ELEVENLABS_BASE_URL=emulator.url,
-                        DIALOGUE_FILE=str(path), METRICS_PORT=str(metrics_port), LOG_FORMAT="json",
-                        BRIDGE_PORT="0", BRIDGE_SHUTDOWN_GRACE="1")
+        settings = {"REDIS_URL": redis_url, "ELEVENLABS_API_KEY": DEFAULT_API_KEY,
+                    "ELEVENLABS_BASE_URL": emulator.url, "DIALOGUE_FILE": str(path),
+                    "METRICS_PORT": str(metrics_port), "LOG_FORMAT": "json", "BRIDGE_PORT": "0",
+                    "BRIDGE_SHUTDOWN_GRACE": "1"}
         settings.update(env)
         serve = ServeProcess(clean_env(**settings))
         await serve.__aenter__()
@@ -171,7 +172,7 @@ async def live(redis_url: str, tmp_path: Path) -> AsyncIterator[Callable[..., Aw
 async def hang_up_after_uuid(port: int, delay_s: float) -> str:
     """Connect, send a UUID, close `delay_s` later; the call's UUID."""
     call_uuid = uuid.uuid4()
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    _, writer = await asyncio.open_connection("127.0.0.1", port)
     writer.write(encode_uuid(call_uuid))
     await writer.drain()
     if delay_s:
@@ -231,7 +232,7 @@ async def test_a_dtmf_flood_is_limited_and_hung_up_without_touching_other_calls(
         try:
             while await asyncio.wait_for(reader.read(65536), 10):
                 pass
-        except (OSError, asyncio.TimeoutError):
+        except (OSError, TimeoutError):
             pass
         writer.close()
 
@@ -318,7 +319,7 @@ async def test_garbage_closes_only_its_own_connection(live):
         try:
             await writer.drain()
             await asyncio.wait_for(reader.read(), 5)
-        except (OSError, asyncio.TimeoutError):
+        except (OSError, TimeoutError):
             pass
         writer.close()
 

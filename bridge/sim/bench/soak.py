@@ -28,7 +28,7 @@ from typing import Any
 from bridge.sim.bench.load import SCENARIOS, BenchStack, BridgeProcess
 from bridge.sim.caller import place_call
 
-__all__ = ["Sample", "SoakResult", "run_soak", "main"]
+__all__ = ["Sample", "SoakResult", "main", "run_soak"]
 
 
 @dataclasses.dataclass
@@ -67,9 +67,9 @@ class SoakResult:
         return ((sample.rss_mb - self.warm.rss_mb) * 1000 / calls, (sample.fds - self.warm.fds) * 1000 / calls)
 
     def table(self) -> str:
-        rows = ["| calls | RSS MB | fds | tasks | RSS growth MB / 1,000 calls | fds / 1,000 calls "
-                "| gc passes gen0/1/2 | longest gc pass ms gen0/1/2 |",
-                "|---:|---:|---:|---:|---:|---:|---|---|"]
+        header = ("| calls | RSS MB | fds | tasks | RSS growth MB / 1,000 calls | fds / 1,000 calls "
+                  "| gc passes gen0/1/2 | longest gc pass ms gen0/1/2 |")
+        rows = [header, "|---:|---:|---:|---:|---:|---:|---|---|"]
         for sample in self.samples:
             rss, fds = self.per_1000(sample)
             rows.append(
