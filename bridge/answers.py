@@ -16,6 +16,7 @@ import asyncio
 from collections.abc import Awaitable
 from typing import TypeVar
 
+from bridge.call import CallEnded
 from bridge.interfaces import CallVoice, Logger
 from bridge.ops.metrics import Metrics
 from bridge.speaker import Speaker
@@ -165,8 +166,8 @@ class Answers:
             self.metrics.tts_requests.labels(api="http").inc()
             try:
                 await self.speaker.stream(self.voice.stream_static_frames(text, loudness=self.loudness))
-            except asyncio.CancelledError:
-                raise
+            except (asyncio.CancelledError, CallEnded):
+                raise  # a hang-up is not a failed synthesis: no warning, no fallback
             except Exception as exc:
                 self.metrics.tts_errors.labels(error=type(exc).__name__).inc()
                 self.log.warning("tts_item_failed", kind="llm", error=str(exc), error_type=type(exc).__name__)

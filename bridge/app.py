@@ -28,6 +28,7 @@ from bridge.call import Call, CallEnded
 from bridge.config import Settings, require_llm_settings
 from bridge.dialogue import Dialogue, default_dialogue_path, load_dialogue
 from bridge.dialogue_runner import DialogueRunner, PlaybackStep
+from bridge.ops.gc import FullCollectionPolicy
 from bridge.ops.logs import register_settings_secrets, settings_for_log
 from bridge.ops.metrics import Metrics
 from bridge.preflight import preflight_at_start
@@ -205,6 +206,8 @@ async def serve(settings: Settings, handler: Handler | None = None, *,
 
         health = HealthServer(server, metrics, settings, cache=app.cache if app is not None else None)
     _freeze_startup_objects()
+    server.gc_pauses.install()
+    server.full_collections = FullCollectionPolicy()
     try:
         await server.start()
         try:
@@ -217,6 +220,7 @@ async def serve(settings: Settings, handler: Handler | None = None, *,
             if health is not None:
                 await health.stop()
     finally:
+        server.gc_pauses.remove()
         await cancel_and_wait(preflight)
         if app is not None:
             await app.aclose()

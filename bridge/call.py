@@ -55,7 +55,7 @@ if TYPE_CHECKING:
     from bridge.clock import MediaClock
     from bridge.config import BridgeConfig
 
-__all__ = ["Call", "CallEnded", "CallHost", "DtmfEvent", "HangupEvent"]
+__all__ = ["Call", "CallEnded", "CallHost", "DtmfEvent", "HangupEvent", "KeyRateLimit"]
 
 _log = structlog.get_logger(__name__)
 
@@ -71,6 +71,18 @@ QUIET_FRAMES = 10
 _MULAW_FRAMES = 10
 """Inbound 0x10 frames used to judge the byte rate (slin8 = 16000 B/s; μ-law mislabelled = 8000 B/s)."""
 
+_DECODE_SLICE = 8192
+"""Bytes of one read decoded at a time (see `Call.data_received`)."""
+
+DTMF_RATE_PER_S = 10.0
+"""Digits a second a call may send: a human presses at most about ten keys a second."""
+DTMF_BURST = 20
+"""Digits accepted at once above the rate (a fast typist's burst, a dialplan sending a short code)."""
+DTMF_FLOOD_EXCESS = 100
+"""Dropped digits (decaying at `DTMF_RATE_PER_S`) at which a call counts as flooding and is hung up."""
+EVENT_QUEUE_MAX = 64
+"""Events a call may hold for its dialogue; more digits are dropped (a hang-up always gets in)."""
+
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class DtmfEvent:
@@ -82,7 +94,7 @@ class HangupEvent:
     by: str
     """Who or what ended the call: caller (EOF), caller-0x00, caller-reset (RST/EPIPE), server (hangup()),
     shutdown, protocol-error, backpressure (the peer stopped reading), error (a call task failed),
-    connection-error."""
+    connection-error, dtmf-flood (digits far beyond a human's rate)."""
 
 
 FADE_SAMPLES = 40
@@ -117,6 +129,49 @@ class _Run:
         self.end = len(frames)
 
 
+class KeyRateLimit:
+    """A token bucket on one call's inbound control messages (DTMF), sans I/O: `now` is given, in seconds.
+
+    Why: every digit costs a log line, an event and the dialogue's work, all on the loop that paces every
+    call's audio. A peer sending digits as fast as TCP carries them (tens of thousands a second) must not
+    be able to starve the media clock, while a human (about ten keys a second, bursts of a few more) is
+    never limited. `offer(now)` answers ACCEPT, DROP (over the rate: the digit is discarded) or FLOOD
+    (drops keep outpacing the rate: the call should be hung up).
+    """
+
+    ACCEPT = "accept"
+    DROP = "drop"
+    FLOOD = "flood"
+
+    __slots__ = ("_at", "_excess", "_tokens", "burst", "flood_excess", "rate_per_s")
+
+    def __init__(self, rate_per_s: float = DTMF_RATE_PER_S, burst: int = DTMF_BURST,
+                 flood_excess: int = DTMF_FLOOD_EXCESS) -> None:
+        if rate_per_s <= 0 or burst < 1 or flood_excess < 1:
+            raise ValueError(f"KeyRateLimit needs rate_per_s > 0, burst >= 1, flood_excess >= 1; got "
+                             f"{rate_per_s}, {burst}, {flood_excess}")
+        self.rate_per_s = rate_per_s
+        self.burst = burst
+        self.flood_excess = flood_excess
+        self._tokens = float(burst)
+        self._excess = 0.0
+        self._at: float | None = None
+
+    def offer(self, now: float) -> str:
+        """One digit arrived at `now`: ACCEPT, DROP or FLOOD."""
+        if self._at is not None:
+            elapsed = max(0.0, now - self._at)
+            refill = elapsed * self.rate_per_s
+            self._tokens = min(float(self.burst), self._tokens + refill)
+            self._excess = max(0.0, self._excess - refill)
+        self._at = now
+        if self._tokens >= 1.0:
+            self._tokens -= 1.0
+            return self.ACCEPT
+        self._excess += 1.0
+        return self.FLOOD if self._excess >= self.flood_excess else self.DROP
+
+
 class CallEnded(Exception):
     """The call has hung up: nothing more can be played on it."""
 
@@ -129,6 +184,10 @@ class CallHost:
 
     def connection_opened(self, call: Call) -> bool:  # pragma: no cover - interface
         raise NotImplementedError
+
+    def admit_call(self, call: Call) -> bool:
+        """Its UUID arrived: may it become a call (False: it is closed, e.g. the call cap is reached)?"""
+        return True
 
     def call_ready(self, call: Call) -> None:  # pragma: no cover - interface
         raise NotImplementedError
@@ -152,7 +211,11 @@ class Call(asyncio.Protocol):
         self.uuid: uuid_module.UUID | None = None
         self.peer = "?"
         self.log = _log
-        self.events: asyncio.Queue[DtmfEvent | HangupEvent] = asyncio.Queue()
+        self.events: asyncio.Queue[DtmfEvent | HangupEvent] = asyncio.Queue(EVENT_QUEUE_MAX)
+        """Bounded: digits beyond the bound are dropped (`dtmf_dropped`); the hang-up always gets in."""
+        self.dtmf_dropped = 0
+        """Digits discarded by the rate limit or a full event queue (`voicebridge_dtmf_dropped_total`)."""
+        self._keys = KeyRateLimit()
         self.on_audio: Callable[[bytes, int], None] | None = None
         self.hung_up = asyncio.Event()
         self.hangup_by: str | None = None
@@ -264,6 +327,8 @@ class Call(asyncio.Protocol):
         if waiter is None:
             waiter = self._space_waiter = asyncio.get_running_loop().create_future()
         await waiter
+        if self._ended:
+            raise CallEnded(f"call {self.uuid} has hung up")
 
     def _starting(self) -> None:
         """Audio is queued while nothing was: the first frame ever, an utterance's start, or an underrun."""
@@ -429,6 +494,17 @@ class Call(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self._ended:
             return
+        if len(data) > _DECODE_SLICE:
+            # A big read (up to 256 KB from uvloop: 65,000 DTMF messages) is decoded a slice at a time, so a
+            # call hung up mid-read (a flood, a protocol error) costs the loop one slice, not the whole read.
+            for start in range(0, len(data), _DECODE_SLICE):
+                self._receive(data[start:start + _DECODE_SLICE])
+                if self._ended:
+                    return
+            return
+        self._receive(data)
+
+    def _receive(self, data: bytes) -> None:
         try:
             messages = self._decoder.feed(data)
         except ProtocolError as exc:
@@ -452,9 +528,7 @@ class Call(asyncio.Protocol):
             elif kind == 0x10 or 0x11 <= kind <= 0x18:
                 self._on_inbound_audio(kind, payload)
             elif kind == Kind.DTMF:
-                digit = payload.decode("ascii")
-                self.log.info("dtmf", digit=digit)
-                self.events.put_nowait(DtmfEvent(digit))
+                self._on_dtmf(payload)
             elif kind == Kind.HANGUP:
                 self._end("caller-0x00", send_hangup=False)
                 return
@@ -490,6 +564,7 @@ class Call(asyncio.Protocol):
                 by = "connection-error"
                 self.log.warning("connection failed", error=repr(exc))
             self._end(by, send_hangup=False)
+        self._transport = None  # the transport and its protocol no longer hold each other
         self._host.connection_closed(self)
 
     def pause_writing(self) -> None:
@@ -508,6 +583,9 @@ class Call(asyncio.Protocol):
         if self._uuid_timer is not None:
             self._uuid_timer.cancel()
             self._uuid_timer = None
+        if not self._host.admit_call(self):
+            self._end("call-limit", send_hangup=True)
+            return
         self.uuid = call_uuid
         self._established = True
         self.started_at = asyncio.get_running_loop().time()
@@ -524,6 +602,24 @@ class Call(asyncio.Protocol):
         if not self._joined and not self._ended:
             self._joined = True
             self._clock.add(self)
+
+    def _on_dtmf(self, payload: bytes) -> None:
+        """One digit (the decoder checked it): past the rate limit or a full queue it is dropped and counted,
+        with one warning per call; a call that keeps flooding is hung up. Dropped digits cost no log line."""
+        verdict = self._keys.offer(time.monotonic())
+        if verdict == KeyRateLimit.ACCEPT and not self.events.full():
+            digit = payload.decode("ascii")
+            self.log.info("dtmf", digit=digit)
+            self.events.put_nowait(DtmfEvent(digit))
+            return
+        self.dtmf_dropped += 1
+        if verdict == KeyRateLimit.FLOOD:
+            self.log.warning("dtmf_flood_hangup", dropped=self.dtmf_dropped, rate_per_s=self._keys.rate_per_s)
+            self._end("dtmf-flood", send_hangup=True)
+            return
+        self._warn_once("dtmf-dropped", "dtmf_rate_limited", rate_per_s=self._keys.rate_per_s,
+                        burst=self._keys.burst, queued=self.events.qsize(),
+                        reason="rate" if verdict == KeyRateLimit.DROP else "queue-full")
 
     def _on_inbound_audio(self, kind: int, payload: bytes) -> None:
         n = len(payload)
@@ -624,6 +720,8 @@ class Call(asyncio.Protocol):
             waiter = asyncio.get_running_loop().create_future()
             setattr(self, attr, waiter)
         await waiter
+        if self._ended:
+            raise CallEnded(f"call {self.uuid} has hung up")
 
     def _wake_space(self) -> None:
         waiter, self._space_waiter = self._space_waiter, None
@@ -636,12 +734,13 @@ class Call(asyncio.Protocol):
             waiter.set_result(None)
 
     def _fail_waiters(self) -> None:
-        for attr in ("_space_waiter", "_drain_waiter"):
-            waiter = getattr(self, attr)
-            setattr(self, attr, None)
-            if waiter is not None and not waiter.done():
-                waiter.set_exception(CallEnded(f"call {self.uuid} has hung up"))
-                waiter.exception()  # retrieved here: nobody may be left awaiting it
+        """Wake whoever waits for space or drain; they see `_ended` and raise CallEnded themselves.
+
+        Not `set_exception`: an exception stored on the future is raised with a traceback whose frames
+        hold that future in a local, a reference cycle per hung-up call that only a full collection frees.
+        """
+        self._wake_space()
+        self._wake_drain()
 
     def _root_done(self, root: asyncio.Task[None]) -> None:
         """The tree has ended. Its tasks never fail it (`_guarded`), so an error here is a bug: report it."""
@@ -682,6 +781,8 @@ class Call(asyncio.Protocol):
         self.hung_up.set()
         if self._established:
             self._host.call_ended(self)
+            if self.events.full():  # the hang-up must reach the dialogue: it displaces the oldest digit
+                self.events.get_nowait()
             self.events.put_nowait(HangupEvent(by))
             duration = asyncio.get_running_loop().time() - (self.started_at or self.connected_at)
             self.log.info("call ended", by=by, duration_s=round(duration, 3), frames_sent=self.frames_sent,

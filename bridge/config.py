@@ -46,6 +46,9 @@ class BridgeConfig(SettingsPart):
     port: Port = setting("BRIDGE_PORT", 9092, "AudioSocket TCP port (0 = any free port)")
     max_calls: Annotated[int, between(1, 100000)] = setting(
         "BRIDGE_MAX_CALLS", 2000, "concurrent calls accepted; more are closed with a log line")
+    max_pending: Annotated[int, between(0, 100000)] = setting(
+        "BRIDGE_MAX_PENDING", 0, "connections still waiting for their UUID at once, apart from the calls; "
+        "0 = max(64, BRIDGE_MAX_CALLS / 10)")
     grace_s: Annotated[float, between(0, 3600)] = setting(
         "BRIDGE_SHUTDOWN_GRACE", 10.0, "on SIGTERM, seconds calls may go on before they are hung up")
     outbound_limit_bytes: Annotated[int, between(4096, 16 * 2**20)] = setting(
@@ -66,7 +69,8 @@ class BridgeConfig(SettingsPart):
     log_level: LogLevel = log_level_setting()
     log_format: LogFormat = log_format_setting()
     metrics_port: Port = setting("METRICS_PORT", 0, "Prometheus /metrics, /healthz, /readyz port; 0 = off")
-    metrics_host: str = setting("METRICS_HOST", "", "address the metrics port listens on; default: BRIDGE_HOST")
+    metrics_host: str = setting("METRICS_HOST", "127.0.0.1",
+                                "address the metrics port listens on (loopback unless set; empty = BRIDGE_HOST)")
     workers: Annotated[int, between(1, 256)] = setting(
         "BRIDGE_WORKERS", 1, "processes sharing the AudioSocket port (SO_REUSEPORT), one core each; worker i "
         "serves metrics on METRICS_PORT + i")

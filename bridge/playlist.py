@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from bridge.answers import Answers
 from bridge.barge_in import BargeInDetector
-from bridge.call import DtmfEvent, HangupEvent
+from bridge.call import CallEnded, DtmfEvent, HangupEvent
 from bridge.dialogue import Item
 from bridge.interfaces import CallLine, CallVoice
 from bridge.ops.metrics import Metrics
@@ -154,8 +154,8 @@ class Playlist:
                 await self.speaker.filler()
         try:
             await self.speaker.stream(source.frames())
-        except asyncio.CancelledError:
-            raise
+        except (asyncio.CancelledError, CallEnded):
+            raise  # a hang-up is not a failed synthesis: no warning, no fallback
         except Exception as exc:
             self.log.warning("tts_item_failed", kind=item.kind, error=str(exc), error_type=type(exc).__name__)
             await self.speaker.fallback()

@@ -17,12 +17,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import itertools
 import math
 import signal
 import sys
-from fractions import Fraction
 from collections.abc import Awaitable, Callable, Coroutine
+from fractions import Fraction
 from typing import Any
 
 import structlog
@@ -30,9 +31,10 @@ import structlog
 from bridge.call import Call, CallHost
 from bridge.clock import MediaClock
 from bridge.config import BridgeConfig, add_settings_flags, settings_from_args
+from bridge.ops.gc import FullCollectionPolicy, GcPauses
 from bridge.ops.metrics import Metrics
-from bridge.protocol import FRAME_BYTES, SAMPLE_RATE
 from bridge.ops.workers import DUPLICATE_SIGNAL_S
+from bridge.protocol import FRAME_BYTES, SAMPLE_RATE
 from voice.tasks import cancel_and_wait
 
 __all__ = [
@@ -146,8 +148,13 @@ class AudioSocketServer(CallHost):
         self.calls: set[Call] = set()
         """Live calls: their UUID has arrived and they have not hung up."""
         self.connections: set[Call] = set()
-        """Every open connection, established or not (what `max_calls` caps)."""
+        """Every open connection, established or not."""
+        self.pending: dict[Call, None] = {}
+        """Connections whose UUID has not arrived, oldest first: bounded apart (`max_pending`, the oldest is
+        closed to make room), so silent or slow connections can never take a call's place."""
+        self.max_pending = config.max_pending or max(64, config.max_calls // 10)
         self.calls_total = 0
+        self.dtmf_dropped_of_closed = 0
         self.rejected_total = 0
         self._frames_of_closed = 0
         self._server: asyncio.base_events.Server | None = None
@@ -155,6 +162,11 @@ class AudioSocketServer(CallHost):
         self._idle = asyncio.Event()
         self._idle.set()
         self._hurry = asyncio.Event()
+        self._pending_refused = 0
+        self.gc_pauses = GcPauses()
+        """Garbage-collector pauses (installed by `serve`, which owns the process)."""
+        self.full_collections: FullCollectionPolicy | None = None
+        """Set by `serve` (which owns the process's collector): full collections after finished calls."""
 
     async def __aenter__(self) -> AudioSocketServer:
         await self.start()
@@ -175,6 +187,7 @@ class AudioSocketServer(CallHost):
         )
         self._accepting = True
         log.info("listening", host=self.config.host, port=self.port, max_calls=self.config.max_calls,
+                 max_pending=self.max_pending,
                  loop=type(loop).__module__.split(".")[0])
 
     @property
@@ -217,10 +230,11 @@ class AudioSocketServer(CallHost):
 
     def log_stats(self, reset: bool = False) -> dict[str, object]:
         """Log (and return) the media clock's statistics; `reset` starts a new measurement window."""
-        stats = self.clock.stats()
+        stats = {**self.clock.stats(), "gc": self.gc_pauses.summary(), "tasks": len(asyncio.all_tasks())}
         log.info("clock stats", calls=len(self.calls), clock=stats)
         if reset:
             self.clock.reset_stats()
+            self.gc_pauses.reset()
         return stats
 
     # --- CallHost -----------------------------------------------------------------------------------
@@ -228,6 +242,10 @@ class AudioSocketServer(CallHost):
     def frames_sent_total(self) -> int:
         """Frames written to every connection since start: the closed ones' plus the open ones' (scrape time)."""
         return self._frames_of_closed + sum(call.frames_sent for call in self.connections)
+
+    def dtmf_dropped_total(self) -> int:
+        """Digits dropped by the calls' rate limits since start (scrape time, like `frames_sent_total`)."""
+        return self.dtmf_dropped_of_closed + sum(call.dtmf_dropped for call in self.connections)
 
     def _rejected(self, reason: str) -> None:
         if self.metrics is not None:
@@ -237,13 +255,43 @@ class AudioSocketServer(CallHost):
         if not self._accepting:
             self._rejected("not-accepting")
             return False
-        if len(self.connections) >= self.config.max_calls:
+        if len(self.calls) >= self.config.max_calls:
             self.rejected_total += 1
             self._rejected("call-limit")
             call.log.warning("call limit reached; connection closed", max_calls=self.config.max_calls)
             return False
+        if len(self.pending) >= self.max_pending:
+            self._evict_oldest_pending()
         self.connections.add(call)
+        self.pending[call] = None
         self._idle.clear()
+        return True
+
+    def _evict_oldest_pending(self) -> None:
+        """Make room for a new connection by closing the one that has waited longest for its UUID.
+
+        Asterisk sends the UUID at once, so the oldest pending connection is the likeliest to be silent or
+        hostile; refusing the new one instead would let a few silent connections lock every new call out
+        until their UUID timeout. Counted in calls_rejected{reason="pending-limit"} when it closes; one
+        warning per burst, not one per connection.
+        """
+        oldest = next(iter(self.pending))
+        del self.pending[oldest]
+        self.rejected_total += 1
+        self._pending_refused += 1
+        if self._pending_refused == 1:
+            oldest.log.warning("pending_limit_reached", max_pending=self.max_pending,
+                               waited_s=round(asyncio.get_running_loop().time() - oldest.connected_at, 3))
+        oldest._end("pending-limit", send_hangup=False, abort=True)
+
+    def admit_call(self, call: Call) -> bool:
+        self.pending.pop(call, None)
+        if not self.pending:
+            self._pending_refused = 0
+        if len(self.calls) >= self.config.max_calls:
+            self.rejected_total += 1
+            call.log.warning("call limit reached; connection closed", max_calls=self.config.max_calls)
+            return False  # counted in calls_rejected{reason="call-limit"} when the connection closes
         return True
 
     def call_ready(self, call: Call) -> None:
@@ -256,8 +304,17 @@ class AudioSocketServer(CallHost):
 
     def connection_closed(self, call: Call) -> None:
         self.calls.discard(call)
+        self.pending.pop(call, None)
+        if not self.pending:
+            self._pending_refused = 0
         if call in self.connections:
             self._frames_of_closed += call.frames_sent
+            self.dtmf_dropped_of_closed += call.dtmf_dropped
+            policy = self.full_collections
+            if policy is not None and call.uuid is not None:
+                loop = asyncio.get_running_loop()
+                if policy.call_ended(loop.time()):
+                    loop.call_soon(gc.collect)  # after this callback: the connection's objects are gone
             if call.uuid is None:  # closed before it became a call: no UUID in time, a protocol error, ...
                 self._rejected(call.hangup_by or "closed")
         self.connections.discard(call)

@@ -522,7 +522,9 @@ class CacheConfig(SettingsPart):
 class TTSConfig(SettingsPart):
     """ElevenLabs client settings. The WebSocket URL is derived from `base_url`."""
 
-    api_key: SecretStr = setting("ELEVENLABS_API_KEY", SecretStr(""), "ElevenLabs API key")
+    api_key: SecretStr = setting("ELEVENLABS_API_KEY", SecretStr(""), (
+        "ElevenLabs API key; a value given as --elevenlabs-api-key is readable by any local user in "
+        "/proc/PID/cmdline and ps: prefer the environment or the .env file"))
     base_url: HttpUrl = setting("ELEVENLABS_BASE_URL", "https://api.elevenlabs.io",
                                 "ElevenLabs API base URL (a local emulator in tests and the demo)")
     voice_id: NonEmpty = setting("ELEVENLABS_VOICE_ID", "21m00Tcm4TlvDq8ikWAM", "voice to speak with")

@@ -6,6 +6,7 @@ scrape time by a collector, so the per-frame path never takes a metrics lock.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Iterable, Sized
 from typing import Any, Protocol
 
@@ -25,22 +26,77 @@ class _LiveCollector(Collector):
         self.active_calls: Callable[[], int] = lambda: 0
         self.calls_total: Callable[[], int] = lambda: 0
         self.frames_sent: Callable[[], int] = lambda: 0
+        self.dtmf_dropped: Callable[[], int] = lambda: 0
+        self.pending: Callable[[], int] = lambda: 0
+        self.tasks: Callable[[], int] = _live_tasks
+        self.gc: Callable[[], GcFigures | None] = lambda: None
 
     def collect(self) -> Iterable[GaugeMetricFamily | CounterMetricFamily]:
         yield GaugeMetricFamily(f"{PREFIX}_active_calls", "Calls connected now", value=self.active_calls())
         yield CounterMetricFamily(f"{PREFIX}_calls", "Calls accepted (their UUID arrived)", value=self.calls_total())
         yield CounterMetricFamily(f"{PREFIX}_frames_sent", "Audio frames written to callers",
                                   value=self.frames_sent())
+        yield CounterMetricFamily(f"{PREFIX}_dtmf_dropped", "DTMF digits dropped by the per-call rate limit",
+                                  value=self.dtmf_dropped())
+        yield GaugeMetricFamily(f"{PREFIX}_pending_connections", "Connections waiting for their UUID now",
+                                value=self.pending())
+        yield GaugeMetricFamily(f"{PREFIX}_tasks", "Live asyncio tasks in this process (flat when idle: "
+                                "a call that ended left nothing running)", value=self.tasks())
+        figures = self.gc()
+        if figures is not None:
+            passes = CounterMetricFamily(f"{PREFIX}_gc_passes", "Garbage collector passes by generation",
+                                         labels=["generation"])
+            paused = CounterMetricFamily(f"{PREFIX}_gc_pause_seconds", "Time the garbage collector stopped "
+                                         "the event loop, by generation", labels=["generation"])
+            longest = GaugeMetricFamily(f"{PREFIX}_gc_pause_max_seconds", "Longest garbage collector pass "
+                                        "since start, by generation", labels=["generation"])
+            for generation in range(3):
+                label = [str(generation)]
+                passes.add_metric(label, figures.lifetime_passes[generation])
+                paused.add_metric(label, figures.lifetime_s[generation])
+                longest.add_metric(label, figures.lifetime_max_s[generation])
+            yield from (passes, paused, longest)
+
+
+def _live_tasks() -> int:
+    """Live asyncio tasks of the running loop (0 outside one); read at scrape time, O(tasks)."""
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        return 0
+    return len(asyncio.all_tasks(loop))
+
+
+class GcFigures(Protocol):
+    """Lifetime garbage-collector figures by generation (`bridge.server.GcPauses`), plain numbers: they are
+    kept in a gc callback, where taking a metrics lock could deadlock against the code it interrupted."""
+
+    lifetime_passes: list[int]
+    lifetime_s: list[float]
+    lifetime_max_s: list[float]
 
 
 class ServerView(Protocol):
-    """What the metrics read from the AudioSocket server (`bridge.server.AudioSocketServer`)."""
+    """What the metrics read from the AudioSocket server (`bridge.server.AudioSocketServer`); read-only."""
 
-    calls: Sized
-    calls_total: int
-    clock: Any
+    @property
+    def calls(self) -> Sized: ...
+
+    @property
+    def pending(self) -> Sized: ...
+
+    @property
+    def calls_total(self) -> int: ...
+
+    @property
+    def clock(self) -> Any: ...
+
+    @property
+    def gc_pauses(self) -> GcFigures: ...
 
     def frames_sent_total(self) -> int: ...
+
+    def dtmf_dropped_total(self) -> int: ...
 
 
 class Metrics:
@@ -86,4 +142,7 @@ class Metrics:
         self.live.active_calls = lambda: len(server.calls)
         self.live.calls_total = lambda: server.calls_total
         self.live.frames_sent = server.frames_sent_total
+        self.live.dtmf_dropped = server.dtmf_dropped_total
+        self.live.pending = lambda: len(server.pending)
+        self.live.gc = lambda: server.gc_pauses
         server.clock.on_lateness = self.clock_lateness.observe

@@ -281,6 +281,20 @@ async def test_hangup_during_a_synthesis_caches_nothing_and_leaves_no_task(stack
     assert await wait_for(lambda: stack.emulator.stats.concurrent == 0)
 
 
+async def test_hangup_during_a_synthesis_is_no_failure_and_plays_no_fallback(stack):
+    """Issue 12: a caller leaving mid-synthesis logged `tts_item_failed` and read `static:fallback` for nothing."""
+    stack.emulator.set_knobs(realtime_factor=1.0, chunk_bytes=640)
+    await stack.start(LONG)
+    with capture_logs() as logs:
+        report = await stack.call(duration_s=0.6)
+        assert await wait_for(lambda: not stack.server.calls)
+        await asyncio.sleep(0.2)
+    assert report.hangup == "caller"
+    events = [entry["event"] for entry in logs]
+    assert "tts_item_failed" not in events and "dialogue_failed" not in events, events
+    assert not [e for e in logs if e.get("fragment") == "fallback"], events
+
+
 # i. -----------------------------------------------------------------------------------------------------
 
 VARS = """

@@ -421,3 +421,15 @@ def test_no_member_ever_gets_more_than_two_frames_in_a_period(
     for times in d.frames.values():
         assert not times or min(gaps(times), default=math.inf) >= 0.01 - EPS
         assert most_frames_in_a_period(times) <= 2
+
+
+def test_a_second_expedite_keeps_the_spacing_from_the_frame_before_the_first() -> None:
+    """Found by the property test: served at 0, expedited twice at once; the second move must not land 2 ms on."""
+    s: MediaSchedule[str] = MediaSchedule()
+    d = Driver(s)
+    s.add("m", 0.0)
+    d.serve()
+    s.expedite("m", 0.0)
+    s.expedite("m", 0.0)
+    d.run_until(0.2)
+    assert min(gaps(d.frames["m"])) >= 0.01 - EPS
