@@ -100,7 +100,9 @@ class Answers:
                                  phrases_sent=failed.sent, audio_s=round(failed.audio_s, 2))
                 start = failed.resume_at
                 if isinstance(failed.error, _SETTINGS_ERRORS):
-                    break
+                    # a refused key, an exhausted quota, an unknown voice: HTTP would be refused the same way
+                    await self.speaker.fallback()
+                    return
         await self._over_http(answer, start)
 
     async def _over_websocket(self, answer: AnswerStream, start: int, filler: _Filler) -> None:

@@ -128,6 +128,22 @@ async def test_a_websocket_failure_mid_answer_is_retried_then_spoken_over_http(s
     assert metrics.tts_errors.labels(error="TTSServerError")._value.get() == 2
 
 
+async def test_a_key_refused_at_the_websocket_upgrade_is_not_retried(stack, fake_llm):
+    """Issue 12: HTTP 401 at the upgrade was retried on the WebSocket and then over HTTP; a refused key is
+    refused again, so the caller hears the fallback phrase at once and no further request is made."""
+    fake_llm.set_knobs(answer="Добрый день, ваш платёж принят.")
+    stack.emulator.set_knobs(fail_status=401, fail_count=100)
+    await stack.start(ASK, filler_after_s=0)
+    report = await stack.call(duration_s=None)
+    assert report.hangup == "server"
+    stats = stack.emulator.stats
+    assert stats.http_requests == 0, "no HTTP fallback with a key the service refuses"
+    assert stats.ws_connections == 0
+    upgrades = stats.http_status[401]
+    assert upgrades <= 2, f"the call-start connect and the turn's own, never a retry: {upgrades}"
+    assert stack.runtime.metrics.tts_errors.labels(error="TTSAuthError")._value.get() == 1
+
+
 async def test_an_answer_is_resumed_after_the_phrases_already_heard(stack, fake_llm):
     """A turn that fails after whole phrases were spoken goes on from the next phrase: nothing is repeated.
 

@@ -240,13 +240,22 @@ async def test_no_server_is_a_connection_error(tts_config):
     await tts.aclose()
 
 
-async def test_a_refused_upgrade_is_a_connection_error(emulator, tts_config):
+async def test_a_refused_upgrade_is_classified_like_an_http_answer(emulator, tts_config):
+    """503 at the upgrade: a server error, retryable; 401: a refused key, never retried (issue 12)."""
+    emulator.set_knobs(fail_status=401, fail_count=1)
+    tts = manager(tts_config)
+    try:
+        with pytest.raises(TTSAuthError) as refused:
+            await tts.start_llm_stream()
+        assert refused.value.http_status == 401 and not refused.value.retryable
+    finally:
+        await tts.aclose()
     emulator.set_knobs(fail_status=503, fail_count=1)
     tts = manager(tts_config)
     try:
-        with pytest.raises(TTSConnectionError) as info:
+        with pytest.raises(TTSServerError) as info:
             await tts.start_llm_stream()
-        assert info.value.http_status == 503
+        assert info.value.http_status == 503 and info.value.retryable
         chunks, terminal = await speak(tts, ["Retry works. "])  # the caller's retry gets a connection
         assert terminal is None and chunks
     finally:

@@ -35,6 +35,7 @@ from voice.tts_manager.errors import (
     TTSQuotaError,
     TTSVoiceNotFoundError,
     error_from_close,
+    error_from_http,
     error_from_ws_frame,
 )
 
@@ -169,10 +170,8 @@ class WebSocketConnectionManager:
                 user_agent_header="voice-bridge",
             )
         except InvalidStatus as exc:
-            status = exc.response.status_code
-            raise TTSConnectionError(
-                f"ElevenLabs refused the WebSocket upgrade with HTTP {status}", http_status=status
-            ) from exc
+            # classified like an HTTP answer: a refused key (401) is an auth error, never retried
+            raise error_from_http(exc.response.status_code, bytes(exc.response.body or b"")) from exc
         except (OSError, TimeoutError, InvalidHandshake, InvalidURI) as exc:
             raise TTSConnectionError(f"cannot connect to ElevenLabs WebSocket: {exc or type(exc).__name__}") from exc
         try:
