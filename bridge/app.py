@@ -148,8 +148,9 @@ class BridgeApp:
     async def handle(self, call: Call) -> None:
         """The server's handler: play the dialogue on `call`."""
         started = time.monotonic()
-        # lines the voice side logs on this call's behalf (syntheses, cache writes) carry its UUID too
-        structlog.contextvars.bind_contextvars(call=str(call.uuid))
+        # lines the voice side logs on this call's behalf (syntheses, cache writes) carry the call's UUID and
+        # peer like the call's own lines (this task's context: the call's other tasks copy it from here)
+        structlog.contextvars.bind_contextvars(call=str(call.uuid), peer=call.peer)
         tts = self.new_tts()
         conversation = None
         if self.llm is not None and self.dialogue.uses_llm:
