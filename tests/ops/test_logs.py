@@ -16,6 +16,7 @@ from ops.helpers import ServeProcess, clean_env, load_fragments
 from bridge.ops import logs
 from bridge.sim.caller import place_call
 from bridge.config import Settings
+from voice.config import secret_settings
 from voice.emulators.elevenlabs import Emulator, Knobs
 from voice.emulators.redis_server import RedisServer
 
@@ -172,12 +173,14 @@ def test_logs_follow_stderr_when_it_is_replaced(restore_logging, monkeypatch):
 def test_the_settings_line_shows_every_unset_secret_the_same_way(restore_logging):
     stream = io.StringIO()
     logs.configure_logging("info", "json", stream=stream)
+    secrets = [env for _, env in secret_settings(Settings)]
+    assert {"ELEVENLABS_API_KEY", "LLM_API_KEY", "STT_OPENAI_API_KEY"} <= set(secrets)
     structlog.get_logger().info("settings", **logs.settings_for_log(Settings.load({})))
     structlog.get_logger().info("settings", **logs.settings_for_log(Settings.load(
-        {"ELEVENLABS_API_KEY": API_KEY, "LLM_API_KEY": API_KEY[::-1]})))
+        {env: API_KEY if i % 2 else API_KEY[::-1] for i, env in enumerate(secrets)})))
     unset, given = [json.loads(line) for line in stream.getvalue().splitlines()]
-    assert unset["ELEVENLABS_API_KEY"] is None and unset["LLM_API_KEY"] is None
-    assert given["ELEVENLABS_API_KEY"] == "***" and given["LLM_API_KEY"] == "***"
+    assert {env: unset[env] for env in secrets} == dict.fromkeys(secrets, None)  # every key alike
+    assert {env: given[env] for env in secrets} == dict.fromkeys(secrets, "***")
     assert API_KEY not in stream.getvalue() and API_KEY[::-1] not in stream.getvalue()
 
 
