@@ -54,7 +54,7 @@ class BridgeConfig(SettingsPart):
         "BRIDGE_UUID_TIMEOUT", 5.0, "seconds a new connection has to send its UUID")
     queue_frames: Annotated[int, between(1, 500)] = setting(
         "BRIDGE_QUEUE_FRAMES", 4, "20 ms frames a call may queue ahead of the clock (small: barge-in cuts fast)")
-    dialogue_file: str = setting("DIALOGUE_FILE", "", "dialogue map (TOML); default: the sample")
+    dialogue_file: str = setting("DIALOGUE_FILE", "", "dialogue map (TOML); unset: the bundled sample")
     filler_names: CsvList = setting("FILLERS", ("filler_tak", "filler_aga"),
                                     "static fragments played while a synthesis is slow")
     filler_after_s: Annotated[float, between(0, 30)] = setting(
@@ -66,7 +66,7 @@ class BridgeConfig(SettingsPart):
     log_level: LogLevel = log_level_setting()
     log_format: LogFormat = log_format_setting()
     metrics_port: Port = setting("METRICS_PORT", 0, "Prometheus /metrics, /healthz, /readyz port; 0 = off")
-    metrics_host: str = setting("METRICS_HOST", "", "address the metrics port listens on; default: BRIDGE_HOST")
+    metrics_host: str = setting("METRICS_HOST", "", "address the metrics port listens on; unset: BRIDGE_HOST")
     workers: Annotated[int, between(1, 256)] = setting(
         "BRIDGE_WORKERS", 1, "processes sharing the AudioSocket port (SO_REUSEPORT), one core each; worker i "
         "serves metrics on METRICS_PORT + i")

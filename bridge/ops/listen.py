@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from bridge.config import BridgeConfig
 from voice.config import env_name
 
-__all__ = ["ListenError", "Where", "explain", "bridge_address", "metrics_address", "listen_sockets"]
+__all__ = ["ListenError", "Where", "bridge_address", "explain", "listen_sockets", "metrics_address"]
 
 Where = Sequence[tuple[str, object]]
 """The settings that chose an address, as (variable, value) pairs in the order an operator reads them."""

@@ -17,14 +17,16 @@ import signal
 import socket
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
-
 from ops.helpers import clean_env, get, port_open
+
 from bridge.app import serve
 from bridge.config import BridgeConfig, Settings
 from bridge.ops.listen import ListenError, listen_sockets, metrics_address
 from bridge.server import AudioSocketServer
+
 
 @contextlib.contextmanager
 def taken_port() -> Iterator[int]:
@@ -94,7 +96,7 @@ async def test_a_taken_metrics_port_is_found_before_the_audiosocket_port_opens()
 
 
 async def test_a_privileged_bridge_port_says_why():
-    privileged_start = int(open("/proc/sys/net/ipv4/ip_unprivileged_port_start").read())
+    privileged_start = int(Path("/proc/sys/net/ipv4/ip_unprivileged_port_start").read_text())
     if privileged_start <= 1:
         pytest.skip("this kernel lets every user bind every port")
     prefix: tuple[str, ...] = ()
