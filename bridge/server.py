@@ -35,6 +35,7 @@ from bridge.ops.listen import ListenError, bridge_address
 from bridge.ops.metrics import Metrics
 from bridge.protocol import FRAME_BYTES, SAMPLE_RATE
 from bridge.ops.workers import DUPLICATE_SIGNAL_S
+from voice.config import describe_default, help_with_default
 from voice.tasks import cancel_and_wait
 
 __all__ = [
@@ -341,7 +342,9 @@ async def serve_until_signalled(server: AudioSocketServer, config: BridgeConfig,
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     add_settings_flags(parser)
     parser.add_argument("--workers", dest="workers", metavar="N", default=None,
-                        help="same as --bridge-workers: N processes share the port (SO_REUSEPORT), one core each")
+                        help=help_with_default("same as --bridge-workers: N processes share the port (SO_REUSEPORT), "
+                                               "one core each", describe_default(BridgeConfig.model_fields["workers"]),
+                                               env="BRIDGE_WORKERS"))
     line_test = parser.add_mutually_exclusive_group()
     line_test.add_argument("--tone", type=parse_tone_hz, metavar="HZ", default=None,
                            help="play a test tone of HZ instead of the dialogue, e.g. 400 (below 4000, a multiple "
