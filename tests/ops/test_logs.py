@@ -18,6 +18,7 @@ from bridge.sim.caller import place_call
 from bridge.config import Settings
 from voice.config import secret_settings
 from voice.emulators.elevenlabs import Emulator, Knobs
+from voice.emulators.llm import LLMEmulator, LLMKnobs
 from voice.emulators.redis_server import RedisServer
 
 API_KEY = "sk_LEAKCHECK_0123456789abcdef"
@@ -221,7 +222,8 @@ start = "greeting"
 [vars]
 amount = "4321"
 [nodes.greeting]
-play = [ { static = "hello" }, { tts = "{amount}" }, { static = "no_such_fragment" }, { tts = "пока" },
+play = [ { static = "hello" }, { tts = "{amount}" }, { static = "no_such_fragment" },
+         { tts = "Эта фраза длиннее, чем эмулятор разрешает." }, { llm = "Скажи сумму {amount}" },
          { static = "goodbye" } ]
 hangup = true
 """
@@ -231,15 +233,17 @@ PROCESS_EVENTS = {"clock stats", "clock_stats", "signal received: shutting down"
 
 
 async def test_every_line_about_a_call_carries_call_and_peer(redis_url, tmp_path):
-    """One call through static fragments, a synthesis that fails, one that succeeds (and is cached) and a
-    missing fragment: every line from its start to its end names the call and the peer, the voice side's
+    """One call through static fragments, a synthesis that fails (too long for the emulator), one that
+    succeeds (and is cached), a missing fragment and an LLM answer over the TTS WebSocket: every line from its start to its end names the call and the peer, the voice side's
     lines (syntheses, cache writes) included."""
     await load_fragments(redis_url)
     dialogue = tmp_path / "dialogue.toml"
     dialogue.write_text(CALL_DIALOGUE)
-    async with Emulator(api_key=None, knobs=Knobs(fail_status=500, fail_count=1)) as emulator:
+    async with Emulator(api_key=None, knobs=Knobs(max_characters=30)) as emulator, \
+            LLMEmulator(knobs=LLMKnobs(answer="Сумма четыре тысячи.")) as llm:
         env = clean_env(REDIS_URL=redis_url, ELEVENLABS_API_KEY="any-key", ELEVENLABS_BASE_URL=emulator.url,
-                        DIALOGUE_FILE=str(dialogue), BRIDGE_PORT="0", LOG_LEVEL="debug", TTS_MAX_RETRIES="0")
+                        DIALOGUE_FILE=str(dialogue), BRIDGE_PORT="0", LOG_LEVEL="debug", TTS_MAX_RETRIES="0",
+                        LLM_BASE_URL=llm.url)
         async with ServeProcess(env) as serve:
             await serve.wait_for("preflight_done", 30)  # the start-up checks' lines are the process's, not the call's
             report = await place_call("127.0.0.1", serve.port, duration_s=None, max_wait_s=20)
@@ -252,6 +256,8 @@ async def test_every_line_about_a_call_carries_call_and_peer(redis_url, tmp_path
     assert serve.lines[start]["call"] == report.uuid and peer.startswith("127.0.0.1:")
     about_the_call = [line for line in serve.lines[start:end + 1] if line.get("event") not in PROCESS_EVENTS]
     seen = {line.get("event") for line in about_the_call}
-    assert {"synthesis_failed", "fragment_missing", "dialogue_ended"} <= seen, seen  # the voice side spoke
+    # the voice side spoke (syntheses, the LLM, the TTS WebSocket), and each kind of trouble happened
+    assert {"synthesis_failed", "synthesis_levelled", "llm_first_piece", "tts_ws_connected", "fragment_missing",
+            "dialogue_ended"} <= seen, seen
     unnamed = [line for line in about_the_call if line.get("call") != report.uuid or line.get("peer") != peer]
     assert not unnamed, unnamed
