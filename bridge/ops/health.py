@@ -127,6 +127,7 @@ class HealthServer:
             self._runner = None
         for sock in self.sockets:
             sock.close()
+        self.sockets = []
 
     async def __aenter__(self) -> HealthServer:
         await self.start()
@@ -137,7 +138,7 @@ class HealthServer:
 
     @property
     def port(self) -> int:
-        if not self.sockets or self.sockets[0].fileno() < 0:
+        if not self.sockets:
             raise RuntimeError("the health server is not started")
         return int(self.sockets[0].getsockname()[1])
 
