@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 
 import gc
+import socket
 import time
 from collections.abc import Callable
 from typing import Any
@@ -148,8 +149,9 @@ class BridgeApp:
     async def handle(self, call: Call) -> None:
         """The server's handler: play the dialogue on `call`."""
         started = time.monotonic()
-        # lines the voice side logs on this call's behalf (syntheses, cache writes) carry its UUID too
-        structlog.contextvars.bind_contextvars(call=str(call.uuid))
+        # lines the voice side logs on this call's behalf (syntheses, cache writes) carry the call's UUID and
+        # peer like the call's own lines (this task's context: the call's other tasks copy it from here)
+        structlog.contextvars.bind_contextvars(call=str(call.uuid), peer=call.peer)
         tts = self.new_tts()
         conversation = None
         if self.llm is not None and self.dialogue.uses_llm:
@@ -180,12 +182,18 @@ class BridgeApp:
 
 
 async def serve(settings: Settings, handler: Handler | None = None, *,
-                ready: Callable[[AudioSocketServer], None] | None = None, dialogue: Dialogue | None = None) -> int:
+                ready: Callable[[AudioSocketServer], None] | None = None, dialogue: Dialogue | None = None,
+                metrics_sockets: list[socket.socket] | None = None) -> int:
     """Serve until SIGTERM/SIGINT. Without a handler, every call plays `dialogue` (default: the configured one).
 
     With `METRICS_PORT` set, `/metrics`, `/healthz` and `/readyz` are served (`bridge.ops.health`) from before
     the first call until the last one has ended: `/readyz` answers 503 from the moment a stop signal
-    arrives, while calls finish their grace period.
+    arrives, while calls finish their grace period. `metrics_sockets`: the metrics port, already bound (the
+    supervisor of `serve --workers N` binds each worker's).
+
+    Every port is bound before any is started, and before the bridge says it is ready (the `listening` line,
+    `ready`, /readyz): a port that cannot be had raises `ListenError` naming its settings, and nothing of the
+    bridge was ever reachable.
     """
     register_settings_secrets(settings)
     log.info("settings", **settings_for_log(settings))
@@ -197,30 +205,36 @@ async def serve(settings: Settings, handler: Handler | None = None, *,
         await app.start()
         handler = app.handle
         log.info("dialogue", **app.describe())
-        # the same checks as `voice-bridge check`, logged as warnings: serve starts whatever they find
-        preflight = asyncio.create_task(preflight_at_start(settings, app.dialogue, cache=app.cache))
     server = AudioSocketServer(settings.bridge, handler, metrics=metrics)
     health = None
     if settings.bridge.metrics_port:
         from bridge.ops.health import HealthServer
 
-        health = HealthServer(server, metrics, settings, cache=app.cache if app is not None else None)
+        health = HealthServer(server, metrics, settings, cache=app.cache if app is not None else None,
+                              sockets=metrics_sockets)
     _freeze_startup_objects()
     server.gc_pauses.install()
     server.full_collections = FullCollectionPolicy()
     try:
+        await server.bind()
+        if health is not None:
+            health.bind()
+        if app is not None:
+            # the same checks as `voice-bridge check`, logged as warnings: serve starts whatever they find
+            preflight = asyncio.create_task(preflight_at_start(settings, app.dialogue, cache=app.cache))
         await server.start()
         try:
             if health is not None:
                 await health.start()
             await serve_until_signalled(server, settings.bridge, ready)
         finally:
-            if server.accepting:  # failed before the orderly stop (e.g. the metrics port is taken)
+            if server.accepting:  # failed before the orderly stop
                 await server.stop(0)
-            if health is not None:
-                await health.stop()
     finally:
         server.gc_pauses.remove()
+        server.unbind()
+        if health is not None:
+            await health.stop()
         await cancel_and_wait(preflight)
         if app is not None:
             await app.aclose()

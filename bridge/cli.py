@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.metadata
 import sys
+import textwrap
 from collections.abc import Mapping, Sequence
 
 from bridge.config import Settings
@@ -17,7 +19,7 @@ from bridge.ops.logs import configure_logging, mask, register_environment_secret
 from voice.config import ConfigError, LogSettings, read_environment, secret_settings
 
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
-    "serve": ("bridge.server", "run the AudioSocket server"),
+    "serve": ("bridge.server", "answer Asterisk calls (AudioSocket) with the dialogue"),
     "check": ("bridge.check_cmd", "preflight: check Redis, the TTS key, the fragments, the LLM/STT with serve's settings"),
     "load-audio": ("voice.load_static_audio", "load WAV files as static fragments static:<file stem>"),
     "call": ("bridge.sim.caller", "place one simulated Asterisk AudioSocket call and report its timing"),
@@ -38,8 +40,33 @@ WELL_KNOWN_SECRETS = ("ELEVENLABS_API_KEY", "LLM_API_KEY")
 """Masked in logs even before (or without) a settings class declaring them."""
 
 
+DESCRIPTION = """\
+voice-bridge answers Asterisk calls over AudioSocket and plays each caller a
+dialogue: recorded fragments from Redis, with speech synthesized by ElevenLabs
+for the parts that change.
+
+most used:
+  voice-bridge demo            try it: two calls, nothing to set up
+  voice-bridge load-audio DIR  store your recordings in Redis as fragments
+  voice-bridge check           check settings, Redis, the API key, the fragments
+  voice-bridge serve           answer calls (dialplan: docs/asterisk.md)
+
+`voice-bridge COMMAND --help` shows a command's options and settings."""
+"""The top-level --help: what voice-bridge is, in one sentence, and the commands most used."""
+
+
+def version() -> str:
+    """The installed package's version (its metadata), or `unknown` when run from a tree not installed."""
+    try:
+        return importlib.metadata.version("voice-bridge")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="voice-bridge", description=__doc__.splitlines()[0], epilog=LOGGING_HELP)
+    parser = argparse.ArgumentParser(prog="voice-bridge", description=DESCRIPTION, epilog=textwrap.fill(LOGGING_HELP),
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, (module_name, summary) in SUBCOMMANDS.items():
         p = sub.add_parser(name, help=summary, description=summary, epilog=LOGGING_HELP)

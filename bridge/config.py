@@ -57,7 +57,7 @@ class BridgeConfig(SettingsPart):
         "BRIDGE_UUID_TIMEOUT", 5.0, "seconds a new connection has to send its UUID")
     queue_frames: Annotated[int, between(1, 500)] = setting(
         "BRIDGE_QUEUE_FRAMES", 4, "20 ms frames a call may queue ahead of the clock (small: barge-in cuts fast)")
-    dialogue_file: str = setting("DIALOGUE_FILE", "", "dialogue map (TOML); default: the sample")
+    dialogue_file: str = setting("DIALOGUE_FILE", "", "dialogue map (TOML); unset: the bundled sample")
     filler_names: CsvList = setting("FILLERS", ("filler_tak", "filler_aga"),
                                     "static fragments played while a synthesis is slow")
     filler_after_s: Annotated[float, between(0, 30)] = setting(

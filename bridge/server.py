@@ -21,6 +21,7 @@ import gc
 import itertools
 import math
 import signal
+import socket
 import sys
 from collections.abc import Awaitable, Callable, Coroutine
 from fractions import Fraction
@@ -30,11 +31,13 @@ import structlog
 
 from bridge.call import Call, CallHost
 from bridge.clock import MediaClock
-from bridge.config import BridgeConfig, add_settings_flags, settings_from_args
+from bridge.config import BridgeConfig, Settings, add_settings_flags, settings_from_args
 from bridge.ops.gc import FullCollectionPolicy, GcPauses
+from bridge.ops.listen import ListenError, bridge_address
 from bridge.ops.metrics import Metrics
 from bridge.ops.workers import DUPLICATE_SIGNAL_S
 from bridge.protocol import FRAME_BYTES, SAMPLE_RATE
+from voice.config import describe_default, help_with_default
 from voice.tasks import cancel_and_wait
 
 __all__ = [
@@ -175,20 +178,48 @@ class AudioSocketServer(CallHost):
     async def __aexit__(self, *exc: object) -> None:
         await self.stop(0)
 
-    async def start(self) -> None:
+    async def bind(self) -> None:
+        """Bind the AudioSocket port without taking connections yet (a connect is refused until `start`).
+
+        `serve` binds every port first and starts none until all are bound: a failure leaves no half-started
+        bridge behind. Raises `ListenError` naming BRIDGE_HOST and BRIDGE_PORT.
+        """
+        if self._server is not None:
+            return
         loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(
-            lambda: Call(self),
-            self.config.host,
-            self.config.port,
-            backlog=max(128, min(self.config.max_calls, 4096)),
-            reuse_address=True,
-            reuse_port=self.config.workers > 1 or None,  # `serve --workers N`: N processes, one port
-        )
+        try:
+            self._server = await loop.create_server(
+                lambda: Call(self),
+                self.config.host,
+                self.config.port,
+                backlog=max(128, min(self.config.max_calls, 4096)),
+                reuse_address=True,
+                reuse_port=self.config.workers > 1 or None,  # `serve --workers N`: N processes, one port
+                start_serving=False,
+            )
+        except OSError as exc:
+            raise ListenError(bridge_address(self.config), self.config.port, exc) from None
+
+    async def start(self) -> None:
+        """Take calls (binding first when `bind` was not called); logs `listening`."""
+        await self.bind()
+        assert self._server is not None
+        try:
+            await self._server.start_serving()  # listen(2): a second program may have bound the port meanwhile
+        except OSError as exc:
+            self.unbind()
+            raise ListenError(bridge_address(self.config), self.config.port, exc) from None
         self._accepting = True
+        loop = asyncio.get_running_loop()
         log.info("listening", host=self.config.host, port=self.port, max_calls=self.config.max_calls,
                  max_pending=self.max_pending,
                  loop=type(loop).__module__.split(".")[0])
+
+    def unbind(self) -> None:
+        """Close the port of a server that never started (start-up failed after `bind`)."""
+        if self._server is not None and not self._accepting:
+            self._server.close()
+            self._server = None
 
     @property
     def port(self) -> int:
@@ -368,7 +399,9 @@ async def serve_until_signalled(server: AudioSocketServer, config: BridgeConfig,
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     add_settings_flags(parser)
     parser.add_argument("--workers", dest="workers", metavar="N", default=None,
-                        help="same as --bridge-workers: N processes share the port (SO_REUSEPORT), one core each")
+                        help=help_with_default("same as --bridge-workers: N processes share the port (SO_REUSEPORT), "
+                                               "one core each", describe_default(BridgeConfig.model_fields["workers"]),
+                                               env="BRIDGE_WORKERS"))
     line_test = parser.add_mutually_exclusive_group()
     line_test.add_argument("--tone", type=parse_tone_hz, metavar="HZ", default=None,
                            help="play a test tone of HZ instead of the dialogue, e.g. 400 (below 4000, a multiple "
@@ -396,10 +429,24 @@ def run(args: argparse.Namespace) -> int:
         if settings.bridge.workers > 1:
             from bridge.ops.workers import Supervisor
 
-            return Supervisor(settings, settings.bridge.workers,
-                              lambda worker: run_event_loop(serve(worker, handler, dialogue=dialogue))).run()
+            def work(worker: Settings, metrics_sockets: list[socket.socket]) -> int:
+                try:
+                    return run_event_loop(serve(worker, handler, dialogue=dialogue, metrics_sockets=metrics_sockets))
+                except ListenError as exc:  # status 2: the supervisor stops instead of restarting the worker
+                    return _cannot_listen(exc)
+
+            return Supervisor(settings, settings.bridge.workers, work).run()
         return run_event_loop(serve(settings, handler, dialogue=dialogue))
-    except OSError as exc:  # e.g. the port is taken
-        log.error("cannot serve", error=str(exc), host=settings.bridge.host, port=settings.bridge.port)
+    except ListenError as exc:
+        return _cannot_listen(exc)
+    except OSError as exc:
+        log.error("cannot_serve", error=str(exc), host=settings.bridge.host, port=settings.bridge.port)
         print(f"voice-bridge serve: {exc}", file=sys.stderr)
         return 1
+
+
+def _cannot_listen(exc: ListenError) -> int:
+    """A port that cannot be had is a configuration error: one line naming the settings, exit status 2."""
+    log.error("cannot_listen", **exc.log_fields())
+    print(f"voice-bridge serve: {exc}", file=sys.stderr)
+    return 2

@@ -27,7 +27,7 @@ import functools
 import json
 import os
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from contextvars import ContextVar
 from typing import Annotated, Any, Self, TypeVar, cast
 from urllib.parse import parse_qs, urlsplit, urlunsplit
@@ -433,17 +433,22 @@ def _problem(error: ErrorDetails, field: FieldInfo | None) -> str:
 # --- command-line flags ----------------------------------------------------------------------------------
 
 
-def add_flags(parser: argparse.ArgumentParser, cls: type[BaseModel]) -> None:
-    """Add one `--flag` per setting of `cls` (named after its variable), defaulting to None = environment."""
+def add_flags(parser: argparse.ArgumentParser, cls: type[BaseModel], only: Collection[str] | None = None) -> None:
+    """Add one `--flag` per setting of `cls` (named after its variable), defaulting to None = environment.
+
+    `only`: the variables to offer (a tool that uses a few settings of a part lists only those).
+    """
     group = parser.add_argument_group(f"{cls.__name__} (each flag overrides its environment variable)")
     for name, field in cls.model_fields.items():
         env = env_name(name, field)
+        if only is not None and env not in only:
+            continue
         group.add_argument(
             "--" + env.lower().replace("_", "-"),
             dest=name,
             default=None,
             metavar=env,
-            help=f"{field.description} [env {env}; default {describe_default(field)}]".replace("%", "%%"),
+            help=help_with_default(field.description or "", describe_default(field), env=env),
         )
 
 
@@ -452,12 +457,45 @@ def flag_overrides(args: argparse.Namespace, cls: type[BaseModel]) -> dict[str, 
     return {name: getattr(args, name) for name in cls.model_fields if getattr(args, name, None) is not None}
 
 
+def help_with_default(text: str, default: object, *, env: str | None = None) -> str:
+    """The one notation of every `--help` for a default: `TEXT [default X]`, or `TEXT [env VAR; default X]`
+    for an option an environment variable also sets. `default` is shown as it would be written
+    (`show_value`); a str is taken as already written (e.g. `unset`, `a random one`). Safe for argparse's
+    %-formatting."""
+    shown = default if isinstance(default, str) else show_value(default)
+    where = f"env {env}; " if env else ""
+    return f"{text} [{where}default {shown}]".replace("%", "%%")
+
+
+def add_option(parser: argparse.ArgumentParser | argparse._ArgumentGroup, *flags: str, default: Any,
+               help: str, env: str | None = None, **kwargs: Any) -> argparse.Action:
+    """`parser.add_argument` with the default stated once: given to argparse and shown by `help_with_default`."""
+    return parser.add_argument(*flags, default=default, help=help_with_default(help, default, env=env), **kwargs)
+
+
+def show_value(value: object) -> str:
+    """A value as an operator would write it in the environment or on the command line: `unset` for
+    nothing, true/false, comma-separated lists, JSON objects, whole floats without `.0`."""
+    if value is None or value == "":
+        return "unset"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float) and value.is_integer() and abs(value) < 1e15:
+        return str(int(value))
+    if isinstance(value, (tuple, list)):
+        return ",".join(show_value(item) for item in value)
+    if isinstance(value, dict):
+        return json.dumps(value, ensure_ascii=False)
+    return str(value)
+
+
 def describe_default(field: FieldInfo) -> str:
-    """How `--help` shows a default: a secret's never, an empty one as `unset`."""
-    if is_secret(field):
-        return "(secret)"
+    """How `--help` shows a setting's default: a secret's never (`unset` when it has none), an empty one as
+    `unset`."""
     default = field.get_default(call_default_factory=True)
-    return "unset" if default == "" else repr(default)
+    if is_secret(field):
+        return "unset" if not default.get_secret_value() else "(secret)"
+    return show_value(default)
 
 
 # --- logging settings (every subcommand) -----------------------------------------------------------------
@@ -595,7 +633,7 @@ __all__ = [
     "ConfigError", "EnvSettings", "SettingsPart", "LogSettings", "CacheConfig", "TTSConfig", "LLMConfig",
     "setting", "load", "add_flags", "flag_overrides", "env_names", "env_name", "is_secret", "secret_settings",
     "safe_url",
-    "config_error", "read_environment", "describe_default", "Port", "NonEmpty", "HttpUrl", "RedisUrl",
+    "config_error", "read_environment", "describe_default", "help_with_default", "show_value", "add_option", "Port", "NonEmpty", "HttpUrl", "RedisUrl",
     "LogLevel", "LogFormat", "between", "one_of", "url", "PCM_RATES", "G711_FORMATS",
     "OUTPUT_FORMATS", "DEFAULT_SYSTEM_PROMPT", "ENV_FILE",
 ]

@@ -25,13 +25,17 @@ from voice.config import CacheConfig, add_flags, flag_overrides, load
 from voice.domain.interfaces.cache import AbstractCache
 from voice.keys import static_key
 
+LOADING_SETTINGS = ("REDIS_URL", "REDIS_SOCKET_TIMEOUT", "REDIS_CONNECT_TIMEOUT", "AUDIO_NORMALIZE",
+                    "AUDIO_TARGET_DBFS")
+"""The settings loading uses, offered as flags (the cache's others, TTLs, pool size, breaker, concern serve)."""
+
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("paths", nargs="+", metavar="PATH",
                         help="audio files (WAV, FLAC, OGG/Vorbis, ...), or directories of them")
     parser.add_argument("--dry-run", action="store_true", help="read and convert only; write nothing to Redis")
     parser.add_argument("--chunk-ms", type=int, default=20, metavar="MS", help="chunk length in ms [default 20]")
-    add_flags(parser, CacheConfig)
+    add_flags(parser, CacheConfig, only=LOADING_SETTINGS)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import time
 from typing import Any
 from urllib.parse import urlsplit
@@ -27,6 +28,7 @@ from aiohttp import web
 from prometheus_client.exposition import choose_encoder
 
 from bridge.config import Settings
+from bridge.ops.listen import listen_sockets, metrics_address
 from bridge.ops.metrics import Metrics
 from voice.cache import safe_url
 from voice.domain.interfaces.cache import AbstractCache
@@ -80,6 +82,7 @@ class HealthServer:
         host: str | None = None,
         port: int | None = None,
         check_tts: bool = True,
+        sockets: list[socket.socket] | None = None,
     ) -> None:
         self.server = server
         self.metrics = metrics
@@ -90,9 +93,22 @@ class HealthServer:
         self.check_tts = check_tts
         self.started_at = time.monotonic()
         self._runner: web.AppRunner | None = None
-        self._site: web.TCPSite | None = None
+        self.sockets: list[socket.socket] = list(sockets or [])
+        """Listening sockets: bound by `bind` (or given, e.g. by the supervisor of `serve --workers N`)."""
+        self._where = (metrics_address(settings.bridge) if host is None and port is None
+                       else [("metrics host", self.host), ("metrics port", self.requested_port)])
+
+    def bind(self) -> None:
+        """Bind the metrics port (not answering yet: a scrape waits until `start`).
+
+        Raises `ListenError` naming METRICS_HOST (or BRIDGE_HOST) and METRICS_PORT.
+        """
+        if not self.sockets:
+            self.sockets = listen_sockets(self.host, self.requested_port, self._where)
 
     async def start(self) -> None:
+        """Answer on the metrics port (binding it first when `bind` was not called)."""
+        self.bind()
         app = web.Application()
         app.add_routes([
             web.get("/metrics", self._metrics),
@@ -101,19 +117,17 @@ class HealthServer:
         ])
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=1.0)
         await self._runner.setup()
-        self._site = web.TCPSite(self._runner, self.host, self.requested_port, reuse_address=True)
-        try:
-            await self._site.start()
-        except OSError:
-            await self._runner.cleanup()
-            self._runner = None
-            raise
+        for sock in self.sockets:
+            await web.SockSite(self._runner, sock).start()
         log.info("metrics_listening", url=self.url, paths=["/metrics", "/healthz", "/readyz"])
 
     async def stop(self) -> None:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+        for sock in self.sockets:
+            sock.close()
+        self.sockets = []
 
     async def __aenter__(self) -> HealthServer:
         await self.start()
@@ -124,10 +138,9 @@ class HealthServer:
 
     @property
     def port(self) -> int:
-        addresses = self._runner.addresses if self._runner is not None else []
-        if not addresses:
+        if not self.sockets:
             raise RuntimeError("the health server is not started")
-        return addresses[0][1]
+        return int(self.sockets[0].getsockname()[1])
 
     @property
     def url(self) -> str:

@@ -34,6 +34,7 @@ from collections.abc import Callable
 import structlog
 
 from bridge.config import Settings
+from bridge.ops.listen import ListenError, bridge_address, listen_sockets, metrics_address
 from bridge.ops.logs import configure_logging
 
 __all__ = ["Supervisor", "reserve_port", "LineAtATime", "DUPLICATE_SIGNAL_S"]
@@ -113,9 +114,13 @@ class _Worker:
 
 
 class Supervisor:
-    """Starts `count` workers running `work(settings)` (in forked processes) and looks after them."""
+    """Starts `count` workers running `work(settings, metrics_sockets)` (in forked processes) and looks after
+    them. Every port is bound before the first worker starts: the AudioSocket port (reserved) and, with
+    METRICS_PORT set, each worker's metrics port, held here and inherited by the worker (a restarted worker
+    finds its port waiting). A port that cannot be had raises `ListenError` naming its settings."""
 
-    def __init__(self, settings: Settings, count: int, work: Callable[[Settings], int]) -> None:
+    def __init__(self, settings: Settings, count: int,
+                 work: Callable[[Settings, list[socket.socket]], int]) -> None:
         if count < 2:
             raise ValueError(f"a supervisor is for 2 workers or more, got {count}")
         self.settings = settings
@@ -129,6 +134,8 @@ class Supervisor:
         self._restart_at: dict[int, float] = {}
         """worker index -> when to start it again"""
         self._mask: set[signal.Signals] = set()
+        self.metrics_sockets: dict[int, list[socket.socket]] = {}
+        """worker index -> its metrics port's listening sockets (empty without METRICS_PORT)"""
 
     def worker_settings(self, index: int, port: int) -> Settings:
         """Worker `index`'s settings: the reserved port; its own metrics port (METRICS_PORT + index)."""
@@ -139,8 +146,16 @@ class Supervisor:
 
     def run(self) -> int:
         bridge = self.settings.bridge
-        reserved = reserve_port(bridge.host, bridge.port)
+        try:
+            reserved = reserve_port(bridge.host, bridge.port)
+        except OSError as exc:
+            raise ListenError(bridge_address(bridge), bridge.port, exc) from None
         self.port = reserved.getsockname()[1]
+        try:
+            self._bind_metrics()
+        except BaseException:
+            reserved.close()
+            raise
         self._mask = signal.pthread_sigmask(signal.SIG_BLOCK, _SIGNALS)
         try:
             for index in range(self.count):
@@ -161,6 +176,7 @@ class Supervisor:
             raise
         finally:
             reserved.close()
+            self._close_metrics()
         # The signals stay blocked until this process exits: a stop signal that arrives while it winds down
         # (systemd and terminals signal every process; an operator may repeat it) is the request already
         # carried out, and must not kill the supervisor with the default action and a -15 exit status.
@@ -168,6 +184,28 @@ class Supervisor:
         return self.exit_code
 
     # --- the workers ---------------------------------------------------------------------------------
+
+    def _bind_metrics(self) -> None:
+        """Each worker's metrics port (METRICS_PORT + index), bound here before any worker starts."""
+        bridge = self.settings.bridge
+        if not bridge.metrics_port:
+            return
+        host = bridge.metrics_host or bridge.host
+        try:
+            for index in range(self.count):
+                self.metrics_sockets[index] = listen_sockets(host, bridge.metrics_port + index,
+                                                             metrics_address(bridge, index))
+        except BaseException:
+            self._close_metrics()
+            raise
+
+    def _close_metrics(self, keep: int | None = None) -> None:
+        """Close the metrics sockets (a worker: all but its own, `keep`)."""
+        for index, sockets in list(self.metrics_sockets.items()):
+            if index != keep:
+                for sock in sockets:
+                    sock.close()
+                del self.metrics_sockets[index]
 
     def _spawn(self, index: int) -> None:
         sys.stdout.flush()
@@ -182,7 +220,8 @@ class Supervisor:
                 # the workers' lines never interleave mid-line on the shared stderr.
                 configure_logging(self.settings.bridge.log_level, self.settings.bridge.log_format, LineAtATime())
                 structlog.contextvars.bind_contextvars(worker=index, pid=os.getpid())
-                code = self.work(self.worker_settings(index, self.port))
+                self._close_metrics(keep=index)
+                code = self.work(self.worker_settings(index, self.port), self.metrics_sockets.get(index, []))
             except KeyboardInterrupt:
                 code = 130
             except BaseException as exc:  # noqa: BLE001 - reported, then this process ends

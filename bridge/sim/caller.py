@@ -589,12 +589,12 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--duration", type=_seconds, default=5.0, metavar="S",
                         help="seconds before the caller hangs up; 0 = wait for the server to hang up [default 5]")
     parser.add_argument("--uuid", type=_uuid, default=None,
-                        help="call UUID, e.g. 0b4e8a5c-1f0e-4c1e-9a6d-3c2b1a0f9e8d [default: a random one]")
+                        help="call UUID, e.g. 0b4e8a5c-1f0e-4c1e-9a6d-3c2b1a0f9e8d [default a random one]")
     parser.add_argument("--dtmf", type=parse_dtmf, default=[], metavar="S:D,...",
                         help="digits pressed at given seconds after the UUID, e.g. 1.5:5,3:#")
     parser.add_argument("--speech-at", type=_seconds, default=None, metavar="S",
-                        help="the caller starts speaking (speech-like noise) at S seconds, e.g. for barge-in "
-                             "[default: it does not speak]")
+                        help="the caller starts speaking (speech-like noise) at S seconds, e.g. for barge-in; "
+                             "unset: it does not speak")
     parser.add_argument("--speech-for", type=_seconds, default=1.0, metavar="S",
                         help="how long the caller speaks [default 1]")
     parser.add_argument("--say", type=parse_say, action="append", default=[], metavar="TEXT@S",

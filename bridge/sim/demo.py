@@ -42,7 +42,7 @@ from bridge.ops.metrics import Metrics
 from bridge.app import BridgeApp
 from bridge.server import AudioSocketServer, run_event_loop
 from voice.cache import RedisCacheManager
-from voice.config import ConfigError, TTSConfig, load
+from voice.config import ConfigError, TTSConfig, add_option, load
 from voice.emulators.elevenlabs import DEFAULT_API_KEY, DEFAULT_VOICES, Emulator, Knobs
 from voice.emulators.tone_code import duration_s as emulator_duration_s
 from voice.keys import call_vars_key, static_key, tts_key
@@ -415,19 +415,20 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         "ELEVENLABS_OUTPUT_FORMAT and TTS_*; LOG_LEVEL (default warning here) and LOG_FORMAT for the logs "
         "on stderr."
     )
-    parser.add_argument("--out", type=Path, default=Path(DEFAULT_OUT), metavar="WAV",
-                        help="record the first call here; the second goes to <name>-cached.wav; the folder "
-                             "must exist [default: %(default)s in the current directory, ignored by git]")
+    add_option(parser, "--out", type=Path, default=Path(DEFAULT_OUT), metavar="WAV",
+                        help=("record the first call here; the second goes to <name>-cached.wav; the "
+                                               "folder must exist (the default, in the current directory, is "
+                                               "ignored by git)"))
     parser.add_argument("--live", action="store_true",
                         help="speak with the real ElevenLabs service instead of the emulator (needs "
                              "ELEVENLABS_API_KEY; uses a few dozen characters of your quota)")
     parser.add_argument("--var", dest="variables", type=_variable, action="append", default=[],
                         metavar="NAME=VALUE",
                         help="a call variable, stored at call:<uuid> as an upstream system would "
-                             "(e.g. --var amount=9900; default: the dialogue's own values)")
-    parser.add_argument("--emulator-ttfb-ms", type=float, default=250.0, metavar="MS",
-                        help="the emulator waits this long before its first audio byte, about what the real "
-                             "service takes [default: %(default)s]")
+                             "(e.g. --var amount=9900); unset: the dialogue's own values")
+    add_option(parser, "--emulator-ttfb-ms", type=float, default=250.0, metavar="MS",
+                        help=("the emulator waits this long before its first audio byte, about what "
+                                               "the real service takes"))
     parser.add_argument("--json-report", type=Path, default=None, metavar="FILE",
                         help="also write both calls' reports as JSON to FILE")
 

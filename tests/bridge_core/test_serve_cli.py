@@ -90,7 +90,7 @@ async def test_serve_reports_a_port_in_use():
             sys.executable, "-m", "bridge", "serve", "--bridge-port", str(first.port), "--log-format", "json",
             stderr=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.DEVNULL)
         _, err = await asyncio.wait_for(proc.communicate(), 30)
-        assert proc.returncode == 1 and b"cannot serve" in err
+        assert proc.returncode == 2 and f"BRIDGE_PORT={first.port}: port {first.port} is in use".encode() in err
 
 
 async def test_bench_runs_end_to_end_at_small_size():

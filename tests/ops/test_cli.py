@@ -3,15 +3,19 @@ names the setting and the problem (without echoing a secret)."""
 
 from __future__ import annotations
 
+import argparse
+import importlib.metadata
 import logging
+import re
+from pathlib import Path
 
 import pytest
 import structlog
 
-from bridge.ops import logs
-from bridge.cli import SUBCOMMANDS, main
+from bridge.cli import SUBCOMMANDS, build_parser, main
 from bridge.config import PARTS
-from voice.config import env_name
+from bridge.ops import logs
+from voice.config import env_name, help_with_default, show_value
 
 
 @pytest.fixture(autouse=True)
@@ -50,7 +54,7 @@ def test_serve_help_lists_every_setting_with_its_default(capsys):
             assert f"env {env};" in text, env
             assert field.description.split(";")[0] in text, env
     assert "METRICS_PORT" in text and "METRICS_HOST" in text
-    assert "default (secret)" in text  # the API key's default is never printed
+    assert "[env ELEVENLABS_API_KEY; default unset]" in text  # a key has no default, and none is printed
 
 
 @pytest.mark.parametrize("command, settings", [
@@ -110,3 +114,72 @@ def test_demo_live_without_a_key_names_the_key(monkeypatch, capsys, tmp_path):
     assert main(["demo", "--live", "--out", str(tmp_path / "x.wav")]) == 2
     assert "configuration error: ELEVENLABS_API_KEY: --live" in capsys.readouterr().err
     assert not (tmp_path / "x.wav").exists()
+
+
+def test_version_is_the_package_version(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--version"])
+    assert exit_info.value.code == 0
+    assert capsys.readouterr().out.strip() == f"voice-bridge {importlib.metadata.version('voice-bridge')}"
+
+
+def test_the_top_level_help_says_what_voice_bridge_is_and_the_commands_most_used(capsys):
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    text = capsys.readouterr().out
+    intro = " ".join(text.split("\n\n")[1].split())
+    assert intro.startswith("voice-bridge answers Asterisk calls") and "ElevenLabs" in intro
+    for command in ("demo", "load-audio DIR", "check", "serve"):
+        assert f"\n  voice-bridge {command} " in text, command
+    assert "one subcommand per module" not in text  # not the module's docstring
+    assert max(len(line) for line in text.splitlines()) <= 80
+
+
+def test_load_audio_help_lists_only_the_settings_loading_uses(capsys):
+    text = help_of("load-audio", capsys)
+    offered = set(re.findall(r"\[env ([A-Z_]+);", text))
+    assert offered == {"REDIS_URL", "REDIS_SOCKET_TIMEOUT", "REDIS_CONNECT_TIMEOUT", "AUDIO_NORMALIZE",
+                       "AUDIO_TARGET_DBFS"}
+    for unused in ("TTS_CACHE_TTL", "STATIC_MEMO_TTL", "REDIS_BREAKER_COOLOFF", "REDIS_MAX_CONNECTIONS"):
+        assert unused not in text, unused
+    with pytest.raises(SystemExit):  # and the flag is gone, not only its help
+        main(["load-audio", "--tts-cache-ttl", "5", "."])
+
+
+DEFAULT_NOTE = re.compile(r"\[(?:env (?P<env>[A-Z0-9_]+); )?default (?P<shown>[^\[\]]+)\]$")
+
+
+def _actions(command: str) -> list[tuple[argparse.Action, str]]:
+    """Every option of `command` with its help as `--help` prints it (argparse's %-expansion done)."""
+    parser = build_parser(only=command)
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices[command]
+    formatter = sub._get_formatter()
+    return [(action, " ".join(formatter._expand_help(action).split())) for action in sub._actions
+            if action.help not in (None, argparse.SUPPRESS) and action.option_strings
+            and not isinstance(action, (argparse._HelpAction, argparse._VersionAction))]
+
+
+@pytest.mark.parametrize("command", list(SUBCOMMANDS))
+def test_every_help_shows_defaults_in_one_notation(command):
+    """`[default X]`, or `[env VAR; default X]` for what a variable also sets; no `(default ...)`,
+    `default: ...` or bare `[X]`. Every option with a default shows it, and shows the real one."""
+    for action, text in _actions(command):
+        name = action.option_strings[-1]
+        note = DEFAULT_NOTE.search(text)
+        assert not re.search(r"\(default|default:|\[default [a-z]+:", text), (name, text)
+        rest = DEFAULT_NOTE.sub("", text)
+        assert not re.search(r"\[[^\]]*\]$", rest.strip()), (name, text)  # no other trailing bracket
+        if action.nargs == 0:  # a switch: off unless given, nothing to show
+            assert note is None, (name, text)
+            continue
+        if action.default not in (None, "", []):
+            assert note is not None, (name, text)
+            assert note["shown"] == show_value(action.default), (name, text, action.default)
+        if note is not None and note["env"] is None and action.default is None:
+            assert note["shown"] != "unset", (name, text)  # "unset" names a variable's state
+
+
+def test_a_default_is_shown_as_it_would_be_written():
+    assert [show_value(v) for v in (5.0, 0.25, 2592000, True, ("a", "b"), {}, "", None, Path("x.wav"))] == \
+        ["5", "0.25", "2592000", "true", "a,b", "{}", "unset", "unset", "x.wav"]
+    assert help_with_default("100% loud", 3) == "100%% loud [default 3]"  # argparse halves the %%

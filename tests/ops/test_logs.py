@@ -16,7 +16,9 @@ from ops.helpers import ServeProcess, clean_env, load_fragments
 from bridge.ops import logs
 from bridge.sim.caller import place_call
 from bridge.config import Settings
-from voice.emulators.elevenlabs import Emulator
+from voice.config import secret_settings
+from voice.emulators.elevenlabs import Emulator, Knobs
+from voice.emulators.llm import LLMEmulator, LLMKnobs
 from voice.emulators.redis_server import RedisServer
 
 API_KEY = "sk_LEAKCHECK_0123456789abcdef"
@@ -172,12 +174,14 @@ def test_logs_follow_stderr_when_it_is_replaced(restore_logging, monkeypatch):
 def test_the_settings_line_shows_every_unset_secret_the_same_way(restore_logging):
     stream = io.StringIO()
     logs.configure_logging("info", "json", stream=stream)
+    secrets = [env for _, env in secret_settings(Settings)]
+    assert {"ELEVENLABS_API_KEY", "LLM_API_KEY", "STT_OPENAI_API_KEY"} <= set(secrets)
     structlog.get_logger().info("settings", **logs.settings_for_log(Settings.load({})))
     structlog.get_logger().info("settings", **logs.settings_for_log(Settings.load(
-        {"ELEVENLABS_API_KEY": API_KEY, "LLM_API_KEY": API_KEY[::-1]})))
+        {env: API_KEY if i % 2 else API_KEY[::-1] for i, env in enumerate(secrets)})))
     unset, given = [json.loads(line) for line in stream.getvalue().splitlines()]
-    assert unset["ELEVENLABS_API_KEY"] is None and unset["LLM_API_KEY"] is None
-    assert given["ELEVENLABS_API_KEY"] == "***" and given["LLM_API_KEY"] == "***"
+    assert {env: unset[env] for env in secrets} == dict.fromkeys(secrets, None)  # every key alike
+    assert {env: given[env] for env in secrets} == dict.fromkeys(secrets, "***")
     assert API_KEY not in stream.getvalue() and API_KEY[::-1] not in stream.getvalue()
 
 
@@ -211,3 +215,49 @@ def test_the_cli_configures_logging_once_with_a_subcommand_default(restore_loggi
     structlog.get_logger().debug("flagged")
     events = [json.loads(line)["event"] for line in capsys.readouterr().err.splitlines()]
     assert events == ["shown", "asked_for", "flagged"]
+
+
+CALL_DIALOGUE = """
+start = "greeting"
+[vars]
+amount = "4321"
+[nodes.greeting]
+play = [ { static = "hello" }, { tts = "{amount}" }, { static = "no_such_fragment" },
+         { tts = "Эта фраза длиннее, чем эмулятор разрешает." }, { llm = "Скажи сумму {amount}" },
+         { static = "goodbye" } ]
+hangup = true
+"""
+PROCESS_EVENTS = {"clock stats", "clock_stats", "signal received: shutting down", "signal_received", "stopping",
+                  "stopped", "metrics_listening"}
+"""Lines about the process, not a call, that may fall between a call's first and last line."""
+
+
+async def test_every_line_about_a_call_carries_call_and_peer(redis_url, tmp_path):
+    """One call through static fragments, a synthesis that fails (too long for the emulator), one that
+    succeeds (and is cached), a missing fragment and an LLM answer over the TTS WebSocket: every line from its start to its end names the call and the peer, the voice side's
+    lines (syntheses, cache writes) included."""
+    await load_fragments(redis_url)
+    dialogue = tmp_path / "dialogue.toml"
+    dialogue.write_text(CALL_DIALOGUE)
+    async with Emulator(api_key=None, knobs=Knobs(max_characters=30)) as emulator, \
+            LLMEmulator(knobs=LLMKnobs(answer="Сумма четыре тысячи.")) as llm:
+        env = clean_env(REDIS_URL=redis_url, ELEVENLABS_API_KEY="any-key", ELEVENLABS_BASE_URL=emulator.url,
+                        DIALOGUE_FILE=str(dialogue), BRIDGE_PORT="0", LOG_LEVEL="debug", TTS_MAX_RETRIES="0",
+                        LLM_BASE_URL=llm.url)
+        async with ServeProcess(env) as serve:
+            await serve.wait_for("preflight_done", 30)  # the start-up checks' lines are the process's, not the call's
+            report = await place_call("127.0.0.1", serve.port, duration_s=None, max_wait_s=20)
+            assert await serve.stop() == 0
+    assert report.hangup == "server"
+    events = [line.get("event") for line in serve.lines]
+    start = next(i for i, e in enumerate(events) if e in ("call started", "call_started"))
+    end = max(i for i, e in enumerate(events) if e in ("call ended", "call_ended", "dialogue_ended"))
+    peer = serve.lines[start]["peer"]
+    assert serve.lines[start]["call"] == report.uuid and peer.startswith("127.0.0.1:")
+    about_the_call = [line for line in serve.lines[start:end + 1] if line.get("event") not in PROCESS_EVENTS]
+    seen = {line.get("event") for line in about_the_call}
+    # the voice side spoke (syntheses, the LLM, the TTS WebSocket), and each kind of trouble happened
+    assert {"synthesis_failed", "synthesis_levelled", "llm_first_piece", "tts_ws_connected", "fragment_missing",
+            "dialogue_ended"} <= seen, seen
+    unnamed = [line for line in about_the_call if line.get("call") != report.uuid or line.get("peer") != peer]
+    assert not unnamed, unnamed

@@ -148,7 +148,7 @@ async def test_a_port_held_without_reuseport_is_refused():
             sys.executable, "-m", "bridge", "serve", "--workers", "2", "--silence", "--bridge-port", str(port),
             stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
         _, err = await asyncio.wait_for(proc.communicate(), 30)
-        assert proc.returncode == 1 and "Address already in use" in err.decode()
+        assert proc.returncode == 2 and f"BRIDGE_PORT={port}: port {port} is in use" in err.decode()
 
 
 async def test_bench_drives_several_workers():

@@ -410,7 +410,7 @@ def test_cli_voices_add_the_configured_voice_and_help_names_the_base_url(monkeyp
                          timeout=60, check=False).stdout
     text = " ".join(out.split())
     assert 'base_url="http://127.0.0.1:8765"' in text and "ELEVENLABS_BASE_URL" in text
-    for shown in ("--ttfb-ms TTFB_MS delay before the first audio byte of each generation [default 0.0]",
+    for shown in ("--ttfb-ms TTFB_MS delay before the first audio byte of each generation [default 0]",
                   "[default 4096]", "[env EMULATOR_PORT; default 8765]", "fail_status"):
         assert shown in text, shown
 

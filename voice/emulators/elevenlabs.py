@@ -51,7 +51,7 @@ from aiohttp import WSMsgType, web
 
 from pydantic import SecretStr
 
-from voice.config import G711_FORMATS, PCM_RATES, ConfigError, EnvSettings, Port, setting
+from voice.config import G711_FORMATS, PCM_RATES, ConfigError, EnvSettings, Port, setting, help_with_default
 from voice.emulators.tone_code import CHAR_MS, expected_frames, identify, synthesize
 from voice.emulators.control import ControlEndpoints, KnobsBase, configure_stderr_logs, serve_app
 
@@ -1144,33 +1144,33 @@ class EmulatorSettings(EnvSettings):
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.description = HELP_DESCRIPTION
     defaults = Knobs()
-    parser.add_argument("--host", default="127.0.0.1", help="address to listen on [default 127.0.0.1]")
+    parser.add_argument("--host", default="127.0.0.1", help=help_with_default("address to listen on", "127.0.0.1"))
     parser.add_argument("--port", type=_port, default=None,
                         help="port; 0 picks a free one [env EMULATOR_PORT; default 8765]")
     parser.add_argument("--api-key", default=None,
-                        help="the one accepted API key [env ELEVENLABS_API_KEY; default unset: any non-empty key]")
+                        help="the one accepted API key; unset: any non-empty key [env ELEVENLABS_API_KEY; default unset]")
     parser.add_argument("--voices", type=_voices, default=None, metavar="ID,...",
                         help="the voice ids it knows (others: 404 voice_not_found) [default "
                              f"{','.join(DEFAULT_VOICES)}, plus env ELEVENLABS_VOICE_ID when set]")
-    parser.add_argument("--tls-cert", help="PEM certificate chain: serve https/wss [default unset: http/ws]")
+    parser.add_argument("--tls-cert", help="PEM certificate chain: serve https/wss; unset: http/ws")
     parser.add_argument("--tls-key", help="PEM private key for --tls-cert")
     parser.add_argument("--ttfb-ms", type=_non_negative, default=defaults.ttfb_ms,
-                        help="delay before the first audio byte of each generation [default %(default)s]")
+                        help=help_with_default("delay before the first audio byte of each generation", defaults.ttfb_ms))
     parser.add_argument("--realtime-factor", type=_non_negative, default=defaults.realtime_factor,
-                        help="send audio at this multiple of real time, 0 = as fast as possible "
-                             "[default %(default)s]")
+                        help=help_with_default("send audio at this multiple of real time, 0 = as fast as possible",
+                                               defaults.realtime_factor))
     parser.add_argument("--chunk-bytes", type=_whole(1), default=defaults.chunk_bytes,
-                        help="audio bytes per HTTP chunk / WebSocket message [default %(default)s]")
+                        help=help_with_default("audio bytes per HTTP chunk / WebSocket message", defaults.chunk_bytes))
     parser.add_argument("--odd-chunks", action="store_true",
-                        help="odd chunk sizes that split 16-bit samples [default off]")
+                        help="odd chunk sizes that split 16-bit samples")
     parser.add_argument("--max-concurrent", type=_whole(0), default=defaults.max_concurrent,
-                        help="429 above this many generations at once, 0 = no limit [default %(default)s]")
+                        help=help_with_default("429 above this many generations at once, 0 = no limit", defaults.max_concurrent))
     parser.add_argument("--inactivity-timeout", type=_non_negative, default=defaults.ws_inactivity_timeout_s,
-                        help="WebSocket inactivity timeout in seconds when the URL gives none "
-                             "[default %(default)s]")
+                        help=help_with_default("WebSocket inactivity timeout in seconds when the URL gives none",
+                                               defaults.ws_inactivity_timeout_s))
     parser.add_argument("--knobs", default="",
                         help="JSON object of further knobs, e.g. '{\"fail_status\": 503, \"fail_count\": 1}'; "
-                             f"knobs: {', '.join(f.name for f in dataclasses.fields(Knobs))} [default none]")
+                             f"knobs: {', '.join(f.name for f in dataclasses.fields(Knobs))}")
     parser.add_argument("--log-level", default=None,
                         choices=["debug", "info", "warning", "error"],
                         help="log level; logs go to stderr [env LOG_LEVEL; default info]")

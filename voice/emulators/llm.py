@@ -37,7 +37,7 @@ from typing import Any, ClassVar
 import structlog
 from aiohttp import web
 
-from voice.config import ConfigError, EnvSettings, Port, setting
+from voice.config import ConfigError, EnvSettings, Port, setting, help_with_default
 from voice.emulators.control import ControlEndpoints, KnobsBase, configure_stderr_logs, serve_app
 
 __all__ = ["LLMEmulator", "LLMKnobs", "LLMStats", "split_pieces", "echo_answer", "configure_parser", "run"]
@@ -317,18 +317,19 @@ def _port(raw: str) -> int:
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     defaults = LLMKnobs()
-    parser.add_argument("--host", default="127.0.0.1", help="address to listen on [127.0.0.1]")
+    parser.add_argument("--host", default="127.0.0.1", help=help_with_default("address to listen on", "127.0.0.1"))
     parser.add_argument("--port", type=_port, default=None,
                         help="port; 0 picks a free one [env LLM_EMULATOR_PORT; default 8766]")
-    parser.add_argument("--api-key", default=None, help="the one accepted bearer token [unset: any]")
-    parser.add_argument("--answer", default=defaults.answer, help="answer every request with this text")
+    parser.add_argument("--api-key", default=None, help="the one accepted bearer token; unset: any")
+    parser.add_argument("--answer", default=defaults.answer, help="answer every request with this text; unset: an echo of the question")
     parser.add_argument("--piece-chars", type=int, default=defaults.piece_chars,
-                        help="characters per piece; 0 = word pieces like OpenAI's [0]")
+                        help=help_with_default("characters per piece; 0 = word pieces like OpenAI's", defaults.piece_chars))
     parser.add_argument("--first-piece-delay-ms", type=float, default=defaults.first_piece_delay_ms,
-                        help="delay before the first piece [0]")
+                        help=help_with_default("milliseconds before the first piece", defaults.first_piece_delay_ms))
     parser.add_argument("--piece-delay-ms", type=float, default=defaults.piece_delay_ms,
-                        help="delay between pieces [0]")
-    parser.add_argument("--knobs", default="", help="JSON object of further knobs")
+                        help=help_with_default("milliseconds between pieces", defaults.piece_delay_ms))
+    parser.add_argument("--knobs", default="",
+                        help=f"JSON object of further knobs: {', '.join(f.name for f in dataclasses.fields(LLMKnobs))}")
     parser.add_argument("--log-level", default=None, choices=["debug", "info", "warning", "error"],
                         help="log level (logs go to stderr) [env LOG_LEVEL; default info]")
 

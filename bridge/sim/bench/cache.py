@@ -136,7 +136,7 @@ async def bench(args: argparse.Namespace) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--redis-url", help="an existing Redis (default: a private redis-server)")
+    parser.add_argument("--redis-url", help="an existing Redis [default a private redis-server]")
     parser.add_argument("--callers", type=lambda s: [int(x) for x in s.split(",")], default=[1, 100])
     parser.add_argument("--reads", type=int, default=20000, help="closed loop: total reads per caller count")
     parser.add_argument("--paced-reads", type=int, default=100, help="paced: reads per caller")

@@ -56,6 +56,7 @@ from pathlib import Path
 from typing import Any
 
 from bridge.sim.caller import CallReport, place_call, sender_stats
+from voice.config import add_option
 
 __all__ = ["Scenario", "SCENARIOS", "SERVERS", "was_refused", "BenchResult", "BenchStack", "run_bench", "comparison_table",
            "configure_parser", "run"]
@@ -955,20 +956,19 @@ def _calls_list(text: str) -> list[int]:
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--calls", type=_calls_list, default=[100], metavar="N[,N...]",
-                        help="concurrent simulated calls; several counts run one after another (default 100)")
-    parser.add_argument("--duration", type=float, default=10.0, help="seconds each call lasts (default 10)")
-    parser.add_argument("--ramp", type=float, default=1.0, help="seconds over which the calls start (default 1)")
-    parser.add_argument("--scenario", choices=list(SCENARIOS), default="silence",
-                        help="what the bridge plays: " + "; ".join(f"{k}: {v.description}" for k, v in SCENARIOS.items())
-                        .replace("%", "%%"))  # argparse expands %-formats in help texts
+    add_option(parser, "--calls", type=_calls_list, default=[100], metavar="N[,N...]",
+               help="concurrent simulated calls; several counts run one after another")
+    add_option(parser, "--duration", type=float, default=10.0, help="seconds each call lasts")
+    add_option(parser, "--ramp", type=float, default=1.0, help="seconds over which the calls start")
+    add_option(parser, "--scenario", choices=list(SCENARIOS), default="silence",
+               help="what the bridge plays: " + "; ".join(f"{k}: {v.description}" for k, v in SCENARIOS.items()))
     parser.add_argument("--baseline", action="store_true",
                         help="also run the common design (bridge.sim.baseline: a task per call, sleep(0.02) after each "
                              "write) through the same scenario and show both side by side")
-    parser.add_argument("--workers", type=int, default=1, metavar="N",
-                        help="run the bridge as `serve --workers N` (N processes sharing the port)")
-    parser.add_argument("--ttfb-ms", type=float, default=100.0,
-                        help="the emulator's delay before each first audio byte (whole-path scenarios; default 100)")
+    add_option(parser, "--workers", type=int, default=1, metavar="N",
+               help="run the bridge as `serve --workers N` (N processes sharing the port)")
+    add_option(parser, "--ttfb-ms", type=float, default=100.0,
+               help="the emulator's delay in ms before each first audio byte (whole-path scenarios)")
     parser.add_argument("--pin", action="store_true",
                         help="put the bridge on one CPU core and the simulated callers (and Redis, the emulator) "
                              "on the others")
@@ -977,8 +977,8 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
                              "per 20 ms and discards what arrives) with the same callers: the yardstick for CPU per "
                              "call-second")
     parser.add_argument("--floor-source", type=Path, default=None, metavar="PATH",
-                        help="the floor's C source, compiled with cc -O2 into a cache directory (default: "
-                             "../shared/bench/floor.c relative to the repository); implies --floor")
+                        help="the floor's C source, compiled with cc -O2 into a cache directory; implies --floor "
+                             "[default ../shared/bench/floor.c relative to the repository]")
     parser.add_argument("--json", action="store_true", help="print the results as JSON (a list)")
 
 

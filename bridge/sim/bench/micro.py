@@ -23,7 +23,7 @@ import sys
 import timeit
 from collections.abc import Callable
 
-from bridge.orchestrator import SpeechDetector
+from bridge.barge_in import SpeechDetector
 from bridge.protocol import AUDIO_HEADER_320, Decoder, encode_uuid
 
 __all__ = ["main", "measure"]
@@ -78,7 +78,7 @@ def measure(number: int = 200_000) -> dict[str, float]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bridge.sim.bench.micro", description=__doc__.splitlines()[0])
-    parser.add_argument("--number", type=int, default=200_000, help="operations per timing (default 200000)")
+    parser.add_argument("--number", type=int, default=200_000, help="operations per timing [default 200000]")
     args = parser.parse_args(argv)
     if args.number < 10:
         parser.error("--number must be at least 10")

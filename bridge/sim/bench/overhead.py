@@ -220,21 +220,21 @@ def _count(text: str) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m bridge.sim.bench.overhead", description=__doc__.splitlines()[0])
-    parser.add_argument("--calls", type=_sizes, default=[500, 1000], help="sizes, comma-separated (default 500,1000)")
-    parser.add_argument("--repeat", type=_count, default=3, help="runs per cell; the table shows medians (default 3)")
-    parser.add_argument("--duration", type=float, default=10.0, help="seconds each call lasts (default 10)")
-    parser.add_argument("--ramp", type=float, default=2.0, help="seconds over which the calls start (default 2)")
+    parser.add_argument("--calls", type=_sizes, default=[500, 1000], help="sizes, comma-separated [default 500,1000]")
+    parser.add_argument("--repeat", type=_count, default=3, help="runs per cell; the table shows medians [default 3]")
+    parser.add_argument("--duration", type=float, default=10.0, help="seconds each call lasts [default 10]")
+    parser.add_argument("--ramp", type=float, default=2.0, help="seconds over which the calls start [default 2]")
     parser.add_argument("--overload", type=_count, default=1300,
-                        help="calls of the overload run, about 1.3x what one core paces (default 1300; 0: none)")
+                        help="calls of the overload run, about 1.3x what one core paces [default 1300; 0: none]")
     parser.add_argument("--floor-source", type=Path, default=None, metavar="PATH",
-                        help="floor.c (default ../shared/bench/floor.c relative to the repository)")
+                        help="floor.c [default ../shared/bench/floor.c relative to the repository]")
     parser.add_argument("--no-floor", action="store_true", help="leave the floor out (no C compiler here)")
     parser.add_argument("--no-static", dest="static", action="store_false",
                         help="leave out the bridge's all-static row (no Redis or emulator started)")
     parser.add_argument("--python-floors", action="store_true",
                         help="add the Python floors (bridge.sim.bench.pyfloor): one row per inbound/outbound design")
     parser.add_argument("--no-pin", action="store_true", help="do not pin the server and the callers to cores")
-    parser.add_argument("--ttfb-ms", type=float, default=100.0, help="the emulator's first-byte delay (default 100)")
+    parser.add_argument("--ttfb-ms", type=float, default=100.0, help="the emulator's first-byte delay [default 100]")
     parser.add_argument("--json", default="", help="write every run's full result here")
     parser.add_argument("--verbose", action="store_true", help="print each run's full table to stderr")
     return parser

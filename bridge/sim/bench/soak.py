@@ -188,10 +188,10 @@ def _seconds(raw: str) -> tuple[float, float]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bridge.sim.bench.soak", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--calls", type=int, default=5000, help="calls in all (default 5000)")
-    parser.add_argument("--concurrency", type=int, default=50, help="calls at a time (default 50)")
-    parser.add_argument("--seconds", type=_seconds, default=(2.0, 3.0), help="each call's length, N or LOW-HIGH (default 2-3)")
-    parser.add_argument("--every", type=int, default=1000, help="sample the idle bridge every N calls (default 1000)")
+    parser.add_argument("--calls", type=int, default=5000, help="calls in all [default 5000]")
+    parser.add_argument("--concurrency", type=int, default=50, help="calls at a time [default 50]")
+    parser.add_argument("--seconds", type=_seconds, default=(2.0, 3.0), help="each call's length, N or LOW-HIGH [default 2-3]")
+    parser.add_argument("--every", type=int, default=1000, help="sample the idle bridge every N calls [default 1000]")
     parser.add_argument("--scenario", default="all-static", choices=sorted(SCENARIOS),
                         help="what the bridge plays (the `voice-bridge bench` scenarios; default all-static)")
     parser.add_argument("--json", metavar="PATH", help="also write the samples as JSON")
