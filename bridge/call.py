@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import dataclasses
 import socket
 import time
@@ -420,10 +421,8 @@ class Call(asyncio.Protocol):
         transport.set_write_buffer_limits(high=self._outbound_limit)
         sock = transport.get_extra_info("socket")
         if sock is not None:
-            try:
+            with contextlib.suppress(OSError):  # not every platform lets us
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, self._outbound_limit)
-            except OSError:  # pragma: no cover - not every platform lets us
-                pass
         self._uuid_timer = loop.call_later(self._uuid_timeout, self._uuid_timed_out)
 
     def data_received(self, data: bytes) -> None:

@@ -54,8 +54,7 @@ from bridge.config import Settings
 from bridge.dialogue import Dialogue
 from bridge.speaker import FALLBACK_FRAGMENT
 from voice.cache import RedisCacheManager, _cluster_spec
-from voice.config import safe_url
-from voice.config import CacheConfig, ConfigError, LLMConfig, TTSConfig
+from voice.config import CacheConfig, ConfigError, LLMConfig, TTSConfig, safe_url
 from voice.http import shared_http_client
 from voice.keys import preflight_key, static_key
 from voice.stt.config import STTConfig

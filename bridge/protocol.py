@@ -23,7 +23,7 @@ from voice.audio import FRAME_BYTES, FRAME_MS, SAMPLE_RATE
 
 __all__ = [
     "Kind", "Message", "SAMPLE_RATES", "DTMF_DIGITS", "SAMPLE_RATE", "FRAME_MS", "FRAME_BYTES",
-    "HEADER_BYTES", "MAX_PAYLOAD", "encode", "encode_uuid", "encode_dtmf", "audio_header", "sample_rate_of",
+    "HEADER_BYTES", "MAX_PAYLOAD", "encode", "encode_uuid", "encode_dtmf", "audio_header",
     "AUDIO_HEADER_320", "SILENCE_PAYLOAD", "SILENCE_FRAME", "HANGUP_MESSAGE",
     "Decoder", "ProtocolError", "FirstMessageNotUUID", "BadUUIDLength", "BadAudioLength", "BadDTMF",
     "UnexpectedKind", "IncompleteMessage",
@@ -100,7 +100,9 @@ class ProtocolError(ValueError):
     a receiver handles them first (the audio before the garbage was real audio).
     """
 
-    messages: list[Message] = []
+    def __init__(self, *args: object) -> None:
+        super().__init__(*args)
+        self.messages: list[Message] = []  # per error: a class-level list would be shared by every instance
 
 
 class FirstMessageNotUUID(ProtocolError):
@@ -157,10 +159,6 @@ def encode_dtmf(digit: str) -> bytes:
     if len(raw) != 1 or raw[0] not in DTMF_DIGITS:
         raise ValueError(f"DTMF digit must be one of 0-9 * # A-D, got {digit!r}")
     return encode(Kind.DTMF, raw)
-
-
-def sample_rate_of(kind: int) -> int | None:
-    return SAMPLE_RATES.get(kind)
 
 
 AUDIO_HEADER_320 = audio_header(FRAME_BYTES)

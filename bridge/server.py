@@ -21,8 +21,8 @@ import itertools
 import math
 import signal
 import sys
-from fractions import Fraction
 from collections.abc import Awaitable, Callable, Coroutine
+from fractions import Fraction
 from typing import Any
 
 import structlog
@@ -31,8 +31,8 @@ from bridge.call import Call, CallHost
 from bridge.clock import MediaClock
 from bridge.config import BridgeConfig, add_settings_flags, settings_from_args
 from bridge.ops.metrics import Metrics
-from bridge.protocol import FRAME_BYTES, SAMPLE_RATE
 from bridge.ops.workers import DUPLICATE_SIGNAL_S
+from bridge.protocol import FRAME_BYTES, SAMPLE_RATE
 from voice.tasks import cancel_and_wait
 
 __all__ = [
@@ -69,7 +69,7 @@ def tone_frames(frequency_hz: float, amplitude: int = 8000) -> list[bytes]:
     frames = tone_cycle_frames(frequency_hz)
     step = 2 * math.pi * frequency_hz / SAMPLE_RATE
     samples = frames * FRAME_BYTES // 2
-    pcm = b"".join(int(round(amplitude * math.sin(step * i))).to_bytes(2, "little", signed=True)
+    pcm = b"".join(round(amplitude * math.sin(step * i)).to_bytes(2, "little", signed=True)
                    for i in range(samples))
     return [pcm[k:k + FRAME_BYTES] for k in range(0, len(pcm), FRAME_BYTES)]
 

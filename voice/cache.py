@@ -31,7 +31,7 @@ import threading
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar, List, Optional, TypeVar
+from typing import Any, ClassVar, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import structlog
@@ -123,12 +123,12 @@ def _cluster_spec(url: str) -> tuple[list[tuple[str, int]], dict[str, Any]]:
 class RedisCacheManager(AbstractCache):
     """The Redis-backed voice cache. See the module docstring for the Singleton rules."""
 
-    _instance: ClassVar[Optional["RedisCacheManager"]] = None
+    _instance: ClassVar[RedisCacheManager | None] = None
     _instance_lock: ClassVar[threading.Lock] = threading.Lock()
 
     config: CacheConfig
 
-    def __new__(cls, config: CacheConfig | None = None) -> "RedisCacheManager":
+    def __new__(cls, config: CacheConfig | None = None) -> RedisCacheManager:
         with RedisCacheManager._instance_lock:
             current = RedisCacheManager._instance
             if current is not None:
@@ -331,7 +331,7 @@ class RedisCacheManager(AbstractCache):
 
         return await self._run("set_audio_chunks", key, write, False)
 
-    async def get_audio_chunks(self, key: str) -> Optional[List[bytes]]:
+    async def get_audio_chunks(self, key: str) -> list[bytes] | None:
         """The whole list in one round trip (LRANGE 0 -1), as bytes; None when missing or on error."""
         _check_key(key)
         chunks = await self._run("get_audio_chunks", key, lambda client: client.lrange(key, 0, -1), None)
@@ -346,7 +346,7 @@ class RedisCacheManager(AbstractCache):
         data = text.encode("utf-8")
         return bool(await self._run("set_text", key, lambda client: client.set(key, data, ex=ttl), False))
 
-    async def get_text(self, key: str) -> Optional[str]:
+    async def get_text(self, key: str) -> str | None:
         """The text under `key`; None when missing, on error, or when the value is not UTF-8 (logged)."""
         _check_key(key)
         raw = await self._run("get_text", key, lambda client: client.get(key), None)
@@ -377,7 +377,9 @@ def _check_ttl(key: str, ttl_seconds: object) -> int:
 
 def _check_chunks(key: str, audio_chunks: Sequence[bytes]) -> list[bytes]:
     if isinstance(audio_chunks, (bytes, bytearray, memoryview, str)):
-        raise TypeError(f"{key!r}: audio_chunks must be a list of byte chunks, not a single {type(audio_chunks).__name__}")
+        raise TypeError(
+            f"{key!r}: audio_chunks must be a list of byte chunks, not a single {type(audio_chunks).__name__}"
+        )
     chunks = list(audio_chunks)
     if not chunks:
         raise ValueError(f"{key!r}: no audio chunks; an empty list cannot be cached")

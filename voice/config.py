@@ -481,7 +481,7 @@ class LogSettings(EnvSettings):
 
 # --- the voice side's settings ------------------------------------------------------------------------
 
-from voice.formats import G711_FORMATS, OUTPUT_FORMATS, PCM_RATES  # noqa: E402  (the one table; re-exported)
+from voice.formats import G711_FORMATS, OUTPUT_FORMATS, PCM_RATES, source_rate  # noqa: E402  (the one table; re-exported)
 
 
 class CacheConfig(SettingsPart):
@@ -552,7 +552,7 @@ class TTSConfig(SettingsPart):
 
     @property
     def sample_rate(self) -> int:
-        return PCM_RATES.get(self.output_format, 8000)
+        return source_rate(self.output_format)
 
 
 DEFAULT_SYSTEM_PROMPT = (

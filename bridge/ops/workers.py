@@ -185,7 +185,7 @@ class Supervisor:
                 code = self.work(self.worker_settings(index, self.port))
             except KeyboardInterrupt:
                 code = 130
-            except BaseException as exc:  # noqa: BLE001 - reported, then this process ends
+            except BaseException as exc:
                 log.error("worker failed", error=f"{type(exc).__name__}: {exc}")
             finally:
                 sys.stdout.flush()

@@ -9,8 +9,8 @@ import time
 
 from structlog.testing import capture_logs
 
+from bridge.protocol import AUDIO_HEADER_320, Kind, encode
 from bridge.sim.caller import place_call
-from bridge.protocol import AUDIO_HEADER_320, encode, Kind
 
 from .conftest import normal_call, uuid_message, wait_until
 
@@ -151,7 +151,7 @@ async def test_thousands_of_connections_in_a_burst(start_server):
     rng = random.Random(5)
 
     async def open_and_close(i: int) -> None:
-        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        _reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
         kind = i % 3
         if kind == 1:
             writer.write(uuid_message()[: rng.randrange(1, 19)])  # a partial UUID
@@ -161,7 +161,7 @@ async def test_thousands_of_connections_in_a_burst(start_server):
         writer.close()
 
     t = time.monotonic()
-    for wave in range(6):
+    for _wave in range(6):
         await asyncio.gather(*(open_and_close(i) for i in range(500)))
     opened_s = time.monotonic() - t
     await wait_until(lambda: len(server.connections) <= 1, 20, "burst cleanup")

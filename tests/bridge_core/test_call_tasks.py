@@ -47,7 +47,7 @@ async def test_a_failing_task_hangs_up_and_cancels_its_siblings(start_server):
         await asyncio.sleep(3600)
 
     server = await start_server(handler)
-    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    _reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
     with capture_logs() as logs:
         writer.write(uuid_message())
         await wait_until(lambda: "handler" in state and state["handler"].done(), what="the handler's end")

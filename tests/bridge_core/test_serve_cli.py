@@ -19,7 +19,7 @@ class ServeProcess:
         self.proc: asyncio.subprocess.Process | None = None
         self.port = 0
 
-    async def __aenter__(self) -> "ServeProcess":
+    async def __aenter__(self) -> ServeProcess:
         self.proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "bridge", "serve", "--bridge-port", "0", "--log-format", "json", *self.args,
             stderr=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.DEVNULL)
@@ -44,7 +44,7 @@ class ServeProcess:
             if self.proc.returncode is not None and self.reader.done():
                 break
             await asyncio.sleep(0.02)
-        raise AssertionError(f"no {event!r} log line; got {[l.get('event') for l in self.lines]}")
+        raise AssertionError(f"no {event!r} log line; got {[line.get('event') for line in self.lines]}")
 
     async def __aexit__(self, *exc) -> None:
         if self.proc.returncode is None:
@@ -69,10 +69,12 @@ async def test_serve_signals_and_graceful_shutdown():
     assert report.hangup == "server" and report.received_hangup  # 00 00 00 after the grace period
     assert 0.4 <= waited < 5, waited
     assert report.first_audio_ms is not None and report.frames >= 20
-    started = next(l for l in serve.lines if l["event"] == "call started")
+    started = next(line for line in serve.lines if line["event"] == "call started")
     assert started["call"] == report.uuid and started["peer"].startswith("127.0.0.1:")
-    assert all(l.get("call") == report.uuid for l in serve.lines if l["event"] in ("call started", "call ended"))
-    stopped = next(l for l in serve.lines if l["event"] == "stopped")
+    assert all(
+        line.get("call") == report.uuid for line in serve.lines if line["event"] in ("call started", "call ended")
+    )
+    stopped = next(line for line in serve.lines if line["event"] == "stopped")
     assert stopped["hung_up"] == 1 and stopped["calls_total"] == 1
 
 

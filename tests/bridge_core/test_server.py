@@ -10,9 +10,9 @@ import pytest
 from structlog.testing import capture_logs
 
 from bridge.call import Call, CallEnded, DtmfEvent, HangupEvent
-from bridge.sim.caller import place_call
 from bridge.protocol import FRAME_BYTES, SILENCE_PAYLOAD, Decoder, Kind, encode
 from bridge.server import tone_frame, tone_handler
+from bridge.sim.caller import place_call
 
 from .conftest import normal_call, uuid_message, wait_until
 
@@ -168,7 +168,7 @@ async def test_hangup_message_from_the_caller_ends_the_call(start_server):
         await asyncio.sleep(3600)
 
     server = await start_server(handler)
-    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    _reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
     writer.write(uuid_message())
     await wait_until(lambda: bool(calls), what="call")
     writer.write(encode(Kind.HANGUP))
@@ -222,7 +222,7 @@ async def test_inbound_audio_reaches_on_audio_with_its_rate(start_server):
         call.on_audio = lambda payload, rate: got.append((len(payload), rate))
 
     server = await start_server(handler)
-    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    _reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
     writer.write(uuid_message())
     await asyncio.sleep(0.05)
     writer.write(encode(Kind.AUDIO, bytes(320)) + encode(Kind.AUDIO_16K, bytes(640)) + encode(Kind.AUDIO, bytes(6)))
@@ -252,7 +252,7 @@ async def test_mulaw_input_is_detected_and_reported_once(start_server):
     server = await start_server()
 
     async def send(frame_bytes: int) -> None:
-        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        _reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
         writer.write(uuid_message())
         start = time.monotonic()
         for k in range(14):  # μ-law: 160 bytes every 20 ms, still labelled 0x10

@@ -9,10 +9,10 @@ import time
 import uuid
 
 import numpy as np
-from flow.helpers import frames_of, nonzero, strip_silence
 from structlog.testing import capture_logs
 
 from bridge.protocol import Decoder, Kind, encode, encode_uuid
+from flow.helpers import frames_of, nonzero, strip_silence
 from voice.audio import SAMPLE_RATE, active_level_dbfs, encode_g711, write_wav
 from voice.emulators.tone_code import synthesize_pcm
 from voice.keys import static_key

@@ -7,8 +7,8 @@ import socket
 import sys
 import time
 
-from ops.helpers import ServeProcess, clean_env, get, load_fragments
 from bridge.sim.caller import place_call
+from ops.helpers import ServeProcess, clean_env, get, load_fragments
 from voice.emulators.elevenlabs import DEFAULT_API_KEY, Emulator
 from voice.emulators.redis_server import RedisServer
 
@@ -69,7 +69,7 @@ async def test_readyz_turns_unready_when_the_bridge_stops_accepting(redis_url):
 async def _connects(port: int) -> bool:
     try:
         _, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), 2)
-    except (OSError, asyncio.TimeoutError):
+    except (TimeoutError, OSError):
         return False
     writer.close()
     return True

@@ -12,10 +12,10 @@ import pytest
 import redis
 import structlog
 
-from ops.helpers import ServeProcess, clean_env, load_fragments
+from bridge.config import Settings
 from bridge.ops import logs
 from bridge.sim.caller import place_call
-from bridge.config import Settings
+from ops.helpers import ServeProcess, clean_env, load_fragments
 from voice.emulators.elevenlabs import Emulator
 from voice.emulators.redis_server import RedisServer
 

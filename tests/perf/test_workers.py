@@ -14,9 +14,9 @@ import time
 
 import pytest
 
+from bridge.ops.workers import reserve_port
 from bridge.sim.bench.load import run_bench
 from bridge.sim.caller import place_call
-from bridge.ops.workers import reserve_port
 
 
 class Workers:
@@ -27,7 +27,7 @@ class Workers:
         self.lines: list[dict] = []
         self.proc: asyncio.subprocess.Process | None = None
 
-    async def __aenter__(self) -> "Workers":
+    async def __aenter__(self) -> Workers:
         self.proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "bridge", "serve", "--bridge-port", "0", "--log-format", "json", *self.args,
             stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)

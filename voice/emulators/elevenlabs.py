@@ -48,12 +48,12 @@ from typing import Any, ClassVar
 
 import structlog
 from aiohttp import WSMsgType, web
-
 from pydantic import SecretStr
 
-from voice.config import G711_FORMATS, PCM_RATES, ConfigError, EnvSettings, Port, setting
-from voice.emulators.tone_code import CHAR_MS, expected_frames, identify, synthesize
+from voice.config import ConfigError, EnvSettings, Port, setting
 from voice.emulators.control import ControlEndpoints, KnobsBase, configure_stderr_logs, serve_app
+from voice.emulators.tone_code import CHAR_MS, expected_frames, identify, synthesize
+from voice.formats import COMPRESSED_FORMATS, OUTPUT_FORMATS, PCM_RATES, bytes_per_sample, source_rate
 
 __all__ = ["Emulator", "EmulatorProcess", "Knobs", "Stats", "expected_frames", "identify", "synthesize",
            "DEFAULT_API_KEY", "DEFAULT_VOICES", "configure_parser", "run"]
@@ -62,11 +62,7 @@ log = structlog.get_logger(__name__)
 
 DEFAULT_API_KEY = "emulator-key"
 DEFAULT_VOICES = ("21m00Tcm4TlvDq8ikWAM", "JBFqnCBsd6RMkjVDRZzb", "EXAVITQu4vr4xnSDxMaL")
-SUPPORTED_FORMATS = tuple(PCM_RATES) + tuple(sorted(G711_FORMATS))
-KNOWN_FORMATS = SUPPORTED_FORMATS + (
-    "mp3_22050_32", "mp3_24000_48", "mp3_44100_32", "mp3_44100_64", "mp3_44100_96", "mp3_44100_128",
-    "mp3_44100_192", "opus_48000_32", "opus_48000_64", "opus_48000_96", "opus_48000_128", "opus_48000_192",
-)
+KNOWN_FORMATS = OUTPUT_FORMATS + COMPRESSED_FORMATS  # every format the real API accepts
 DEFAULT_FORMAT = "mp3_44100_128"  # the real API's default, which the emulator cannot produce (a clear 422)
 CONTENT_TYPES = {"ulaw_8000": "audio/basic", "alaw_8000": "audio/x-alaw-basic"}
 OVERSIZED_BYTES = 2**20 + 1024  # "one message over 1 MiB"
@@ -295,10 +291,10 @@ class Emulator(ControlEndpoints):
                 detail=[{"type": "enum", "loc": [where, "output_format"],
                          "msg": f"Input should be one of {', '.join(KNOWN_FORMATS)}", "input": output_format}],
             )
-        if output_format not in SUPPORTED_FORMATS:
+        if output_format not in OUTPUT_FORMATS:
             raise _Rejected(
                 422, "unsupported_output_format",
-                f"The emulator produces only {', '.join(SUPPORTED_FORMATS)}, not {output_format!r}.",
+                f"The emulator produces only {', '.join(OUTPUT_FORMATS)}, not {output_format!r}.",
             )
         if output_format in self.knobs.tier_gated_formats:
             raise _Rejected(
@@ -738,7 +734,7 @@ class _Session:
         while not self.closing:
             try:
                 msg = await self.ws.receive(timeout=None if self.ended else timeout)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 await self.fail(1008, "input_timeout_exceeded", INACTIVITY_MESSAGE.format(timeout=int(timeout)))
                 return
             if msg.type in (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED, WSMsgType.ERROR):
@@ -825,10 +821,8 @@ class _Session:
 
     async def _send_audio(self) -> None:
         """Speak queued texts in order; after the end of input: `isFinal`, then close 1000."""
-        try:
+        with contextlib.suppress(ConnectionResetError):  # the client went away
             await self._speak_queue()
-        except ConnectionResetError:  # the client went away
-            pass
 
     async def _speak_queue(self) -> None:
         emu = self.emu
@@ -905,7 +899,7 @@ def _peer(request: web.Request) -> str | None:
 
 
 def _bytes_per_second(output_format: str) -> int:
-    return PCM_RATES[output_format] * 2 if output_format in PCM_RATES else 8000
+    return source_rate(output_format) * bytes_per_sample(output_format)
 
 
 def _alignment(text: str, offset: int, length: int, bytes_per_s: int) -> dict[str, list[Any]] | None:

@@ -122,10 +122,13 @@ class ScribeRealtimeRecognizer(RecognizerBase):
                                compression=None, user_agent_header="voice-bridge")
         except InvalidStatus as exc:
             response = exc.response
-            raise error_from_http(response.status_code, bytes(response.body or b""),
-                                  retry_after=response.headers.get("Retry-After")) from exc
+            raise error_from_http(
+                response.status_code, bytes(response.body or b""), retry_after=response.headers.get("Retry-After")
+            ) from exc
         except (OSError, TimeoutError, InvalidHandshake, InvalidURI) as exc:
-            raise STTConnectionError(f"cannot connect to ElevenLabs speech-to-text: {exc or type(exc).__name__}") from exc
+            raise STTConnectionError(
+                f"cannot connect to ElevenLabs speech-to-text: {exc or type(exc).__name__}"
+            ) from exc
         try:
             async with asyncio.timeout(self.config.stt_request_timeout_s):
                 raw = await ws.recv()
@@ -145,7 +148,8 @@ class ScribeRealtimeRecognizer(RecognizerBase):
         except TimeoutError as exc:
             ws.transport.abort()
             raise STTConnectionError(
-                f"ElevenLabs speech-to-text sent no session_started within {self.config.stt_request_timeout_s} s") from exc
+                f"ElevenLabs speech-to-text sent no session_started within {self.config.stt_request_timeout_s} s"
+            ) from exc
         except BaseException:
             ws.transport.abort()
             raise

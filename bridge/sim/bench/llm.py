@@ -42,19 +42,18 @@ import uuid
 import httpx
 import structlog
 
+from bridge.app import BridgeApp
 from bridge.config import BridgeConfig, Settings
 from bridge.dialogue import parse_dialogue
-from voice.llm import PhraseGrouper
-from voice.config import LLMConfig
-from voice.emulators.llm import split_pieces
 from bridge.ops.metrics import Metrics
 from bridge.protocol import Decoder, Kind, encode_uuid
-from bridge.app import BridgeApp
 from bridge.server import AudioSocketServer
 from voice.cache import RedisCacheManager
-from voice.config import CacheConfig, TTSConfig
+from voice.config import CacheConfig, LLMConfig, TTSConfig
 from voice.emulators.elevenlabs import DEFAULT_API_KEY, DEFAULT_VOICES, EmulatorProcess
+from voice.emulators.llm import split_pieces
 from voice.emulators.redis_server import RedisServer
+from voice.llm import PhraseGrouper
 from voice.tts_manager import aclose_shared_client
 
 ANSWER = "Здравствуйте, чем могу помочь? Ваш баланс двенадцать тысяч пятьсот рублей."

@@ -215,24 +215,42 @@ class BenchResult:
             ("scenario", self.scenario),
             ("calls (completed / failed)", f"{self.calls} ({self.completed} / {self.failed})"),
             ("duration per call", f"{self.duration_s:g} s"),
-            ("realtime ratio, worst low / high", f"{f(self.realtime_ratio_min, '{:.4f}')} / "
-                                                 f"{f(self.realtime_ratio_max, '{:.4f}')}"),
+            (
+                "realtime ratio, worst low / high",
+                f"{f(self.realtime_ratio_min, '{:.4f}')} / {f(self.realtime_ratio_max, '{:.4f}')}",
+            ),
             ("worst burst (frames in 20 ms)", str(self.worst_burst_frames)),
             ("worst gap", f(self.worst_gap_ms, "{:.1f} ms")),
-            ("first frame p50 / p99", f"{f(self.first_frame_ms_p50, '{:.1f}')} / {f(self.first_frame_ms_p99, '{:.1f}')} ms"),
-            ("first audio p50 / p99 / max", f"{f(self.first_audio_ms_p50, '{:.1f}')} / "
-                                            f"{f(self.first_audio_ms_p99, '{:.1f}')} / "
-                                            f"{f(self.first_audio_ms_max, '{:.1f}')} ms"),
+            (
+                "first frame p50 / p99",
+                f"{f(self.first_frame_ms_p50, '{:.1f}')} / {f(self.first_frame_ms_p99, '{:.1f}')} ms",
+            ),
+            (
+                "first audio p50 / p99 / max",
+                f"{f(self.first_audio_ms_p50, '{:.1f}')} / "
+                f"{f(self.first_audio_ms_p99, '{:.1f}')} / "
+                f"{f(self.first_audio_ms_max, '{:.1f}')} ms",
+            ),
         ]
         if baseline:
             overshoot = (self.clock_window or {}).get("sleep_overshoot", {})
-            rows.append(("sleep(0.02) overshoot p50 / p99 / max",
-                         f"{f(overshoot.get('p50_ms'))} / {f(overshoot.get('p99_ms'))} / {f(overshoot.get('max_ms'))} ms"))
+            rows.append(
+                (
+                    "sleep(0.02) overshoot p50 / p99 / max",
+                    f"{f(overshoot.get('p50_ms'))} / {f(overshoot.get('p99_ms'))} / {f(overshoot.get('max_ms'))} ms",
+                )
+            )
         else:
             rows += [
-                ("clock lateness p50 / p99 / max", f"{f(self.clock_lateness_ms_p50)} / {f(self.clock_lateness_ms_p99)} / "
-                                                   f"{f(self.clock_lateness_ms_max)} ms"),
-                ("clock lateness in ramp-up p99 / max", f"{f(self.ramp_lateness_ms_p99)} / {f(self.ramp_lateness_ms_max)} ms"),
+                (
+                    "clock lateness p50 / p99 / max",
+                    f"{f(self.clock_lateness_ms_p50)} / {f(self.clock_lateness_ms_p99)} / "
+                    f"{f(self.clock_lateness_ms_max)} ms",
+                ),
+                (
+                    "clock lateness in ramp-up p99 / max",
+                    f"{f(self.ramp_lateness_ms_p99)} / {f(self.ramp_lateness_ms_max)} ms",
+                ),
                 ("clock tick work p99", f(self.clock_tick_work_ms_p99, "{} ms")),
                 ("clock resyncs", f(self.clock_resyncs)),
             ]
@@ -247,25 +265,49 @@ class BenchResult:
             rows.append(("cache hit ratio", f"{f(self.cache_hit_ratio, '{:.1%}')} ({_describe_cache(self.cache)})"))
         if self.emulator is not None:
             e = self.emulator
-            rows.append(("emulator TTFB knob / measured p50 / p99",
-                         f"{f(e.get('ttfb_knob_ms'), '{:g}')} / {f(e.get('ttfb_ms_p50'))} / {f(e.get('ttfb_ms_p99'))} ms"))
+            rows.append(
+                (
+                    "emulator TTFB knob / measured p50 / p99",
+                    f"{f(e.get('ttfb_knob_ms'), '{:g}')} / {f(e.get('ttfb_ms_p50'))} / {f(e.get('ttfb_ms_p99'))} ms",
+                )
+            )
             split = self.first_audio_split_ms
             if split:
-                rows.append(("first audio = to emulator + TTFB + after (p50)",
-                             " + ".join(f(split[k].get("p50_ms")) for k in ("to_emulator", "emulator_ttfb", "after_first_byte"))
-                             + " ms"))
-                rows.append(("first audio = to emulator + TTFB + after (p99)",
-                             " + ".join(f(split[k].get("p99_ms")) for k in ("to_emulator", "emulator_ttfb", "after_first_byte"))
-                             + " ms"))
-            rows.append(("emulator requests", f"{e.get('http_requests', 0)} HTTP, {e.get('ws_connections', 0)} WebSocket, "
-                                              f"{e.get('max_concurrent_seen', 0)} at once at most"))
+                rows.append(
+                    (
+                        "first audio = to emulator + TTFB + after (p50)",
+                        " + ".join(
+                            f(split[k].get("p50_ms")) for k in ("to_emulator", "emulator_ttfb", "after_first_byte")
+                        )
+                        + " ms",
+                    )
+                )
+                rows.append(
+                    (
+                        "first audio = to emulator + TTFB + after (p99)",
+                        " + ".join(
+                            f(split[k].get("p99_ms")) for k in ("to_emulator", "emulator_ttfb", "after_first_byte")
+                        )
+                        + " ms",
+                    )
+                )
+            rows.append(
+                (
+                    "emulator requests",
+                    f"{e.get('http_requests', 0)} HTTP, {e.get('ws_connections', 0)} WebSocket, "
+                    f"{e.get('max_concurrent_seen', 0)} at once at most",
+                )
+            )
         rows += [
             ("callers CPU (this process)", f"{self.callers_cpu_percent:.1f} % of a core"),
             ("callers ticker worst lateness", f"{self.callers_ticker_late_max_ms:.1f} ms"),
             ("callers event loop worst lag", f(self.callers_loop_lag_max_ms, "{:.1f} ms")),
             ("hang-ups", ", ".join(f"{k}={v}" for k, v in sorted(self.hangups.items()))),
             ("pinned", "bridge on one core, callers on another" if self.pinned else "no"),
-            ("load average before / after", "-" if self.loadavg is None else f"{self.loadavg[0]:.2f} / {self.loadavg[1]:.2f}"),
+            (
+                "load average before / after",
+                "-" if self.loadavg is None else f"{self.loadavg[0]:.2f} / {self.loadavg[1]:.2f}",
+            ),
         ]
         return rows
 
@@ -290,7 +332,7 @@ def comparison_table(results: list[BenchResult]) -> str:
     col_widths = [max(len(c.get(label, "-")) for label in labels) for c in columns]
     lines = []
     for label in labels:
-        cells = [c.get(label, "-").ljust(w) for c, w in zip(columns, col_widths)]
+        cells = [c.get(label, "-").ljust(w) for c, w in zip(columns, col_widths, strict=True)]
         lines.append(f"{label:<{width}}  " + "  |  ".join(cells))
     for result in results:
         if result.errors:
@@ -346,7 +388,7 @@ class BridgeProcess:
         self._reader = asyncio.create_task(self._read_log())
         try:
             await asyncio.wait_for(self._listening.wait(), timeout_s)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             await self.kill()
             raise RuntimeError(f"the bridge did not start listening within {timeout_s} s: "
                                + "; ".join(self.warnings[-3:])) from None
@@ -389,7 +431,7 @@ class BridgeProcess:
             try:
                 await asyncio.wait_for(
                     self._stats_seen.wait_for(lambda: len(self.stats) >= before + self.workers), timeout_s)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 if len(self.stats) == before:
                     return None
             return _worst_of(self.stats[before:])
@@ -432,7 +474,7 @@ class BridgeProcess:
         self.proc.send_signal(signal.SIGTERM)
         try:
             await asyncio.wait_for(self.proc.wait(), timeout_s)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             await self.kill()
         if self._reader is not None:
             with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError):
@@ -621,7 +663,7 @@ def _percentile(values: list[float], p: float) -> float | None:
     if not values:
         return None
     ordered = sorted(values)
-    index = min(len(ordered) - 1, max(0, int(round(p / 100 * len(ordered))) - 1))
+    index = min(len(ordered) - 1, max(0, round(p / 100 * len(ordered)) - 1))
     return round(ordered[index], 2)
 
 
@@ -728,7 +770,7 @@ async def _run(chosen: Scenario, scenario: str, calls: int, duration_s: float, r
                             placed[str(call_uuid)] = (time.monotonic(), chosen.first_text(variables))
                 return await place_call("127.0.0.1", bridge.port, duration_s=duration_s, uuid=call_uuid,
                                         max_wait_s=duration_s + 30, **chosen.caller_kwargs(i))
-            except Exception as exc:  # noqa: BLE001 - a failed call is a result to report
+            except Exception as exc:
                 return exc
 
         usage0 = resource.getrusage(resource.RUSAGE_SELF)
@@ -885,7 +927,9 @@ def _calls_list(text: str) -> list[int]:
     try:
         values = [int(part) for part in text.split(",") if part.strip()]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"--calls: expected a number or numbers separated by commas, got {text!r}") from None
+        raise argparse.ArgumentTypeError(
+            f"--calls: expected a number or numbers separated by commas, got {text!r}"
+        ) from None
     if not values or any(v < 1 for v in values):
         raise argparse.ArgumentTypeError(f"--calls: every count must be at least 1, got {text!r}")
     return values
@@ -896,9 +940,13 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
                         help="concurrent simulated calls; several counts run one after another (default 100)")
     parser.add_argument("--duration", type=float, default=10.0, help="seconds each call lasts (default 10)")
     parser.add_argument("--ramp", type=float, default=1.0, help="seconds over which the calls start (default 1)")
-    parser.add_argument("--scenario", choices=list(SCENARIOS), default="silence",
-                        help="what the bridge plays: " + "; ".join(f"{k}: {v.description}" for k, v in SCENARIOS.items())
-                        .replace("%", "%%"))  # argparse expands %-formats in help texts
+    parser.add_argument(
+        "--scenario",
+        choices=list(SCENARIOS),
+        default="silence",
+        help="what the bridge plays: "
+        + "; ".join(f"{k}: {v.description}" for k, v in SCENARIOS.items()).replace("%", "%%"),
+    )  # argparse expands %-formats in help texts
     parser.add_argument("--baseline", action="store_true",
                         help="also run the common design (bridge.sim.baseline: a task per call, sleep(0.02) after each "
                              "write) through the same scenario and show both side by side")
