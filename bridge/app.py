@@ -36,7 +36,6 @@ from bridge.speaker import Speaker
 from bridge.variables import CallVariables
 from voice.audio import Loudness
 from voice.cache import RedisCacheManager
-from voice.domain.interfaces.cache import AbstractCache
 from voice.fragment_memo import FragmentMemo
 from voice.http import aclose_shared_client, shared_http_client
 from voice.keys import profile_tag
@@ -80,7 +79,7 @@ class BridgeApp:
         settings: Settings,
         *,
         dialogue: Dialogue | None = None,
-        cache: AbstractCache | None = None,
+        cache: RedisCacheManager | None = None,  # Redis's: the start-up check and /readyz ping it
         metrics: Metrics | None = None,
         llm: TextSource | None = None,
     ) -> None:

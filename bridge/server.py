@@ -9,7 +9,7 @@ composition root `bridge.app.serve`), or a test tone or silence.
 
 Signals (`voice-bridge serve`): SIGTERM/SIGINT stop accepting and give calls `BRIDGE_SHUTDOWN_GRACE`
 seconds to end, then hang them up with 0x00 (a second signal hangs them up at once); SIGUSR1 logs the media
-clock's statistics (`clock stats`: tick lateness and tick work p50/p99/max) and starts them afresh, which is
+clock's statistics (`clock_stats`: tick lateness and tick work p50/p99/max) and starts them afresh, which is
 how `voice-bridge bench` measures a steady state.
 """
 
@@ -23,7 +23,7 @@ import signal
 import sys
 from collections.abc import Awaitable, Callable, Coroutine
 from fractions import Fraction
-from typing import Any
+from typing import Any, TypeVar
 
 import structlog
 
@@ -42,6 +42,8 @@ __all__ = [
 ]
 
 log = structlog.get_logger(__name__)
+
+T = TypeVar("T")
 
 Handler = Callable[[Call], Awaitable[None]]
 
@@ -218,7 +220,7 @@ class AudioSocketServer(CallHost):
     def log_stats(self, reset: bool = False) -> dict[str, object]:
         """Log (and return) the media clock's statistics; `reset` starts a new measurement window."""
         stats = self.clock.stats()
-        log.info("clock stats", calls=len(self.calls), clock=stats)
+        log.info("clock_stats", calls=len(self.calls), clock=stats)
         if reset:
             self.clock.reset_stats()
         return stats
@@ -240,7 +242,7 @@ class AudioSocketServer(CallHost):
         if len(self.connections) >= self.config.max_calls:
             self.rejected_total += 1
             self._rejected("call-limit")
-            call.log.warning("call limit reached; connection closed", max_calls=self.config.max_calls)
+            call.log.warning("call_rejected", reason="call-limit", max_calls=self.config.max_calls)
             return False
         self.connections.add(call)
         self._idle.clear()
@@ -268,7 +270,7 @@ class AudioSocketServer(CallHost):
 # --- `voice-bridge serve` -------------------------------------------------------------------------------
 
 
-def run_event_loop(main: Coroutine[Any, Any, int]) -> int:
+def run_event_loop(main: Coroutine[Any, Any, T]) -> T:
     """Run `main` on uvloop when it is installed (cheaper I/O and timers), else on asyncio's own loop."""
     try:
         import uvloop
@@ -292,10 +294,10 @@ async def serve_until_signalled(server: AudioSocketServer, config: BridgeConfig,
         if stop.is_set():
             if loop.time() - first_signal_at < duplicate_s:
                 return
-            log.info("second signal: hanging up every call now", signal=name)
+            log.info("second_stop_signal", signal=name)
             server.hurry()
         else:
-            log.info("signal received: shutting down", signal=name)
+            log.info("stop_signal", signal=name)
             first_signal_at = loop.time()
             stop.set()
 
@@ -343,6 +345,6 @@ def run(args: argparse.Namespace) -> int:
                               lambda worker: run_event_loop(serve(worker, handler, dialogue=dialogue))).run()
         return run_event_loop(serve(settings, handler, dialogue=dialogue))
     except OSError as exc:  # e.g. the port is taken
-        log.error("cannot serve", error=str(exc), host=settings.bridge.host, port=settings.bridge.port)
+        log.error("serve_failed", error=str(exc), host=settings.bridge.host, port=settings.bridge.port)
         print(f"voice-bridge serve: {exc}", file=sys.stderr)
         return 1

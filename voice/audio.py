@@ -361,8 +361,6 @@ class WavAudio:
         return len(self.pcm) / (SAMPLE_RATE * SAMPLE_WIDTH)
 
 
-AudioFile = WavAudio
-
 WAVE_FORMAT_NAMES: dict[int, str] = {
     0x0001: "PCM", 0x0002: "Microsoft ADPCM", 0x0003: "IEEE float", 0x0006: "A-law", 0x0007: "μ-law",
     0x0011: "IMA ADPCM", 0x0016: "ITU G.723 ADPCM", 0x0031: "GSM 6.10", 0x0040: "ITU G.721 ADPCM",

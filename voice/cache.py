@@ -84,13 +84,6 @@ def read_audio_chunks(wav_filepath: str, chunk_size_ms: int = 20, target_dbfs: f
     return FileChunks(audio, to_frames(pcm, frame_bytes), level, gain)
 
 
-def read_wav_chunks(wav_filepath: str, chunk_size_ms: int = 20,
-                    target_dbfs: float | None = None) -> tuple[WavAudio, list[bytes]]:
-    """`read_audio_chunks` as (audio, chunks): the older interface."""
-    read = read_audio_chunks(wav_filepath, chunk_size_ms, target_dbfs)
-    return read.audio, read.chunks
-
-
 def _cluster_spec(url: str) -> tuple[list[tuple[str, int]], dict[str, Any]]:
     """`redis+cluster://[user:pass@]h1:p1[,h2:p2...][?opts]` -> seed nodes and client keyword arguments."""
     parts = urlsplit(url)
@@ -349,7 +342,7 @@ class RedisCacheManager(AbstractCache):
     async def get_text(self, key: str) -> str | None:
         """The text under `key`; None when missing, on error, or when the value is not UTF-8 (logged)."""
         _check_key(key)
-        raw = await self._run("get_text", key, lambda client: client.get(key), None)
+        raw: bytes | None = await self._run("get_text", key, lambda client: client.get(key), None)
         if raw is None:
             return None
         try:

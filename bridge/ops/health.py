@@ -29,7 +29,7 @@ from prometheus_client.exposition import choose_encoder
 
 from bridge.config import Settings
 from bridge.ops.metrics import Metrics
-from voice.cache import safe_url
+from voice.config import safe_url
 from voice.domain.interfaces.cache import AbstractCache
 
 __all__ = ["HealthServer", "tcp_check", "CHECK_TIMEOUT_S"]

@@ -36,9 +36,14 @@ class _LiveCollector(Collector):
 class ServerView(Protocol):
     """What the metrics read from the AudioSocket server (`bridge.server.AudioSocketServer`)."""
 
-    calls: Sized
-    calls_total: int
-    clock: Any
+    @property
+    def calls(self) -> Sized: ...
+
+    @property
+    def calls_total(self) -> int: ...
+
+    @property
+    def clock(self) -> Any: ...
 
     def frames_sent_total(self) -> int: ...
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import builtins
 import dataclasses
 import json
 import math
@@ -42,6 +43,7 @@ from bridge.protocol import (
     AUDIO_HEADER_320,
     FRAME_BYTES,
     FRAME_MS,
+    SAMPLE_RATES,
     SILENCE_FRAME,
     SILENCE_PAYLOAD,
     Decoder,
@@ -90,7 +92,7 @@ class CallReport:
     dtmf_sent: list[tuple[float, str]]
     """(ms after the UUID, digit) for each 0x03 sent."""
     received_hangup: bool
-    audio: bytes = dataclasses.field(default=b"", repr=False)
+    audio: builtins.bytes = dataclasses.field(default=b"", repr=False)  # `bytes` here is the field above
     """Every received audio payload, concatenated (kept when `keep_audio` or `record`)."""
     arrivals_ms: list[float] = dataclasses.field(default_factory=list, repr=False)
     """Arrival time of each received audio message, ms after the UUID was sent."""
@@ -397,7 +399,7 @@ class _CallerProtocol(asyncio.Protocol):
 
     def _handle(self, messages: list[Message], now: float) -> None:
         for kind, payload in messages:
-            if kind == 0x10 or 0x11 <= kind <= 0x18:
+            if kind in SAMPLE_RATES:
                 self.arrivals.append(now)
                 size = len(payload)
                 self.sizes.append(size)
@@ -540,7 +542,7 @@ async def place_call(
             caller.finish("cancelled")
     report = caller.report(call_uuid)
     if record is not None:
-        write_wav(record, report.audio)
+        write_wav(Path(record), report.audio)
     return report
 
 

@@ -55,10 +55,10 @@ class ServeProcess:
 async def test_serve_signals_and_graceful_shutdown():
     async with ServeProcess("--bridge-shutdown-grace", "0.5", "--tone", "400") as serve:
         call = asyncio.create_task(place_call("127.0.0.1", serve.port, duration_s=None, max_wait_s=20))
-        await serve.wait_for("call started")
+        await serve.wait_for("call_started")
         await asyncio.sleep(0.3)
         serve.proc.send_signal(signal.SIGUSR1)
-        stats = await serve.wait_for("clock stats")
+        stats = await serve.wait_for("clock_stats")
         assert stats["clock"]["ticks"] > 0 and "p99_ms" in stats["clock"]["lateness"]
         t = time.monotonic()
         serve.proc.send_signal(signal.SIGTERM)
@@ -69,10 +69,10 @@ async def test_serve_signals_and_graceful_shutdown():
     assert report.hangup == "server" and report.received_hangup  # 00 00 00 after the grace period
     assert 0.4 <= waited < 5, waited
     assert report.first_audio_ms is not None and report.frames >= 20
-    started = next(line for line in serve.lines if line["event"] == "call started")
+    started = next(line for line in serve.lines if line["event"] == "call_started")
     assert started["call"] == report.uuid and started["peer"].startswith("127.0.0.1:")
     assert all(
-        line.get("call") == report.uuid for line in serve.lines if line["event"] in ("call started", "call ended")
+        line.get("call") == report.uuid for line in serve.lines if line["event"] in ("call_started", "call_ended")
     )
     stopped = next(line for line in serve.lines if line["event"] == "stopped")
     assert stopped["hung_up"] == 1 and stopped["calls_total"] == 1
@@ -92,7 +92,7 @@ async def test_serve_reports_a_port_in_use():
             sys.executable, "-m", "bridge", "serve", "--bridge-port", str(first.port), "--log-format", "json",
             stderr=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.DEVNULL)
         _, err = await asyncio.wait_for(proc.communicate(), 30)
-        assert proc.returncode == 1 and b"cannot serve" in err
+        assert proc.returncode == 1 and b"serve_failed" in err
 
 
 async def test_bench_runs_end_to_end_at_small_size():

@@ -212,7 +212,7 @@ async def test_a_failing_handler_hangs_up_its_call_only(start_server):
         )
     assert bad.hangup == "server" and bad.received_hangup
     assert good.hangup == "caller" and good.frames >= 15
-    assert any(e["event"] == "call task failed; hanging up" and e.get("call") == str(bad_uuid) for e in logs)
+    assert any(e["event"] == "call_task_failed" and e.get("call") == str(bad_uuid) for e in logs)
 
 
 async def test_inbound_audio_reaches_on_audio_with_its_rate(start_server):
@@ -264,9 +264,9 @@ async def test_mulaw_input_is_detected_and_reported_once(start_server):
     with capture_logs() as logs:
         await send(160)
         await send(320)  # proper slin8: no warning
-    warnings = [e for e in logs if "μ-law" in e["event"]]
+    warnings = [e for e in logs if e["event"] == "inbound_looks_ulaw"]
     assert len(warnings) == 1, [e["event"] for e in logs]
-    assert "c(slin)" in warnings[0]["event"] and "call" in warnings[0]
+    assert "c(slin)" in warnings[0]["hint"] and "call" in warnings[0]
 
 
 async def test_max_calls_caps_concurrent_connections(start_server):
@@ -279,7 +279,7 @@ async def test_max_calls_caps_concurrent_connections(start_server):
     assert extra.frames == 0 and extra.hangup in ("server-eof", "server-reset")
     assert all(r.hangup == "caller" for r in done)
     assert server.rejected_total == 1
-    assert any(e["event"] == "call limit reached; connection closed" for e in logs)
+    assert any(e["event"] == "call_rejected" and e["reason"] == "call-limit" for e in logs)
     await normal_call(server)  # room again
 
 

@@ -212,7 +212,7 @@ async def test_a_hangup_ends_the_dialogue_walk_at_once(stack):
     assert report.hangup == "caller"
     events = [entry["event"] for entry in logs]
     assert events.count("node") >= 2, events
-    ended = events.index("call ended")
+    ended = events.index("call_ended")
     assert "node" not in events[ended:], events[ended:]
     assert "dialogue_failed" not in events
     assert not [t for t in asyncio.all_tasks() if t.get_name().startswith("call:")]

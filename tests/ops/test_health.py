@@ -48,7 +48,7 @@ async def test_readyz_turns_unready_when_the_bridge_stops_accepting(redis_url):
 
             # a call that outlives the stop signal keeps the process up during its grace period
             call = asyncio.create_task(place_call("127.0.0.1", serve.port, duration_s=None, max_wait_s=30))
-            await serve.wait_for("call started")
+            await serve.wait_for("call_started")
             serve.proc.terminate()
             await serve.wait_for("stopping")
             unready = await get(f"{base}/readyz")
@@ -139,4 +139,4 @@ async def test_a_taken_metrics_port_stops_serve_with_an_error():
             stderr=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.DEVNULL)
         _, err = await asyncio.wait_for(proc.communicate(), 30)
     assert proc.returncode == 1, err
-    assert b"cannot serve" in err and str(port).encode() in err
+    assert b"serve_failed" in err and str(port).encode() in err

@@ -85,7 +85,7 @@ async def test_secrets_never_appear_in_the_logs_of_a_real_run(password_redis, tm
     # JSON by default when stderr is not a terminal: every line parsed
     assert not [line for line in serve.lines if line.get("event") == "non-json"]
     # every line about the call carries its UUID, the voice side's too
-    for event in ("call started", "node", "synthesis_failed", "tts_item_failed", "call ended", "dialogue_ended"):
+    for event in ("call_started", "node", "synthesis_failed", "tts_item_failed", "call_ended", "dialogue_ended"):
         lines = [line for line in serve.lines if line.get("event") == event]
         assert lines, event
         assert all(line.get("call") == report.uuid for line in lines), (event, lines)

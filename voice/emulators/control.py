@@ -90,8 +90,11 @@ class ControlEndpoints:
     knobs: Any
     host: str
     port: int
-    url: str
     _fail_left: int
+
+    @property
+    def url(self) -> str:  # pragma: no cover - provided by the emulator
+        raise NotImplementedError
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> Any:  # pragma: no cover - the emulator's
         raise NotImplementedError

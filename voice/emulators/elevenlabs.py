@@ -1070,7 +1070,7 @@ class EmulatorProcess:
         self.env = env
         self.start_timeout_s = start_timeout_s
         self.url = ""
-        self.process: subprocess.Popen[str] | None = None
+        self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> str:
         self.process = subprocess.Popen(self.args, stdout=subprocess.PIPE, bufsize=0, env=self.env)

@@ -183,12 +183,16 @@ class STTEmulator(ControlEndpoints):
         self.stats = STTStats()
         self.host = "127.0.0.1"
         self.port = 0
-        self.url = ""
         self._runner: web.AppRunner | None = None
         self._websockets: set[web.WebSocketResponse] = set()
         self._fail_left = self.knobs.fail_count
 
     # --- life cycle ---------------------------------------------------------------------------------------
+
+    @property
+    def url(self) -> str:
+        """http://host:port, once started."""
+        return f"http://{f'[{self.host}]' if ':' in self.host else self.host}:{self.port}"
 
     def routes(self, control_prefix: str = "/_emulator") -> list[web.RouteDef]:
         return [
@@ -205,7 +209,6 @@ class STTEmulator(ControlEndpoints):
         app.add_routes(self.routes())
         self._runner, self.port = await serve_app(app, host, port)
         self.host = host
-        self.url = f"http://{f'[{host}]' if ':' in host else host}:{self.port}"
         self._fail_left = self.knobs.fail_count
         return self
 

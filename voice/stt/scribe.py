@@ -18,7 +18,6 @@ import asyncio
 import base64
 import contextlib
 import json
-import random
 from collections import deque
 from typing import Any
 from urllib.parse import urlencode
@@ -107,7 +106,7 @@ class ScribeRealtimeRecognizer(RecognizerBase):
                 if not exc.retryable or attempt >= self.config.stt_max_retries or self.closed:
                     raise
                 attempt += 1
-                delay = exc.retry_after_s if exc.retry_after_s is not None else 0.1 * 2**attempt * random.random()
+                delay = exc.retry_delay_s(attempt)
                 log.info("stt_connect_retry", provider=self.provider, attempt=attempt, error=type(exc).__name__,
                          delay_s=round(delay, 3))
                 await asyncio.sleep(delay)

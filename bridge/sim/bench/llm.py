@@ -41,6 +41,7 @@ import uuid
 
 import httpx
 import structlog
+from pydantic import SecretStr
 
 from bridge.app import BridgeApp
 from bridge.config import BridgeConfig, Settings
@@ -134,7 +135,7 @@ async def run(args: argparse.Namespace, tts_url: str, llm_url: str, redis_url: s
     settings = Settings(
         bridge=BridgeConfig(port=0, grace_s=0, filler_after_s=0, log_level="warning"),
         cache=CacheConfig(redis_url=redis_url),
-        tts=TTSConfig(api_key=DEFAULT_API_KEY, base_url=tts_url, voice_id=DEFAULT_VOICES[0],
+        tts=TTSConfig(api_key=SecretStr(DEFAULT_API_KEY), base_url=tts_url, voice_id=DEFAULT_VOICES[0],
                       output_format=args.tts_format),
         llm=LLMConfig(llm_base_url=llm_url, llm_model="bench"),
     )

@@ -356,7 +356,7 @@ class BridgeProcess:
     """`python -m bridge serve` (or the baseline) on a free port, its JSON log lines read as they come.
 
     With `workers` > 1 the process is a supervisor: every worker logs its own `listening` (with its pid)
-    and its own `clock stats`; CPU and memory are summed over the supervisor and its workers.
+    and its own `clock_stats`; CPU and memory are summed over the supervisor and its workers.
     """
 
     def __init__(self, serve_args: tuple[str, ...], max_calls: int, *, command: list[str] | None = None,
@@ -410,13 +410,13 @@ class BridgeProcess:
                 listening += 1
                 if listening >= self.workers:
                     self._listening.set()
-            elif event == "clock stats":
+            elif event == "clock_stats":
                 async with self._stats_seen:
                     self.stats.append(line["clock"])
                     self._stats_seen.notify_all()
             elif event == "stopped":
                 self.stopped = line
-            elif line.get("level") in ("warning", "error") and event not in ("call ended",):
+            elif line.get("level") in ("warning", "error") and event not in ("call_ended",):
                 self.warnings.append(f"{event}: {line.get('error', '')}".strip(": "))
 
     async def snapshot_stats(self, timeout_s: float = 5.0) -> dict[str, Any] | None:
@@ -487,7 +487,7 @@ class BridgeProcess:
 
 
 def _worst_of(stats: list[dict[str, Any]]) -> dict[str, Any]:
-    """Several workers' `clock stats`: percentiles cannot be merged, so each figure is the worst worker's."""
+    """Several workers' `clock_stats`: percentiles cannot be merged, so each figure is the worst worker's."""
     if len(stats) == 1:
         return stats[0]
     merged: dict[str, Any] = {"workers": stats}
@@ -768,6 +768,7 @@ async def _run(chosen: Scenario, scenario: str, calls: int, duration_s: float, r
                         await stack.set_call_vars(call_uuid, variables)
                         if chosen.first_text is not None:
                             placed[str(call_uuid)] = (time.monotonic(), chosen.first_text(variables))
+                assert bridge.port is not None  # set once the bridge logged that it listens
                 return await place_call("127.0.0.1", bridge.port, duration_s=duration_s, uuid=call_uuid,
                                         max_wait_s=duration_s + 30, **chosen.caller_kwargs(i))
             except Exception as exc:
@@ -891,13 +892,13 @@ def _first_audio_split(results: list[CallReport | BaseException], placed: dict[s
         if not isinstance(report, CallReport) or report.first_audio_ms is None or report.uuid not in placed:
             continue
         t0, text = placed[report.uuid]
-        request = by_text.get(text)
-        if request is None:
+        matched = by_text.get(text)
+        if matched is None:
             continue
         heard = t0 + report.first_audio_ms / 1000
-        parts["to_emulator"].append(1000 * (request["received_at"] - t0))
-        parts["emulator_ttfb"].append(1000 * (request["first_byte_at"] - request["received_at"]))
-        parts["after_first_byte"].append(1000 * (heard - request["first_byte_at"]))
+        parts["to_emulator"].append(1000 * (matched["received_at"] - t0))
+        parts["emulator_ttfb"].append(1000 * (matched["first_byte_at"] - matched["received_at"]))
+        parts["after_first_byte"].append(1000 * (heard - matched["first_byte_at"]))
     if not parts["to_emulator"]:
         return None
     return {name: {"p50_ms": _percentile(values, 50), "p99_ms": _percentile(values, 99), "n": len(values)}
