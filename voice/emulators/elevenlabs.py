@@ -51,7 +51,7 @@ from aiohttp import WSMsgType, web
 from pydantic import SecretStr
 
 from voice.config import ConfigError, EnvSettings, Port, setting
-from voice.emulators.control import ControlEndpoints, KnobsBase, configure_stderr_logs, serve_app
+from voice.emulators.control import ControlEndpoints, KnobsBase, configure_stderr_logs, port_flag, serve_app
 from voice.emulators.tone_code import CHAR_MS, expected_frames, identify, synthesize
 from voice.formats import COMPRESSED_FORMATS, OUTPUT_FORMATS, PCM_RATES, bytes_per_sample, source_rate
 
@@ -1139,7 +1139,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.description = HELP_DESCRIPTION
     defaults = Knobs()
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on [default 127.0.0.1]")
-    parser.add_argument("--port", type=_port, default=None,
+    parser.add_argument("--port", type=port_flag(EmulatorSettings), default=None,
                         help="port; 0 picks a free one [env EMULATOR_PORT; default 8765]")
     parser.add_argument("--api-key", default=None,
                         help="the one accepted API key [env ELEVENLABS_API_KEY; default unset: any non-empty key]")
@@ -1208,14 +1208,6 @@ def _default_voices() -> list[str]:
     if configured and configured not in voices:
         voices.append(configured)
     return voices
-
-
-def _port(raw: str) -> int:
-    """--port is checked as EMULATOR_PORT is, and its error names the flag."""
-    try:
-        return EmulatorSettings.load({}, port=raw).port
-    except ConfigError as exc:
-        raise argparse.ArgumentTypeError(exc.problem) from None
 
 
 def _knobs_from_args(args: argparse.Namespace) -> Knobs:
