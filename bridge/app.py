@@ -14,7 +14,6 @@ hot socket), and its rooms: `DialogueRunner` -> `Playlist` / `Answers` -> `Speak
 from __future__ import annotations
 
 import asyncio
-
 import gc
 import socket
 import time
@@ -32,20 +31,19 @@ from bridge.dialogue_runner import DialogueRunner, PlaybackStep
 from bridge.ops.gc import FullCollectionPolicy
 from bridge.ops.logs import register_settings_secrets, settings_for_log
 from bridge.ops.metrics import Metrics
-from bridge.preflight import preflight_at_start
 from bridge.playlist import Playlist, Synthesizer
+from bridge.preflight import preflight_at_start
 from bridge.server import AudioSocketServer, Handler, serve_until_signalled
 from bridge.speaker import Speaker
 from bridge.variables import CallVariables
 from voice.audio import Loudness
-from voice.tasks import cancel_and_wait
 from voice.cache import RedisCacheManager
-from voice.domain.interfaces.cache import AbstractCache
 from voice.fragment_memo import FragmentMemo
 from voice.http import aclose_shared_client, shared_http_client
 from voice.keys import profile_tag
 from voice.llm import ConversationManager, OpenAICompatibleSource, TextSource
 from voice.synthesis import SynthesisHub
+from voice.tasks import cancel_and_wait
 from voice.tts_manager.connection_manager import WebSocketConnectionManager
 from voice.tts_manager.manager import TTSManager
 
@@ -83,7 +81,7 @@ class BridgeApp:
         settings: Settings,
         *,
         dialogue: Dialogue | None = None,
-        cache: AbstractCache | None = None,
+        cache: RedisCacheManager | None = None,  # Redis's: the start-up check and /readyz ping it
         metrics: Metrics | None = None,
         llm: TextSource | None = None,
     ) -> None:

@@ -26,12 +26,13 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import dataclasses
 import socket
 import time
 import uuid as uuid_module
 from collections.abc import Awaitable, Callable, Coroutine, Iterable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import structlog
@@ -349,7 +350,7 @@ class Call(asyncio.Protocol):
         q = self._outq
         if q and self._spoke_at == self.frames_sent - 1:  # speech went out last tick: the cut is audible
             head = q[0]
-            payload = head[-FRAME_BYTES:] if head.__class__ is bytes else head.frames[head.next]  # type: ignore[union-attr,index]
+            payload = head[-FRAME_BYTES:] if head.__class__ is bytes else head.frames[head.next]  # type: ignore[union-attr]
             self._fade_tail = AUDIO_HEADER_320 + _fade_out(payload)
             dropped -= 1
         self._outq.clear()
@@ -410,7 +411,7 @@ class Call(asyncio.Protocol):
         except CallEnded:
             pass
         except Exception as exc:
-            self.log.error("call task failed; hanging up", task=name, exc_info=exc)
+            self.log.error("call_task_failed", task=name, exc_info=exc)
             self._end("error", send_hangup=True)
 
     @property
@@ -468,7 +469,8 @@ class Call(asyncio.Protocol):
     # --- asyncio.Protocol ---------------------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self._transport = transport  # type: ignore[assignment]  # uvloop's transports are not subclasses
+        # a stream transport, by duck typing: uvloop's transports are not subclasses of asyncio.Transport
+        self._transport = tcp = cast(asyncio.Transport, transport)
         peername = transport.get_extra_info("peername")
         self.peer = f"{peername[0]}:{peername[1]}" if peername else "?"
         self.log = _log.bind(peer=self.peer)
@@ -477,18 +479,16 @@ class Call(asyncio.Protocol):
         if not self._host.connection_opened(self):
             self._ended = True
             self.hangup_by = "rejected"
-            transport.abort()
+            tcp.abort()
             return
         # The peer must not make us buffer without bound: past the limit pause_writing() drops the call.
         # The kernel's send buffer is capped likewise (left alone it grows to megabytes, i.e. minutes of
         # audio, before a stuck peer shows in user space); audio needs 16 KB/s, so this costs nothing.
-        transport.set_write_buffer_limits(high=self._outbound_limit)
+        tcp.set_write_buffer_limits(high=self._outbound_limit)
         sock = transport.get_extra_info("socket")
         if sock is not None:
-            try:
+            with contextlib.suppress(OSError):  # not every platform lets us
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, self._outbound_limit)
-            except OSError:  # pragma: no cover - not every platform lets us
-                pass
         self._uuid_timer = loop.call_later(self._uuid_timeout, self._uuid_timed_out)
 
     def data_received(self, data: bytes) -> None:
@@ -515,17 +515,17 @@ class Call(asyncio.Protocol):
 
     def _handle(self, messages: list[Message]) -> None:
         for kind, payload in messages:
-            if kind == 0x10 and not self._rate_check and len(payload) == 320:
+            if kind == Kind.AUDIO and not self._rate_check and len(payload) == FRAME_BYTES:
                 # the hot path: 50 times a second per call
                 self.frames_received += 1
                 callback = self.on_audio
                 if callback is not None:
                     try:
-                        callback(payload, 8000)
+                        callback(payload, SAMPLE_RATE)
                     except Exception:
-                        self.log.exception("on_audio callback failed; disabled for this call")
+                        self.log.exception("on_audio_failed")
                         self.on_audio = None
-            elif kind == 0x10 or 0x11 <= kind <= 0x18:
+            elif kind in SAMPLE_RATES:
                 self._on_inbound_audio(kind, payload)
             elif kind == Kind.DTMF:
                 self._on_dtmf(payload)
@@ -534,11 +534,11 @@ class Call(asyncio.Protocol):
                 return
             elif kind == Kind.UUID:
                 if self._established:
-                    self._warn_once("uuid-again", "a second UUID message was ignored")
+                    self._warn_once("uuid-again", "second_uuid_ignored")
                 else:
                     self._on_uuid(uuid_module.UUID(bytes=payload))
             else:
-                self._warn_once(f"kind-{kind}", "unknown message kind skipped",
+                self._warn_once(f"kind-{kind}", "unknown_kind_skipped",
                                 kind=f"0x{kind:02x}", length=len(payload), payload=payload[:16].hex())
             if self._ended:
                 return
@@ -547,7 +547,7 @@ class Call(asyncio.Protocol):
         try:
             self._decoder.eof()
         except IncompleteMessage as exc:
-            self.log.warning("connection closed mid-message", error=str(exc))
+            self.log.warning("closed_mid_message", error=str(exc))
             self._end("protocol-error", send_hangup=False)
         return False  # let the transport close
 
@@ -562,7 +562,7 @@ class Call(asyncio.Protocol):
                 by = "caller-reset"  # the caller closed with our audio unread: Linux answers with a RST
             else:
                 by = "connection-error"
-                self.log.warning("connection failed", error=repr(exc))
+                self.log.warning("connection_failed", error=repr(exc))
             self._end(by, send_hangup=False)
         self._transport = None  # the transport and its protocol no longer hold each other
         self._host.connection_closed(self)
@@ -570,7 +570,7 @@ class Call(asyncio.Protocol):
     def pause_writing(self) -> None:
         # The transport's buffer passed outbound_limit_bytes: the peer stopped reading.
         buffered = self._transport.get_write_buffer_size() if self._transport else 0
-        self.log.warning("peer stopped reading; dropping the call", buffered_bytes=buffered,
+        self.log.warning("peer_not_reading", buffered_bytes=buffered,
                          limit_bytes=self._outbound_limit)
         self._end("backpressure", send_hangup=False, abort=True)
 
@@ -590,7 +590,7 @@ class Call(asyncio.Protocol):
         self._established = True
         self.started_at = asyncio.get_running_loop().time()
         self.log = self.log.bind(call=str(call_uuid))
-        self.log.info("call started")
+        self.log.info("call_started")
         self._join_timer = asyncio.get_running_loop().call_later(JOIN_AFTER_S, self._join_clock)
         self._host.call_ready(self)
 
@@ -624,7 +624,7 @@ class Call(asyncio.Protocol):
     def _on_inbound_audio(self, kind: int, payload: bytes) -> None:
         n = len(payload)
         if not n or n & 1:
-            self._warn_once("odd-audio", "inbound audio of zero or odd length", kind=f"0x{kind:02x}", length=n)
+            self._warn_once("odd-audio", "odd_audio_length", kind=f"0x{kind:02x}", length=n)
             if n < 2:
                 return
             payload = payload[:-1]
@@ -656,7 +656,7 @@ class Call(asyncio.Protocol):
             try:
                 callback(payload, rate)
             except Exception:
-                self.log.exception("on_audio callback failed; disabled for this call")
+                self.log.exception("on_audio_failed")
                 self.on_audio = None
 
     def _check_rate(self, kind: int, n: int, now: float) -> None:
@@ -684,26 +684,25 @@ class Call(asyncio.Protocol):
         if 5000 <= rate <= 11000:
             self._inbound = "ulaw"
             self.log.warning(
-                "inbound audio looks like 8-bit μ-law labelled as slin (kind 0x10): about "
-                f"{rate:.0f} bytes/s instead of 16000; with Dial(AudioSocket/host:port/uuid) add c(slin), "
-                "e.g. Dial(AudioSocket/host:port/${UUID()}/c(slin))",
-                frame_bytes=n, bytes_per_s=round(rate))
+                "inbound_looks_ulaw", frame_bytes=n, bytes_per_s=round(rate),
+                hint="8-bit mu-law labelled as slin (kind 0x10); with Dial(AudioSocket/host:port/uuid) add "
+                     "c(slin), e.g. Dial(AudioSocket/host:port/${UUID()}/c(slin))")
         elif 24000 <= rate <= 40000:
             self._inbound = "slin16"
             self.log.warning(
-                f"inbound kind 0x10 audio arrives at about {rate:.0f} bytes/s, twice slin 8 kHz: it looks like "
-                "slin16 labelled 0x10 (ARI externalMedia format=slin16 on Asterisk before 20.17)",
-                frame_bytes=n, bytes_per_s=round(rate))
+                "inbound_looks_slin16", frame_bytes=n, bytes_per_s=round(rate),
+                hint="twice slin 8 kHz: slin16 labelled 0x10 (ARI externalMedia format=slin16 on Asterisk "
+                     "before 20.17)")
 
     def _uuid_timed_out(self) -> None:
         self._uuid_timer = None
         if not self._established and not self._ended:
-            self.log.warning("no UUID message in time; closing", timeout_s=self._uuid_timeout,
+            self.log.warning("uuid_timeout", timeout_s=self._uuid_timeout,
                              received_bytes=self._decoder.buffered)
             self._end("no-uuid", send_hangup=False)
 
     def _protocol_error(self, exc: ProtocolError) -> None:
-        self.log.warning("protocol error; closing the call", error=str(exc), error_type=type(exc).__name__)
+        self.log.warning("protocol_error", error=str(exc), error_type=type(exc).__name__)
         self._end("protocol-error", send_hangup=False)
 
     def _warn_once(self, key: str, event: str, **kw: Any) -> None:
@@ -745,7 +744,7 @@ class Call(asyncio.Protocol):
     def _root_done(self, root: asyncio.Task[None]) -> None:
         """The tree has ended. Its tasks never fail it (`_guarded`), so an error here is a bug: report it."""
         if not root.cancelled() and root.exception() is not None:
-            self.log.error("call task group failed; hanging up", exc_info=root.exception())
+            self.log.error("call_task_group_failed", exc_info=root.exception())
             self._end("error", send_hangup=True)
 
     def _end(self, by: str, *, send_hangup: bool, abort: bool = False) -> None:
@@ -785,5 +784,5 @@ class Call(asyncio.Protocol):
                 self.events.get_nowait()
             self.events.put_nowait(HangupEvent(by))
             duration = asyncio.get_running_loop().time() - (self.started_at or self.connected_at)
-            self.log.info("call ended", by=by, duration_s=round(duration, 3), frames_sent=self.frames_sent,
+            self.log.info("call_ended", by=by, duration_s=round(duration, 3), frames_sent=self.frames_sent,
                           speech_frames_sent=self.speech_frames_sent, frames_received=self.frames_received)

@@ -20,7 +20,8 @@ from voice.config import ConfigError, LogSettings, read_environment, secret_sett
 
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "serve": ("bridge.server", "answer Asterisk calls (AudioSocket) with the dialogue"),
-    "check": ("bridge.check_cmd", "preflight: check Redis, the TTS key, the fragments, the LLM/STT with serve's settings"),
+    "check": ("bridge.check_cmd",
+              "preflight: check Redis, the TTS key, the fragments, the LLM/STT with serve's settings"),
     "load-audio": ("voice.load_static_audio", "load WAV files as static fragments static:<file stem>"),
     "call": ("bridge.sim.caller", "place one simulated Asterisk AudioSocket call and report its timing"),
     "emulator": ("voice.emulators.elevenlabs", "run the local ElevenLabs-compatible server"),

@@ -14,7 +14,6 @@ from typing import Annotated
 from pydantic import Field
 
 from bridge.dialogue import Dialogue
-from voice.stt.config import STTConfig
 from voice.config import (
     CacheConfig,
     ConfigError,
@@ -34,6 +33,7 @@ from voice.config import (
     log_level_setting,
     setting,
 )
+from voice.stt.config import STTConfig
 
 __all__ = ["BridgeConfig", "CacheConfig", "LLMConfig", "TTSConfig", "Settings", "ConfigError", "add_settings_flags",
            "settings_from_args", "require_llm_settings"]

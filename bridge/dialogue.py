@@ -27,6 +27,8 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Literal, TypeAlias
 
+from bridge.protocol import DTMF_CHARS
+
 __all__ = [
     "DTMF_DIGITS",
     "ITEM_KINDS",
@@ -45,7 +47,7 @@ __all__ = [
 
 ItemKind: TypeAlias = Literal["static", "tts", "llm"]
 ITEM_KINDS: tuple[ItemKind, ...] = ("static", "tts", "llm")
-DTMF_DIGITS = frozenset("0123456789*#ABCD")
+DTMF_DIGITS = frozenset(DTMF_CHARS)  # the codec's digits, as the strings a dialogue's dtmf table keys
 
 _TOP_KEYS = ("start", "vars", "nodes")
 _NODE_KEYS = ("play", "barge_in", "dtmf", "timeout_s", "next", "hangup")

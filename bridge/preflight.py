@@ -54,8 +54,7 @@ from bridge.config import Settings
 from bridge.dialogue import Dialogue
 from bridge.speaker import FALLBACK_FRAGMENT
 from voice.cache import RedisCacheManager, _cluster_spec
-from voice.config import safe_url
-from voice.config import CacheConfig, ConfigError, LLMConfig, TTSConfig
+from voice.config import CacheConfig, ConfigError, LLMConfig, TTSConfig, safe_url
 from voice.http import shared_http_client
 from voice.keys import preflight_key, static_key
 from voice.stt.config import STTConfig
@@ -78,7 +77,6 @@ __all__ = [
     "log_preflight",
     "playable_fragments",
     "preflight_at_start",
-    "reveal",
     "run_checks",
     "run_preflight",
     "url_database",
@@ -127,23 +125,6 @@ class FragmentStore(Protocol):
     async def ping(self) -> bool: ...
 
     async def get_audio_chunks(self, key: str) -> list[bytes] | None: ...
-
-
-class _Secret(Protocol):
-    def get_secret_value(self) -> str: ...
-
-
-    @property
-    def connect_timeout_s(self) -> float: ...
-
-    @property
-    def request_timeout_s(self) -> float: ...
-
-
-def reveal(value: str | _Secret) -> str:
-    """The plain value of a secret setting: a `str` today, a pydantic `SecretStr` once settings move to
-    pydantic-settings. Every key the checks send is read through here, so that change touches nothing else."""
-    return value if isinstance(value, str) else value.get_secret_value()
 
 
 # --- running ----------------------------------------------------------------------------------------------
@@ -390,7 +371,7 @@ class _ElevenLabsCheck:
 
     def __init__(self, config: TTSConfig) -> None:
         self.config = config
-        self.key = reveal(config.api_key)
+        self.key = config.api_key.get_secret_value()
 
     async def get(self, path: str) -> httpx.Response:
         c = self.config
@@ -637,7 +618,7 @@ class OpenAIEndpointCheck:
 
 def llm_check(config: LLMConfig) -> OpenAIEndpointCheck:
     return OpenAIEndpointCheck(
-        name="llm", base_url=config.llm_base_url, api_key=reveal(config.llm_api_key), model=config.llm_model,
+        name="llm", base_url=config.llm_base_url, api_key=config.llm_api_key.get_secret_value(), model=config.llm_model,
         setting="LLM_BASE_URL", key_setting="LLM_API_KEY", model_setting="LLM_MODEL",
         connect_timeout_s=config.llm_connect_timeout_s, read_timeout_s=config.llm_read_timeout_s, completion=True,
     )

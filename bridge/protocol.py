@@ -22,8 +22,8 @@ from typing import NamedTuple
 from voice.audio import FRAME_BYTES, FRAME_MS, SAMPLE_RATE
 
 __all__ = [
-    "Kind", "Message", "SAMPLE_RATES", "DTMF_DIGITS", "SAMPLE_RATE", "FRAME_MS", "FRAME_BYTES",
-    "HEADER_BYTES", "MAX_PAYLOAD", "encode", "encode_uuid", "encode_dtmf", "audio_header", "sample_rate_of",
+    "Kind", "Message", "SAMPLE_RATES", "DTMF_CHARS", "DTMF_DIGITS", "SAMPLE_RATE", "FRAME_MS", "FRAME_BYTES",
+    "HEADER_BYTES", "MAX_PAYLOAD", "encode", "encode_uuid", "encode_dtmf", "audio_header",
     "AUDIO_HEADER_320", "SILENCE_PAYLOAD", "SILENCE_FRAME", "HANGUP_MESSAGE",
     "Decoder", "ProtocolError", "FirstMessageNotUUID", "BadUUIDLength", "BadAudioLength", "BadDTMF",
     "UnexpectedKind", "IncompleteMessage",
@@ -53,7 +53,7 @@ class Kind(enum.IntEnum):
 
 
 SAMPLE_RATES: dict[int, int] = {
-    Kind.AUDIO: 8000,
+    Kind.AUDIO: SAMPLE_RATE,
     Kind.AUDIO_12K: 12000,
     Kind.AUDIO_16K: 16000,
     Kind.AUDIO_24K: 24000,
@@ -65,7 +65,14 @@ SAMPLE_RATES: dict[int, int] = {
 }
 """Audio kind -> sample rate (Hz). A kind is audio exactly when it is a key here."""
 
-DTMF_DIGITS = frozenset(b"0123456789*#ABCD")
+# The decoder's hot path compares plain ints (a member lookup per message costs more than the compare).
+_AUDIO, _UUID, _DTMF = int(Kind.AUDIO), int(Kind.UUID), int(Kind.DTMF)
+_FRAME_MESSAGE_BYTES = HEADER_BYTES + FRAME_BYTES  # one whole 20 ms slin message: 323
+
+DTMF_CHARS = "0123456789*#ABCD"
+"""The DTMF digits a 0x03 message may carry (RFC 4733 events 0-15), in keypad order."""
+DTMF_DIGITS = frozenset(DTMF_CHARS.encode("ascii"))
+"""The same digits as byte values, for checking a payload byte."""
 
 
 class Message(NamedTuple):
@@ -100,7 +107,9 @@ class ProtocolError(ValueError):
     a receiver handles them first (the audio before the garbage was real audio).
     """
 
-    messages: list[Message] = []
+    def __init__(self, *args: object) -> None:
+        super().__init__(*args)
+        self.messages: list[Message] = []  # per error: a class-level list would be shared by every instance
 
 
 class FirstMessageNotUUID(ProtocolError):
@@ -157,10 +166,6 @@ def encode_dtmf(digit: str) -> bytes:
     if len(raw) != 1 or raw[0] not in DTMF_DIGITS:
         raise ValueError(f"DTMF digit must be one of 0-9 * # A-D, got {digit!r}")
     return encode(Kind.DTMF, raw)
-
-
-def sample_rate_of(kind: int) -> int | None:
-    return SAMPLE_RATES.get(kind)
 
 
 AUDIO_HEADER_320 = audio_header(FRAME_BYTES)
@@ -227,11 +232,11 @@ class Decoder:
             n = len(data)
             if n >= HEADER_BYTES and n == HEADER_BYTES + ((data[1] << 8) | data[2]):
                 kind = data[0]
-                if kind == 0x10 and n == 323 and self._fast320:  # 20 ms of slin8: valid in every mode
-                    return [Message(0x10, data[HEADER_BYTES:])]
+                if kind == _AUDIO and n == _FRAME_MESSAGE_BYTES and self._fast320:  # 20 ms of slin8: always valid
+                    return [Message(_AUDIO, data[HEADER_BYTES:])]
                 self._check_header(kind, n - HEADER_BYTES)
                 payload = data[HEADER_BYTES:]
-                if kind == 0x03:
+                if kind == _DTMF:
                     self._check_dtmf(payload)
                 return [Message(kind, bytes(payload))]
         buf += data
@@ -253,7 +258,7 @@ class Decoder:
                     self._head_checked = True
                     break
                 payload = bytes(buf[pos + HEADER_BYTES:stop])
-                if kind == 0x03:
+                if kind == _DTMF:
                     self._check_dtmf(payload)
                 out.append(Message(kind, payload))
                 pos = stop
@@ -281,7 +286,7 @@ class Decoder:
 
     def _check_header(self, kind: int, length: int) -> None:
         if self._expect_uuid:
-            if kind != 0x01:
+            if kind != _UUID:
                 self._fail(FirstMessageNotUUID(
                     f"the first message must be a UUID (kind 0x01), got kind 0x{kind:02x} with length {length}"))
             if length != 16:
@@ -292,14 +297,14 @@ class Decoder:
         if self._allowed is not None and kind not in self._allowed:
             self._fail(UnexpectedKind(f"kind 0x{kind:02x} is not allowed here "
                                       f"(allowed: {', '.join(f'0x{k:02x}' for k in sorted(self._allowed))})"))
-        if kind == 0x01 and length != 16:
+        if kind == _UUID and length != 16:
             self._fail(BadUUIDLength(f"a UUID message must carry 16 bytes, this one says {length}"))
         if self._strict_audio and kind in SAMPLE_RATES and (length == 0 or length % 2):
             self._fail(BadAudioLength(f"audio (kind 0x{kind:02x}) must have an even, non-zero length, got {length}"))
 
     def _may_skip_checks(self) -> bool:
         """True when a whole 320-byte 0x10 message needs no check (the hot path)."""
-        return not self._expect_uuid and (self._allowed is None or 0x10 in self._allowed)
+        return not self._expect_uuid and (self._allowed is None or _AUDIO in self._allowed)
 
     def _check_dtmf(self, payload: bytes) -> None:
         if len(payload) != 1 or payload[0] not in DTMF_DIGITS:

@@ -9,7 +9,7 @@ composition root `bridge.app.serve`), or a test tone or silence.
 
 Signals (`voice-bridge serve`): SIGTERM/SIGINT stop accepting and give calls `BRIDGE_SHUTDOWN_GRACE`
 seconds to end, then hang them up with 0x00 (a second signal hangs them up at once); SIGUSR1 logs the media
-clock's statistics (`clock stats`: tick lateness and tick work p50/p99/max) and starts them afresh, which is
+clock's statistics (`clock_stats`: tick lateness and tick work p50/p99/max) and starts them afresh, which is
 how `voice-bridge bench` measures a steady state.
 """
 
@@ -25,7 +25,7 @@ import socket
 import sys
 from collections.abc import Awaitable, Callable, Coroutine
 from fractions import Fraction
-from typing import Any
+from typing import Any, TypeVar
 
 import structlog
 
@@ -47,6 +47,8 @@ __all__ = [
 ]
 
 log = structlog.get_logger(__name__)
+
+T = TypeVar("T")
 
 Handler = Callable[[Call], Awaitable[None]]
 
@@ -74,7 +76,7 @@ def tone_frames(frequency_hz: float, amplitude: int = 8000) -> list[bytes]:
     frames = tone_cycle_frames(frequency_hz)
     step = 2 * math.pi * frequency_hz / SAMPLE_RATE
     samples = frames * FRAME_BYTES // 2
-    pcm = b"".join(int(round(amplitude * math.sin(step * i))).to_bytes(2, "little", signed=True)
+    pcm = b"".join(round(amplitude * math.sin(step * i)).to_bytes(2, "little", signed=True)
                    for i in range(samples))
     return [pcm[k:k + FRAME_BYTES] for k in range(0, len(pcm), FRAME_BYTES)]
 
@@ -262,7 +264,7 @@ class AudioSocketServer(CallHost):
     def log_stats(self, reset: bool = False) -> dict[str, object]:
         """Log (and return) the media clock's statistics; `reset` starts a new measurement window."""
         stats = {**self.clock.stats(), "gc": self.gc_pauses.summary(), "tasks": len(asyncio.all_tasks())}
-        log.info("clock stats", calls=len(self.calls), clock=stats)
+        log.info("clock_stats", calls=len(self.calls), clock=stats)
         if reset:
             self.clock.reset_stats()
             self.gc_pauses.reset()
@@ -289,7 +291,7 @@ class AudioSocketServer(CallHost):
         if len(self.calls) >= self.config.max_calls:
             self.rejected_total += 1
             self._rejected("call-limit")
-            call.log.warning("call limit reached; connection closed", max_calls=self.config.max_calls)
+            call.log.warning("call_rejected", reason="call-limit", max_calls=self.config.max_calls)
             return False
         if len(self.pending) >= self.max_pending:
             self._evict_oldest_pending()
@@ -356,7 +358,7 @@ class AudioSocketServer(CallHost):
 # --- `voice-bridge serve` -------------------------------------------------------------------------------
 
 
-def run_event_loop(main: Coroutine[Any, Any, int]) -> int:
+def run_event_loop(main: Coroutine[Any, Any, T]) -> T:
     """Run `main` on uvloop when it is installed (cheaper I/O and timers), else on asyncio's own loop."""
     try:
         import uvloop
@@ -380,10 +382,10 @@ async def serve_until_signalled(server: AudioSocketServer, config: BridgeConfig,
         if stop.is_set():
             if loop.time() - first_signal_at < duplicate_s:
                 return
-            log.info("second signal: hanging up every call now", signal=name)
+            log.info("second_stop_signal", signal=name)
             server.hurry()
         else:
-            log.info("signal received: shutting down", signal=name)
+            log.info("stop_signal", signal=name)
             first_signal_at = loop.time()
             stop.set()
 
@@ -394,6 +396,9 @@ async def serve_until_signalled(server: AudioSocketServer, config: BridgeConfig,
         ready(server)
     await stop.wait()
     await server.stop(config.grace_s)
+    # Stopped: a further SIGTERM/SIGINT (systemd or a terminal repeating the request) must not kill the
+    # process with the default action once the loop has let go of its handlers; it stays pending until exit.
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT})
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
@@ -440,7 +445,7 @@ def run(args: argparse.Namespace) -> int:
     except ListenError as exc:
         return _cannot_listen(exc)
     except OSError as exc:
-        log.error("cannot_serve", error=str(exc), host=settings.bridge.host, port=settings.bridge.port)
+        log.error("serve_failed", error=str(exc), host=settings.bridge.host, port=settings.bridge.port)
         print(f"voice-bridge serve: {exc}", file=sys.stderr)
         return 1
 

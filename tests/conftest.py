@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 import pytest
 
 from voice.emulators.redis_server import RedisServer, free_port

@@ -12,6 +12,7 @@ of every kind, FLAC, OGG/Vorbis, ...); loudness is measured and levelled here to
 
 from __future__ import annotations
 
+import audioop
 import functools
 import math
 import wave
@@ -22,11 +23,6 @@ import numpy as np
 import soundfile
 
 from voice.formats import G711_FORMATS, OUTPUT_FORMATS, PCM_RATES, bytes_per_sample
-
-try:  # Python <= 3.12 ships audioop; 3.13+ gets it from the audioop-lts package.
-    import audioop
-except ImportError:  # pragma: no cover - depends on the interpreter
-    import audioop_lts as audioop  # type: ignore[no-redef]
 
 SAMPLE_RATE = 8000
 SAMPLE_WIDTH = 2
@@ -57,7 +53,7 @@ STOP_HZ = 4200.0
 STOP_DB = 70.0
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _design(rate: int, realtime: bool) -> tuple[int, int, int, int, np.ndarray]:
     """(up, down, taps per phase, delay compensated, phase filters) of the low-pass for `rate` -> 8 kHz.
 
@@ -70,7 +66,7 @@ def _design(rate: int, realtime: bool) -> tuple[int, int, int, int, np.ndarray]:
     common = math.gcd(rate, SAMPLE_RATE)
     up, down = SAMPLE_RATE // common, rate // common
     width = 2 * math.pi * (STOP_HZ - PASS_HZ) / rate
-    taps = int(math.ceil((STOP_DB - 8) / (2.285 * width))) + 1 | 1  # Kaiser's estimate, odd
+    taps = math.ceil((STOP_DB - 8) / (2.285 * width)) + 1 | 1  # Kaiser's estimate, odd
     length = up * taps - (1 - up * taps % 2)  # odd: a whole-sample delay to compensate
     delay = (length - 1) // 2
     cutoff = (PASS_HZ + STOP_HZ) / 2 / (rate * up)
@@ -364,8 +360,6 @@ class WavAudio:
     def duration_s(self) -> float:
         return len(self.pcm) / (SAMPLE_RATE * SAMPLE_WIDTH)
 
-
-AudioFile = WavAudio
 
 WAVE_FORMAT_NAMES: dict[int, str] = {
     0x0001: "PCM", 0x0002: "Microsoft ADPCM", 0x0003: "IEEE float", 0x0006: "A-law", 0x0007: "μ-law",

@@ -31,7 +31,7 @@ import threading
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar, List, Optional, TypeVar
+from typing import Any, ClassVar, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import structlog
@@ -84,13 +84,6 @@ def read_audio_chunks(wav_filepath: str, chunk_size_ms: int = 20, target_dbfs: f
     return FileChunks(audio, to_frames(pcm, frame_bytes), level, gain)
 
 
-def read_wav_chunks(wav_filepath: str, chunk_size_ms: int = 20,
-                    target_dbfs: float | None = None) -> tuple[WavAudio, list[bytes]]:
-    """`read_audio_chunks` as (audio, chunks): the older interface."""
-    read = read_audio_chunks(wav_filepath, chunk_size_ms, target_dbfs)
-    return read.audio, read.chunks
-
-
 def _cluster_spec(url: str) -> tuple[list[tuple[str, int]], dict[str, Any]]:
     """`redis+cluster://[user:pass@]h1:p1[,h2:p2...][?opts]` -> seed nodes and client keyword arguments."""
     parts = urlsplit(url)
@@ -123,12 +116,12 @@ def _cluster_spec(url: str) -> tuple[list[tuple[str, int]], dict[str, Any]]:
 class RedisCacheManager(AbstractCache):
     """The Redis-backed voice cache. See the module docstring for the Singleton rules."""
 
-    _instance: ClassVar[Optional["RedisCacheManager"]] = None
+    _instance: ClassVar[RedisCacheManager | None] = None
     _instance_lock: ClassVar[threading.Lock] = threading.Lock()
 
     config: CacheConfig
 
-    def __new__(cls, config: CacheConfig | None = None) -> "RedisCacheManager":
+    def __new__(cls, config: CacheConfig | None = None) -> RedisCacheManager:
         with RedisCacheManager._instance_lock:
             current = RedisCacheManager._instance
             if current is not None:
@@ -331,7 +324,7 @@ class RedisCacheManager(AbstractCache):
 
         return await self._run("set_audio_chunks", key, write, False)
 
-    async def get_audio_chunks(self, key: str) -> Optional[List[bytes]]:
+    async def get_audio_chunks(self, key: str) -> list[bytes] | None:
         """The whole list in one round trip (LRANGE 0 -1), as bytes; None when missing or on error."""
         _check_key(key)
         chunks = await self._run("get_audio_chunks", key, lambda client: client.lrange(key, 0, -1), None)
@@ -346,10 +339,10 @@ class RedisCacheManager(AbstractCache):
         data = text.encode("utf-8")
         return bool(await self._run("set_text", key, lambda client: client.set(key, data, ex=ttl), False))
 
-    async def get_text(self, key: str) -> Optional[str]:
+    async def get_text(self, key: str) -> str | None:
         """The text under `key`; None when missing, on error, or when the value is not UTF-8 (logged)."""
         _check_key(key)
-        raw = await self._run("get_text", key, lambda client: client.get(key), None)
+        raw: bytes | None = await self._run("get_text", key, lambda client: client.get(key), None)
         if raw is None:
             return None
         try:
@@ -377,7 +370,9 @@ def _check_ttl(key: str, ttl_seconds: object) -> int:
 
 def _check_chunks(key: str, audio_chunks: Sequence[bytes]) -> list[bytes]:
     if isinstance(audio_chunks, (bytes, bytearray, memoryview, str)):
-        raise TypeError(f"{key!r}: audio_chunks must be a list of byte chunks, not a single {type(audio_chunks).__name__}")
+        raise TypeError(
+            f"{key!r}: audio_chunks must be a list of byte chunks, not a single {type(audio_chunks).__name__}"
+        )
     chunks = list(audio_chunks)
     if not chunks:
         raise ValueError(f"{key!r}: no audio chunks; an empty list cannot be cached")

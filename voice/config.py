@@ -519,7 +519,7 @@ class LogSettings(EnvSettings):
 
 # --- the voice side's settings ------------------------------------------------------------------------
 
-from voice.formats import G711_FORMATS, OUTPUT_FORMATS, PCM_RATES  # noqa: E402  (the one table; re-exported)
+from voice.formats import G711_FORMATS, OUTPUT_FORMATS, PCM_RATES, source_rate  # noqa: E402  (the one table; re-exported)
 
 
 class CacheConfig(SettingsPart):
@@ -592,7 +592,7 @@ class TTSConfig(SettingsPart):
 
     @property
     def sample_rate(self) -> int:
-        return PCM_RATES.get(self.output_format, 8000)
+        return source_rate(self.output_format)
 
 
 DEFAULT_SYSTEM_PROMPT = (
@@ -633,7 +633,8 @@ __all__ = [
     "ConfigError", "EnvSettings", "SettingsPart", "LogSettings", "CacheConfig", "TTSConfig", "LLMConfig",
     "setting", "load", "add_flags", "flag_overrides", "env_names", "env_name", "is_secret", "secret_settings",
     "safe_url",
-    "config_error", "read_environment", "describe_default", "help_with_default", "show_value", "add_option", "Port", "NonEmpty", "HttpUrl", "RedisUrl",
+    "config_error", "read_environment", "describe_default", "help_with_default", "show_value", "add_option",
+    "Port", "NonEmpty", "HttpUrl", "RedisUrl",
     "LogLevel", "LogFormat", "between", "one_of", "url", "PCM_RATES", "G711_FORMATS",
     "OUTPUT_FORMATS", "DEFAULT_SYSTEM_PROMPT", "ENV_FILE",
 ]

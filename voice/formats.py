@@ -23,6 +23,13 @@ G711_FORMATS: frozenset[str] = frozenset({"ulaw_8000", "alaw_8000"})
 OUTPUT_FORMATS: tuple[str, ...] = tuple(PCM_RATES) + tuple(sorted(G711_FORMATS))
 """Every format a TTS stream may arrive in, in the order error messages list them."""
 
+COMPRESSED_FORMATS: tuple[str, ...] = (
+    "mp3_22050_32", "mp3_24000_48", "mp3_44100_32", "mp3_44100_64", "mp3_44100_96", "mp3_44100_128",
+    "mp3_44100_192", "opus_48000_32", "opus_48000_64", "opus_48000_96", "opus_48000_128", "opus_48000_192",
+)
+"""Formats the provider also names (its API accepts them) that the voice side never decodes: the emulator
+answers them with the real API's validation error or its own clear refusal, never as unknown."""
+
 
 def source_rate(output_format: str) -> int:
     """Sample rate of a provider format (8000 for G.711); KeyError for an unknown one."""

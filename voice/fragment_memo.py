@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any, List, Optional
+from typing import Any
 
 import structlog
 
@@ -51,7 +51,7 @@ class FragmentMemo(AbstractCache):
         self.max_entries = max_entries
         self._entries: dict[str, tuple[float, list[bytes]]] = {}
         """key -> (monotonic time it was read, the chunks)"""
-        self._reads: dict[str, asyncio.Future[Optional[List[bytes]]]] = {}
+        self._reads: dict[str, asyncio.Future[list[bytes] | None]] = {}
         self.hits = 0
         self.reads = 0
         self.stale_served = 0
@@ -64,7 +64,7 @@ class FragmentMemo(AbstractCache):
 
     # --- the memo ---------------------------------------------------------------------------------------
 
-    async def get_audio_chunks(self, key: str) -> Optional[List[bytes]]:
+    async def get_audio_chunks(self, key: str) -> list[bytes] | None:
         if not key.startswith(STATIC_PREFIX):
             return await self.cache.get_audio_chunks(key)
         if not self.ttl_s:
@@ -82,7 +82,7 @@ class FragmentMemo(AbstractCache):
         # shielded: a call that hangs up mid-read does not cancel the read the others are waiting for
         return await asyncio.shield(read)
 
-    async def _read(self, key: str) -> Optional[List[bytes]]:
+    async def _read(self, key: str) -> list[bytes] | None:
         failures = getattr(self.cache, "failures", 0)
         self.reads += 1
         chunks = await self.cache.get_audio_chunks(key)
@@ -126,13 +126,13 @@ class FragmentMemo(AbstractCache):
         self.forget(key)
         return await self.cache.load_and_set_audio(key, wav_filepath, chunk_size_ms)
 
-    async def set_audio_chunks(self, key: str, audio_chunks: List[bytes], *,
-                               ttl_seconds: Optional[int] = None) -> bool:
+    async def set_audio_chunks(self, key: str, audio_chunks: list[bytes], *,
+                               ttl_seconds: int | None = None) -> bool:
         self.forget(key)
         return await self.cache.set_audio_chunks(key, audio_chunks, ttl_seconds=ttl_seconds)
 
     async def set_text(self, key: str, text: str, ttl_seconds: int) -> bool:
         return await self.cache.set_text(key, text, ttl_seconds)
 
-    async def get_text(self, key: str) -> Optional[str]:
+    async def get_text(self, key: str) -> str | None:
         return await self.cache.get_text(key)

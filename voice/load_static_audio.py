@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import TextIO
 
 from voice.audio import AudioFormatError, frame_bytes_for
-from voice.cache import RedisCacheManager, read_audio_chunks, safe_url
-from voice.config import CacheConfig, add_flags, flag_overrides, load
+from voice.cache import RedisCacheManager, read_audio_chunks
+from voice.config import CacheConfig, add_flags, flag_overrides, load, safe_url
 from voice.domain.interfaces.cache import AbstractCache
 from voice.keys import static_key
 

@@ -74,7 +74,7 @@ class Synthesis:
         self._changed.set()
         self._changed = asyncio.Event()
 
-    def subscribe(self) -> "Subscription":
+    def subscribe(self) -> Subscription:
         """A listener's handle. Subscribing counts at once, so a prefetched synthesis is not orphaned."""
         self.listeners += 1
         return Subscription(self)

@@ -17,6 +17,7 @@ It runs on the bridge's own event loop: a scrape costs well under a millisecond 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import socket
 import time
@@ -30,7 +31,7 @@ from prometheus_client.exposition import choose_encoder
 from bridge.config import Settings
 from bridge.ops.listen import listen_sockets, metrics_address
 from bridge.ops.metrics import Metrics
-from voice.cache import safe_url
+from voice.config import safe_url
 from voice.domain.interfaces.cache import AbstractCache
 
 __all__ = ["HealthServer", "tcp_check", "CHECK_TIMEOUT_S"]
@@ -46,13 +47,11 @@ async def tcp_check(host: str, port: int, timeout_s: float = CHECK_TIMEOUT_S) ->
     started = time.monotonic()
     try:
         _, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout_s)
-    except (OSError, asyncio.TimeoutError) as exc:
+    except (TimeoutError, OSError) as exc:
         return {"ok": False, "ms": _ms_since(started), "error": f"{type(exc).__name__}: {exc}".rstrip(": ")}
     writer.close()
-    try:
+    with contextlib.suppress(TimeoutError, OSError):
         await asyncio.wait_for(writer.wait_closed(), timeout_s)
-    except (OSError, asyncio.TimeoutError):
-        pass
     return {"ok": True, "ms": _ms_since(started)}
 
 
@@ -172,7 +171,7 @@ class HealthServer:
         if self.check_tts:
             names.append("tts")
             checks.append(self._tts_check())
-        results = dict(zip(names, await asyncio.gather(*checks)))
+        results = dict(zip(names, await asyncio.gather(*checks), strict=True))
         accepting = bool(self.server.accepting)
         return {
             "ready": accepting,
@@ -189,7 +188,7 @@ class HealthServer:
         try:
             ok = bool(await asyncio.wait_for(self.cache.ping(), CHECK_TIMEOUT_S))  # type: ignore[union-attr]
             error = None if ok else "no answer to PING (or skipped while the cache's breaker is open)"
-        except asyncio.TimeoutError:
+        except TimeoutError:
             ok, error = False, f"PING took over {CHECK_TIMEOUT_S} s"
         result: dict[str, Any] = {"ok": ok, "ms": _ms_since(started), "target": target}
         if error:

@@ -21,7 +21,7 @@ import json
 import logging
 import sys
 from collections.abc import Iterable, Mapping, MutableMapping
-from typing import Any, TextIO
+from typing import Any, Protocol, TextIO, cast
 from urllib.parse import unquote, urlsplit
 
 import structlog
@@ -182,6 +182,16 @@ class _ReadableConsole:
         return "\n".join([self._inner(logger, name, head).rstrip(), *fields])
 
 
+class LogStream(Protocol):
+    """Where log lines go: stderr, a test's buffer, or a worker's line-atomic stream (bridge.ops.workers)."""
+
+    def write(self, text: str, /) -> int: ...
+
+    def flush(self) -> None: ...
+
+    def isatty(self) -> bool: ...
+
+
 class _Stderr:
     """`sys.stderr` as it is when a line is written, not when logging was configured (a caller that swaps
     it, such as a test harness capturing output, must not leave the logs writing to a closed stream)."""
@@ -196,14 +206,14 @@ class _Stderr:
         return sys.stderr.isatty()
 
 
-def configure_logging(level: str = "info", fmt: str = "auto", stream: TextIO | None = None) -> None:
+def configure_logging(level: str = "info", fmt: str = "auto", stream: LogStream | None = None) -> None:
     """One format for every line of the process: structlog's and the standard library's.
 
     `fmt`: json, console, or auto (console when `stream` is a terminal, else JSON). Default stream: stderr.
     """
-    out: TextIO = stream or _Stderr()  # type: ignore[assignment]  # file-like enough for both loggers
+    out: LogStream = stream or _Stderr()
     if fmt == "auto":
-        fmt = "console" if getattr(out, "isatty", lambda: False)() else "json"
+        fmt = "console" if out.isatty() else "json"
     renderer: Any = _ReadableConsole() if fmt == "console" else structlog.processors.JSONRenderer()
     numeric_level = getattr(logging, level.upper())
     timestamper = structlog.processors.TimeStamper(fmt="iso", utc=True)
@@ -218,13 +228,13 @@ def configure_logging(level: str = "info", fmt: str = "auto", stream: TextIO | N
             _mask_rendered,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(numeric_level),
-        logger_factory=structlog.PrintLoggerFactory(file=out),
+        logger_factory=structlog.PrintLoggerFactory(file=cast(TextIO, out)),  # it only writes and flushes
         cache_logger_on_first_use=False,
     )
     _configure_stdlib(numeric_level, out, renderer, timestamper)
 
 
-def _configure_stdlib(level: int, stream: TextIO, renderer: Any, timestamper: Any) -> None:
+def _configure_stdlib(level: int, stream: LogStream, renderer: Any, timestamper: Any) -> None:
     """Route the standard library's records (asyncio, aiohttp, httpx, websockets) through the same chain."""
     formatter = structlog.stdlib.ProcessorFormatter(
         foreign_pre_chain=[

@@ -133,7 +133,7 @@ class Supervisor:
         self._quick_deaths = 0
         self._restart_at: dict[int, float] = {}
         """worker index -> when to start it again"""
-        self._mask: set[signal.Signals] = set()
+        self._mask: set[int | signal.Signals] = set()
         self.metrics_sockets: dict[int, list[socket.socket]] = {}
         """worker index -> its metrics port's listening sockets (empty without METRICS_PORT)"""
 
@@ -160,7 +160,7 @@ class Supervisor:
         try:
             for index in range(self.count):
                 self._spawn(index)
-            log.info("workers started", workers=self.count, port=self.port,
+            log.info("workers_started", workers=self.count, port=self.port,
                      pids=sorted(w.pid for w in self.workers.values()))
             while self.workers or (self._restart_at and not self.stopping):
                 timeout = 1.0
@@ -180,7 +180,7 @@ class Supervisor:
         # The signals stay blocked until this process exits: a stop signal that arrives while it winds down
         # (systemd and terminals signal every process; an operator may repeat it) is the request already
         # carried out, and must not kill the supervisor with the default action and a -15 exit status.
-        log.info("workers stopped", exit_code=self.exit_code)
+        log.info("workers_stopped", exit_code=self.exit_code)
         return self.exit_code
 
     # --- the workers ---------------------------------------------------------------------------------
@@ -224,8 +224,8 @@ class Supervisor:
                 code = self.work(self.worker_settings(index, self.port), self.metrics_sockets.get(index, []))
             except KeyboardInterrupt:
                 code = 130
-            except BaseException as exc:  # noqa: BLE001 - reported, then this process ends
-                log.error("worker failed", error=f"{type(exc).__name__}: {exc}")
+            except BaseException as exc:
+                log.error("worker_failed", error=f"{type(exc).__name__}: {exc}")
             finally:
                 sys.stdout.flush()
                 sys.stderr.flush()
@@ -246,7 +246,7 @@ class Supervisor:
                 continue
             code = os.waitstatus_to_exitcode(status)
             if self.stopping:
-                log.info("worker stopped", worker=worker.index, pid=pid, exit_code=code)
+                log.info("worker_stopped", worker=worker.index, pid=pid, exit_code=code)
                 if code not in (0, -signal.SIGTERM):
                     self.exit_code = self.exit_code or 1
                 continue
@@ -255,19 +255,19 @@ class Supervisor:
     def _died(self, worker: _Worker, code: int) -> None:
         lived = time.monotonic() - worker.started
         if code == 2:  # a configuration error: every restart would fail the same way
-            log.error("worker refused its configuration; stopping", worker=worker.index, pid=worker.pid)
+            log.error("worker_config_refused", worker=worker.index, pid=worker.pid)
             self.exit_code = 2
             self._stop(signal.SIGTERM)
             return
         self._quick_deaths = self._quick_deaths + 1 if lived < QUICK_DEATH_S else 0
         if self._quick_deaths >= GIVE_UP_AFTER:
-            log.error("workers keep dying at start; giving up", worker=worker.index, exit_code=code,
+            log.error("workers_keep_dying", worker=worker.index, exit_code=code,
                       deaths=self._quick_deaths)
             self.exit_code = 1
             self._stop(signal.SIGTERM)
             return
         delay = min(RESTART_DELAY_S[0] * 2 ** max(0, self._quick_deaths - 1), RESTART_DELAY_S[1])
-        log.warning("worker died; restarting it", worker=worker.index, pid=worker.pid, exit_code=code,
+        log.warning("worker_died", worker=worker.index, pid=worker.pid, exit_code=code,
                     lived_s=round(lived, 1), restart_in_s=delay)
         self._restart_at[worker.index] = time.monotonic() + delay
 
@@ -280,7 +280,7 @@ class Supervisor:
             if when <= now:
                 del self._restart_at[index]
                 self._spawn(index)
-                log.info("worker restarted", worker=index, pid=max(self.workers))
+                log.info("worker_restarted", worker=index, pid=max(self.workers))
 
     # --- signals -------------------------------------------------------------------------------------
 
@@ -289,9 +289,9 @@ class Supervisor:
             self._send(signal.SIGUSR1)
             return
         if not self.stopping:
-            log.info("signal received: stopping the workers", signal=sig.name)
+            log.info("stop_signal", signal=sig.name)
         else:
-            log.info("second signal: the workers hang up every call now", signal=sig.name)
+            log.info("second_stop_signal", signal=sig.name)
         self._stop(sig)
 
     def _stop(self, sig: signal.Signals) -> None:

@@ -12,7 +12,7 @@ memo). It is not part of the product; nothing imports it but the benchmark.
     python -m bridge.sim.baseline --port 0 --mode silence|tone|static [--redis-url URL --play a,b,c]
 
 Logs (JSON on stderr) mirror the bridge's where the benchmark reads them: `listening` (with the port),
-`clock stats` on SIGUSR1 (here: how much longer than 20 ms each `sleep(0.02)` took, the drift per frame),
+`clock_stats` on SIGUSR1 (here: how much longer than 20 ms each `sleep(0.02)` took, the drift per frame),
 `stopped` on SIGTERM.
 """
 
@@ -24,6 +24,7 @@ import signal
 import sys
 import time
 import uuid as uuid_module
+from typing import Any
 
 import structlog
 
@@ -46,7 +47,7 @@ class BaselineServer:
         self.tone = AUDIO_HEADER_320 + tone_frame(tone_hz)
         self.play = play
         self.redis_url = redis_url
-        self.redis = None
+        self.redis: Any = None  # redis.asyncio.Redis in the static mode
         self.overshoot = Histogram()
         self.calls: set[asyncio.Task[None]] = set()
         self.calls_total = 0
@@ -115,7 +116,7 @@ class BaselineServer:
         self.overshoot.observe(time.monotonic() - before - FRAME_S)
 
     def log_stats(self) -> None:
-        log.info("clock stats", calls=len(self.calls), clock={"sleep_overshoot": self.overshoot.summary_ms()})
+        log.info("clock_stats", calls=len(self.calls), clock={"sleep_overshoot": self.overshoot.summary_ms()})
         self.overshoot.reset()
 
 

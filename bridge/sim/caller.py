@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import builtins
 import dataclasses
 import json
 import math
@@ -39,11 +40,12 @@ from pathlib import Path
 from typing import Annotated, Any
 
 from bridge.protocol import (
+    AUDIO_HEADER_320,
     FRAME_BYTES,
     FRAME_MS,
+    SAMPLE_RATES,
     SILENCE_FRAME,
     SILENCE_PAYLOAD,
-    AUDIO_HEADER_320,
     Decoder,
     IncompleteMessage,
     Kind,
@@ -90,7 +92,7 @@ class CallReport:
     dtmf_sent: list[tuple[float, str]]
     """(ms after the UUID, digit) for each 0x03 sent."""
     received_hangup: bool
-    audio: bytes = dataclasses.field(default=b"", repr=False)
+    audio: builtins.bytes = dataclasses.field(default=b"", repr=False)  # `bytes` here is the field above
     """Every received audio payload, concatenated (kept when `keep_audio` or `record`)."""
     arrivals_ms: list[float] = dataclasses.field(default_factory=list, repr=False)
     """Arrival time of each received audio message, ms after the UUID was sent."""
@@ -144,7 +146,7 @@ _noise_cache: dict[tuple[int, int, int], list[bytes]] = {}
 
 def speech_noise_frames(seconds: float = 2.0, seed: int = 7, level: int = 6000) -> list[bytes]:
     """Speech-like noise: random samples under a syllable-rate (about 4 Hz) envelope, computed once."""
-    count = max(1, int(round(seconds / FRAME_S)))
+    count = max(1, round(seconds / FRAME_S))
     key = (count, seed, level)
     cached = _noise_cache.get(key)
     if cached is not None:
@@ -397,7 +399,7 @@ class _CallerProtocol(asyncio.Protocol):
 
     def _handle(self, messages: list[Message], now: float) -> None:
         for kind, payload in messages:
-            if kind == 0x10 or 0x11 <= kind <= 0x18:
+            if kind in SAMPLE_RATES:
                 self.arrivals.append(now)
                 size = len(payload)
                 self.sizes.append(size)
@@ -471,16 +473,16 @@ def _build_script(audio: str | Sequence[bytes], dtmf: Iterable[tuple[float, str]
             raise ValueError(f"audio frames must be {FRAME_BYTES} bytes each")
     gaps = []
     for at, digit in sorted(dtmf):
-        first = max(0, int(round(at / FRAME_S)))
-        release = first + max(1, int(round(dtmf_ms / 1000 / FRAME_S)))
+        first = max(0, round(at / FRAME_S))
+        release = first + max(1, round(dtmf_ms / 1000 / FRAME_S))
         gaps.append((first, release, encode_dtmf(digit)))
     speech_frames = list(speech) if speech else speech_noise_frames()
     if speech_at is None:
         s_from = s_to = 1 << 62
     else:
-        s_from = max(0, int(round(speech_at / FRAME_S)))
-        s_to = s_from + max(1, int(round(speech_s / FRAME_S)))
-    said = tuple((max(0, int(round(at / FRAME_S))), to_frames(synthesize_pcm(text, SAMPLE_RATE)))
+        s_from = max(0, round(speech_at / FRAME_S))
+        s_to = s_from + max(1, round(speech_s / FRAME_S))
+    said = tuple((max(0, round(at / FRAME_S)), to_frames(synthesize_pcm(text, SAMPLE_RATE)))
                  for at, text in sorted(say))
     return _Script(background, cycle, speech_frames, s_from, s_to, gaps, said)
 
@@ -519,7 +521,7 @@ async def place_call(
     """
     call_uuid = uuid if isinstance(uuid, uuid_module.UUID) else uuid_module.UUID(uuid) if uuid else uuid_module.uuid4()
     script = _build_script(audio, dtmf, dtmf_ms, speech_at, speech_s, speech, say)
-    total = None if duration_s is None else max(0, int(round(duration_s / FRAME_S)))
+    total = None if duration_s is None else max(0, round(duration_s / FRAME_S))
     loop = asyncio.get_running_loop()
     keep = keep_audio or record is not None
     _, caller = await asyncio.wait_for(
@@ -533,14 +535,14 @@ async def place_call(
         else:
             try:
                 await asyncio.wait_for(asyncio.shield(caller.done), max_wait_s)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 caller.finish("timeout", f"no end after {max_wait_s} s")
     finally:
         if not caller.done.done():  # cancelled: hang up cleanly
             caller.finish("cancelled")
     report = caller.report(call_uuid)
     if record is not None:
-        write_wav(record, report.audio)
+        write_wav(Path(record), report.audio)
     return report
 
 
@@ -672,7 +674,7 @@ def run(args: argparse.Namespace) -> int:
             speech_at=args.speech_at, speech_s=args.speech_for, say=args.say, audio=args.audio,
             keep_audio=args.record is not None, strict=not args.lenient,
         ))
-    except (OSError, asyncio.TimeoutError) as exc:
+    except (TimeoutError, OSError) as exc:
         return _fail(args, call_uuid, f"cannot connect to {args.host}:{args.port}: {exc or 'timed out'}", 1)
     except ValueError as exc:
         return _fail(args, call_uuid, str(exc), 2)

@@ -33,21 +33,21 @@ from typing import Any
 import httpx
 import structlog
 
-from bridge.sim.caller import CallReport, place_call
+from bridge.app import BridgeApp
 from bridge.config import Settings
 from bridge.dialogue import Dialogue, default_dialogue_path, load_dialogue, render
 from bridge.ops.health import HealthServer
 from bridge.ops.logs import register_settings_secrets
 from bridge.ops.metrics import Metrics
-from bridge.app import BridgeApp
 from bridge.server import AudioSocketServer, run_event_loop
+from bridge.sim.caller import CallReport, place_call
 from voice.cache import RedisCacheManager
 from voice.config import ConfigError, TTSConfig, add_option, load
 from voice.emulators.elevenlabs import DEFAULT_API_KEY, DEFAULT_VOICES, Emulator, Knobs
+from voice.emulators.redis_server import RedisServer, RedisServerError
 from voice.emulators.tone_code import duration_s as emulator_duration_s
 from voice.keys import call_vars_key, static_key, tts_key
 from voice.load_static_audio import load_paths
-from voice.emulators.redis_server import RedisServer, RedisServerError
 
 __all__ = ["configure_parser", "run", "run_demo", "DemoOptions", "CallSummary", "fragments_dir"]
 

@@ -12,7 +12,7 @@ import pytest
 
 from asterisk.harness import Stack
 from asterisk.listen import Heard
-from asterisk.phone import Capture, CallView, Phone, Spec, audiosocket_connections, call_view
+from asterisk.phone import CallView, Capture, Phone, Spec, audiosocket_connections, call_view
 
 TIMINGS: list[dict] = []
 
@@ -81,7 +81,7 @@ class Calls:
             proc.check_alive()  # neither the bridge nor Asterisk died under the calls
         conns = audiosocket_connections(packets)
         results = []
-        for phone, status in zip(phones, statuses):
+        for phone, status in zip(phones, statuses, strict=True):
             view = call_view(packets, phone.sip_port)
             results.append(CallResult(phone, status, view, Heard(view), conns, packets))
             _record_timing(self.test_name, phone, results[-1].heard)
@@ -122,7 +122,7 @@ def _record_timing(test: str, phone: Phone, heard: Heard) -> None:
     })
 
 
-def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:  # noqa: ARG001
+def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:
     if not TIMINGS:
         return
     tr = terminalreporter

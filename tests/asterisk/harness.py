@@ -18,6 +18,7 @@ deleted at the end, and namespaces left behind by a killed run are deleted at th
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -83,10 +84,8 @@ def _kill_namespace(name: str) -> None:
         if not pids:
             break
         for pid in pids:
-            try:
+            with contextlib.suppress(ProcessLookupError, ValueError):
                 os.kill(int(pid), signal.SIGKILL)
-            except (ProcessLookupError, ValueError):
-                pass
         time.sleep(0.05)
     subprocess.run(["ip", "netns", "del", name], capture_output=True)
 
@@ -144,7 +143,7 @@ class Netns:
             raise StackError(f"{args} exited {result.returncode}:\n{result.stdout}\n{result.stderr}")
         return result
 
-    def wait_tcp(self, port: int, proc: "Proc", timeout: float = 30) -> None:
+    def wait_tcp(self, port: int, proc: Proc, timeout: float = 30) -> None:
         """Poll until something accepts TCP connections on 127.0.0.1:port inside the namespace."""
         deadline = time.monotonic() + timeout
         probe = f"exec 3<>/dev/tcp/127.0.0.1/{port}"
@@ -163,7 +162,7 @@ class Proc:
         self.name = name
         self.args = args
         self.log_path = log_path
-        self._log = open(log_path, "wb")
+        self._log = open(log_path, "wb")  # noqa: SIM115 - the process writes to it until stop() closes it
         self.popen = subprocess.Popen(args, stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                       env=env, cwd=REPO, start_new_session=True)
 
@@ -177,10 +176,8 @@ class Proc:
             raise StackError(f"{self.name} exited with {self.popen.returncode}:\n{tail}")
 
     def signal_group(self, sig: int) -> None:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(self.popen.pid, sig)
-        except ProcessLookupError:
-            pass
 
     def stop(self, timeout: float = 10, sig: int = signal.SIGTERM) -> int | None:
         """Signal the group, wait, SIGKILL the group if still there; returns the exit code.
@@ -229,7 +226,7 @@ class Stack:
         return tomllib.loads(DIALOGUE.read_text())["vars"]["amount"]
 
     # ---- start / stop -------------------------------------------------------------------------------
-    def start(self) -> "Stack":
+    def start(self) -> Stack:
         ensure_root()
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.netns.create()
@@ -339,7 +336,7 @@ class Stack:
             try:
                 self.asterisk_cli("core stop now", check=False, timeout=10)
                 self.asterisk.popen.wait(timeout=15)
-            except Exception as exc:  # noqa: BLE001 - fall through to the signals
+            except Exception as exc:
                 errors.append(exc)
         for proc in reversed(self.procs):
             proc.stop()

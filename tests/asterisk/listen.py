@@ -8,8 +8,9 @@ Asterisk turns each 20 ms AudioSocket frame of the bridge into one RTP packet, s
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 
 from asterisk.harness import FRAGMENTS
 from asterisk.phone import CallView, audioop
@@ -23,13 +24,13 @@ LEVEL = CacheConfig().loudness_target  # AUDIO_TARGET_DBFS: what load-audio and 
 GREETING = ("hello", "your_cost_is", "{tts}", "rubles", "menu")  # bridge/data/dialogue.toml, node greeting
 
 
-@lru_cache(maxsize=None)
+@cache
 def fragment(name: str) -> tuple[bytes, ...]:
     """A fragment's 8 kHz frames as the bridge plays them (the WAV converted and cut like load-audio)."""
     return tuple(read_audio_chunks(str(FRAGMENTS / f"{name}.wav"), 20, LEVEL).chunks)
 
 
-@lru_cache(maxsize=None)
+@cache
 def tts(text: str) -> tuple[bytes, ...]:
     """The emulator's audio of `text` as the bridge plays it."""
     return tuple(expected_frames(text, TTS_FORMAT, LEVEL))
@@ -135,7 +136,7 @@ class Heard:
         bad = [(k, *_error(self.lin[best + k], want_rt[k])) for k in range(len(want))
                if not close(self.lin[best + k], want_rt[k])]
         seqs = [r.seq for r in self.view.heard]
-        lost = [(a, b) for a, b in zip(seqs, seqs[1:]) if (b - a) & 0xFFFF != 1]
+        lost = [(a, b) for a, b in itertools.pairwise(seqs) if (b - a) & 0xFFFF != 1]
         return (f"best alignment at frame {best}: {len(want) - len(bad)}/{len(want)} frames match; "
                 f"mismatches (frame, error rms, level rms): {bad[:10]}; RTP sequence breaks: {lost[:10]}")
 
@@ -166,6 +167,6 @@ def check_greeting(heard: Heard, amount: str, start: int = 0, head_loss: int = 0
         )
         found.append((name, i, len(frames)))
         pos = i + len(frames)
-    tts_name, tts_start, tts_len = found[2]
+    _tts_name, tts_start, tts_len = found[2]
     assert heard.texts(tts_start, tts_start + tts_len) == [amount], heard.texts(tts_start, tts_start + tts_len)
     return found

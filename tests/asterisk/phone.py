@@ -12,6 +12,8 @@
 
 from __future__ import annotations
 
+import audioop
+import itertools
 import math
 import struct
 import subprocess
@@ -19,12 +21,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from asterisk.harness import SIP_PORT, BRIDGE_PORT, Netns, Proc, StackError
-
-try:  # audioop: in the standard library up to 3.12, the audioop-lts wheel after
-    import audioop
-except ImportError:  # pragma: no cover
-    import audioop_lts as audioop  # type: ignore[no-redef]
+from asterisk.harness import BRIDGE_PORT, SIP_PORT, Netns, Proc, StackError
 
 PT_PCMU = 0
 PT_EVENT = 101
@@ -89,13 +86,35 @@ def rtp_packets(events: list[Say], total_ms: int) -> list[tuple[float, bytes]]:
             event = DTMF_EVENTS[digits[slot]]
             # 100 ms of event packets (durations 160..800), then three end packets; one timestamp for all
             for k in range(5):
-                packets.append((slot * PACKET_MS / 1000, _rtp(PT_EVENT, seq, ts, ssrc, marker=(k == 0),
-                                                             payload=struct.pack("!BBH", event, 10, (k + 1) * SAMPLES))))
+                packets.append(
+                    (
+                        slot * PACKET_MS / 1000,
+                        _rtp(
+                            PT_EVENT,
+                            seq,
+                            ts,
+                            ssrc,
+                            marker=(k == 0),
+                            payload=struct.pack("!BBH", event, 10, (k + 1) * SAMPLES),
+                        ),
+                    )
+                )
                 seq += 1
                 slot += 1
             for _ in range(3):
-                packets.append((slot * PACKET_MS / 1000, _rtp(PT_EVENT, seq, ts, ssrc, marker=False,
-                                                             payload=struct.pack("!BBH", event, 0x80 | 10, 5 * SAMPLES))))
+                packets.append(
+                    (
+                        slot * PACKET_MS / 1000,
+                        _rtp(
+                            PT_EVENT,
+                            seq,
+                            ts,
+                            ssrc,
+                            marker=False,
+                            payload=struct.pack("!BBH", event, 0x80 | 10, 5 * SAMPLES),
+                        ),
+                    )
+                )
                 seq += 1
             slot += 1
             continue
@@ -121,7 +140,7 @@ def write_pcap(path: Path, packets: list[tuple[float, bytes]], sport: int = 6000
         ip = ip[:10] + struct.pack("!H", _ip_checksum(ip)) + ip[12:]
         frame = b"\x00" * 12 + b"\x08\x00" + ip + udp
         sec = int(base + t)
-        usec = int(round((base + t - sec) * 1e6))
+        usec = round((base + t - sec) * 1e6)
         out.append(struct.pack("<IIII", sec, usec, len(frame), len(frame)) + frame)
     path.write_bytes(b"".join(out))
 
@@ -234,7 +253,7 @@ class Phone:
     hang_up_after_ms: int | None = None
     proc: Proc | None = None
 
-    def start(self) -> "Phone":
+    def start(self) -> Phone:
         self.workdir.mkdir(parents=True, exist_ok=True)
         pcap = None
         if self.send_rtp:
@@ -279,10 +298,29 @@ class Capture:
     def __init__(self, netns: Netns, path: Path) -> None:
         self.path = path
         self.netns = netns
-        self.proc = Proc("tcpdump", netns.cmd([
-            "tcpdump", "-i", "lo", "-n", "-U", "--immediate-mode", "-B", "16384", "-s", "0", "-Z", "root", "-w", str(path),
-            f"udp or tcp port {BRIDGE_PORT}",
-        ]), path.with_suffix(".log"))
+        self.proc = Proc(
+            "tcpdump",
+            netns.cmd(
+                [
+                    "tcpdump",
+                    "-i",
+                    "lo",
+                    "-n",
+                    "-U",
+                    "--immediate-mode",
+                    "-B",
+                    "16384",
+                    "-s",
+                    "0",
+                    "-Z",
+                    "root",
+                    "-w",
+                    str(path),
+                    f"udp or tcp port {BRIDGE_PORT}",
+                ]
+            ),
+            path.with_suffix(".log"),
+        )
         deadline = time.monotonic() + 15
         while "listening on" not in self.proc.log_path.read_text(errors="replace"):
             self.proc.check_alive()
@@ -290,7 +328,7 @@ class Capture:
                 raise StackError("tcpdump did not start")
             time.sleep(0.05)
 
-    def stop(self) -> list["Packet"]:
+    def stop(self) -> list[Packet]:
         """Everything captured so far: a marker datagram is sent and awaited in the file first, so no packet
         sent before this call is missing; then tcpdump is stopped."""
         marker = f"voice-bridge-capture-end-{time.monotonic_ns()}"
@@ -417,7 +455,7 @@ class CallView:
 
     def inter_arrival_ms(self) -> list[float]:
         times = [r.t for r in self.heard]
-        return [(b - a) * 1000 for a, b in zip(times, times[1:])]
+        return [(b - a) * 1000 for a, b in itertools.pairwise(times)]
 
     def sent_times(self, pt: int) -> list[float]:
         return [r.t for r in self.said if r.pt == pt]

@@ -182,7 +182,7 @@ def test_ten_calls_at_once(stack, calls):
     """Ten phones at once, both paths; each hears its whole greeting, presses 0, hears goodbye, gets BYE."""
     specs = [Spec(APP if n % 2 == 0 else DRIVER, says=[Say(9500, digit="0")]) for n in range(10)]
     results = calls.place(*specs, timeout=120)
-    for spec, r in zip(specs, results):
+    for spec, r in zip(specs, results, strict=True):
         found = check_greeting(r.heard, amount_for(stack, spec.extension), head_loss=HEAD_LOSS[spec.extension])
         check_goodbye_and_bye(r, found[-1][1] + found[-1][2])
     # ten AudioSocket connections, one per call, each with its own fresh UUID (the dialplan's ${UUID()})
@@ -210,7 +210,7 @@ def test_without_func_uuid_the_dialplans_fallback_uuid_works(stack, calls):
     finally:
         stack.asterisk_cli("module load func_uuid.so")
     check_uuids(call_uuids(results[0].packets), 3)
-    for ext, r in zip((APP, DRIVER, APP), results):
+    for ext, r in zip((APP, DRIVER, APP), results, strict=True):
         assert r.sipp_status == 0, r.phone.errors()
         hello = fragment("hello")
         i = find_first(r.heard, hello, ext)

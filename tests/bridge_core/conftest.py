@@ -8,9 +8,9 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 
-from bridge.sim.caller import CallReport, place_call
 from bridge.config import BridgeConfig
 from bridge.server import AudioSocketServer, Handler
+from bridge.sim.caller import CallReport, place_call
 
 StartServer = Callable[..., Awaitable[AudioSocketServer]]
 

@@ -47,12 +47,12 @@ async def test_a_failing_task_hangs_up_and_cancels_its_siblings(start_server):
         await asyncio.sleep(3600)
 
     server = await start_server(handler)
-    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    _reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
     with capture_logs() as logs:
         writer.write(uuid_message())
         await wait_until(lambda: "handler" in state and state["handler"].done(), what="the handler's end")
     assert state["handler"].cancelled()
-    failed = [e for e in logs if e["event"] == "call task failed; hanging up"]
+    failed = [e for e in logs if e["event"] == "call_task_failed"]
     assert failed and failed[0]["task"] == "doomed"
     await wait_until(lambda: not server.calls, what="the call to end")
     assert not [t for t in asyncio.all_tasks() if t.get_name().startswith("call:")]

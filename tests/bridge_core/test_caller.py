@@ -11,7 +11,6 @@ import wave
 
 import pytest
 
-from bridge.sim.caller import parse_dtmf, pacing_figures, place_call, speech_noise_frames
 from bridge.protocol import (
     AUDIO_HEADER_320,
     FRAME_BYTES,
@@ -22,6 +21,7 @@ from bridge.protocol import (
     encode,
 )
 from bridge.server import tone_frame, tone_handler
+from bridge.sim.caller import pacing_figures, parse_dtmf, place_call, speech_noise_frames
 from voice.audio import read_wav, write_wav
 
 
@@ -34,7 +34,7 @@ class RawServer:
         self.t0 = 0.0
         self.server: asyncio.base_events.Server | None = None
 
-    async def __aenter__(self) -> "RawServer":
+    async def __aenter__(self) -> RawServer:
         self.server = await asyncio.start_server(self._client, "127.0.0.1", 0)
         return self
 

@@ -135,7 +135,7 @@ async def test_resynchronises_and_logs_how_far_behind_when_the_loop_was_held():
     with capture_logs() as logs:
         clock.add(m)
         await until(lambda: len(m.times) >= 1)
-        time.sleep(0.3)  # noqa: ASYNC251 - held on purpose, far beyond the threshold: the next tick is >= 280 ms late
+        time.sleep(0.3)
         n = len(m.times)
         await until(lambda: len(m.times) >= n + 3)
         clock.discard(m)
@@ -241,7 +241,7 @@ async def test_catching_up_never_bursts():
     m = Recorder()
     clock.add(m)
     await asyncio.sleep(0.1)
-    time.sleep(0.07)  # noqa: ASYNC251 - block the loop on purpose
+    time.sleep(0.07)
     await asyncio.sleep(0.4)
     clock.discard(m)
     await clock.stop()
@@ -259,7 +259,7 @@ async def test_a_resynchronisation_does_not_burst():
     m = Recorder()
     clock.add(m)
     await asyncio.sleep(0.1)
-    time.sleep(0.3)  # noqa: ASYNC251 - block the loop on purpose
+    time.sleep(0.3)
     await asyncio.sleep(0.2)
     clock.discard(m)
     await clock.stop()

@@ -37,8 +37,8 @@ def test_wire_layout_matches_the_reference_examples():
     assert encode_uuid(CALL_UUID) == b"\x01\x00\x10" + CALL_UUID.bytes
     assert encode_dtmf("5") == bytes.fromhex("03000135")
     assert HANGUP_MESSAGE == b"\x00\x00\x00"
-    assert AUDIO_HEADER_320 == bytes.fromhex("100140")
-    assert SILENCE_FRAME == b"\x10\x01\x40" + bytes(320) and FRAME_BYTES == 320
+    assert bytes.fromhex("100140") == AUDIO_HEADER_320
+    assert b"\x10\x01\x40" + bytes(320) == SILENCE_FRAME and FRAME_BYTES == 320
     assert encode(Kind.AUDIO_16K, b"\x01\x02" * 320)[:3] == bytes.fromhex("120280")
     assert encode(0x42, b"") == b"\x42\x00\x00"
 
@@ -125,7 +125,7 @@ def test_any_chunking_gives_the_same_messages(cuts):
     points = sorted({min(c, len(data)) for c in cuts})
     decoder = Decoder(expect_uuid=True)
     out, prev = [], 0
-    for p in points + [len(data)]:
+    for p in [*points, len(data)]:
         out += decoder.feed(data[prev:p])
         prev = p
     assert out == messages
@@ -147,7 +147,7 @@ def test_first_message_not_uuid_is_refused_at_its_header():
 
 
 def test_uuid_of_wrong_length():
-    with pytest.raises(BadUUIDLength, match="16 bytes.*15"):
+    with pytest.raises(BadUUIDLength, match=r"16 bytes.*15"):
         Decoder(expect_uuid=True).feed(encode(Kind.UUID, bytes(15)))
     with pytest.raises(BadUUIDLength):
         Decoder().feed(encode(Kind.UUID, bytes(17)))

@@ -19,7 +19,7 @@ class ServeProcess:
         self.proc: asyncio.subprocess.Process | None = None
         self.port = 0
 
-    async def __aenter__(self) -> "ServeProcess":
+    async def __aenter__(self) -> ServeProcess:
         self.proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "bridge", "serve", "--bridge-port", "0", "--log-format", "json", *self.args,
             stderr=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.DEVNULL)
@@ -44,7 +44,7 @@ class ServeProcess:
             if self.proc.returncode is not None and self.reader.done():
                 break
             await asyncio.sleep(0.02)
-        raise AssertionError(f"no {event!r} log line; got {[l.get('event') for l in self.lines]}")
+        raise AssertionError(f"no {event!r} log line; got {[line.get('event') for line in self.lines]}")
 
     async def __aexit__(self, *exc) -> None:
         if self.proc.returncode is None:
@@ -55,10 +55,10 @@ class ServeProcess:
 async def test_serve_signals_and_graceful_shutdown():
     async with ServeProcess("--bridge-shutdown-grace", "0.5", "--tone", "400") as serve:
         call = asyncio.create_task(place_call("127.0.0.1", serve.port, duration_s=None, max_wait_s=20))
-        await serve.wait_for("call started")
+        await serve.wait_for("call_started")
         await asyncio.sleep(0.3)
         serve.proc.send_signal(signal.SIGUSR1)
-        stats = await serve.wait_for("clock stats")
+        stats = await serve.wait_for("clock_stats")
         assert stats["clock"]["ticks"] > 0 and "p99_ms" in stats["clock"]["lateness"]
         t = time.monotonic()
         serve.proc.send_signal(signal.SIGTERM)
@@ -69,10 +69,12 @@ async def test_serve_signals_and_graceful_shutdown():
     assert report.hangup == "server" and report.received_hangup  # 00 00 00 after the grace period
     assert 0.4 <= waited < 5, waited
     assert report.first_audio_ms is not None and report.frames >= 20
-    started = next(l for l in serve.lines if l["event"] == "call started")
+    started = next(line for line in serve.lines if line["event"] == "call_started")
     assert started["call"] == report.uuid and started["peer"].startswith("127.0.0.1:")
-    assert all(l.get("call") == report.uuid for l in serve.lines if l["event"] in ("call started", "call ended"))
-    stopped = next(l for l in serve.lines if l["event"] == "stopped")
+    assert all(
+        line.get("call") == report.uuid for line in serve.lines if line["event"] in ("call_started", "call_ended")
+    )
+    stopped = next(line for line in serve.lines if line["event"] == "stopped")
     assert stopped["hung_up"] == 1 and stopped["calls_total"] == 1
 
 

@@ -10,9 +10,9 @@ import pytest
 from structlog.testing import capture_logs
 
 from bridge.call import Call, CallEnded, DtmfEvent, HangupEvent
-from bridge.sim.caller import place_call
 from bridge.protocol import FRAME_BYTES, SILENCE_PAYLOAD, Decoder, Kind, encode
 from bridge.server import tone_frame, tone_handler
+from bridge.sim.caller import place_call
 
 from .conftest import normal_call, uuid_message, wait_until
 
@@ -168,7 +168,7 @@ async def test_hangup_message_from_the_caller_ends_the_call(start_server):
         await asyncio.sleep(3600)
 
     server = await start_server(handler)
-    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    _reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
     writer.write(uuid_message())
     await wait_until(lambda: bool(calls), what="call")
     writer.write(encode(Kind.HANGUP))
@@ -212,7 +212,7 @@ async def test_a_failing_handler_hangs_up_its_call_only(start_server):
         )
     assert bad.hangup == "server" and bad.received_hangup
     assert good.hangup == "caller" and good.frames >= 15
-    assert any(e["event"] == "call task failed; hanging up" and e.get("call") == str(bad_uuid) for e in logs)
+    assert any(e["event"] == "call_task_failed" and e.get("call") == str(bad_uuid) for e in logs)
 
 
 async def test_inbound_audio_reaches_on_audio_with_its_rate(start_server):
@@ -222,7 +222,7 @@ async def test_inbound_audio_reaches_on_audio_with_its_rate(start_server):
         call.on_audio = lambda payload, rate: got.append((len(payload), rate))
 
     server = await start_server(handler)
-    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    _reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
     writer.write(uuid_message())
     await asyncio.sleep(0.05)
     writer.write(encode(Kind.AUDIO, bytes(320)) + encode(Kind.AUDIO_16K, bytes(640)) + encode(Kind.AUDIO, bytes(6)))
@@ -252,7 +252,7 @@ async def test_mulaw_input_is_detected_and_reported_once(start_server):
     server = await start_server()
 
     async def send(frame_bytes: int) -> None:
-        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        _reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
         writer.write(uuid_message())
         start = time.monotonic()
         for k in range(14):  # μ-law: 160 bytes every 20 ms, still labelled 0x10
@@ -264,9 +264,9 @@ async def test_mulaw_input_is_detected_and_reported_once(start_server):
     with capture_logs() as logs:
         await send(160)
         await send(320)  # proper slin8: no warning
-    warnings = [e for e in logs if "μ-law" in e["event"]]
+    warnings = [e for e in logs if e["event"] == "inbound_looks_ulaw"]
     assert len(warnings) == 1, [e["event"] for e in logs]
-    assert "c(slin)" in warnings[0]["event"] and "call" in warnings[0]
+    assert "c(slin)" in warnings[0]["hint"] and "call" in warnings[0]
 
 
 async def test_max_calls_caps_concurrent_connections(start_server):
@@ -279,7 +279,7 @@ async def test_max_calls_caps_concurrent_connections(start_server):
     assert extra.frames == 0 and extra.hangup in ("server-eof", "server-reset")
     assert all(r.hangup == "caller" for r in done)
     assert server.rejected_total == 1
-    assert any(e["event"] == "call limit reached; connection closed" for e in logs)
+    assert any(e["event"] == "call_rejected" and e["reason"] == "call-limit" for e in logs)
     await normal_call(server)  # room again
 
 

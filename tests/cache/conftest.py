@@ -58,7 +58,9 @@ def own_redis():
 
 def fault_config(url: str, cooloff: float = 0.3) -> CacheConfig:
     """Short timeouts so fault tests are quick; the overall deadline is 0.1 + 2 * 0.15 = 0.4 s."""
-    return CacheConfig(redis_url=url, redis_socket_timeout_s=0.15, redis_connect_timeout_s=0.1, breaker_cooloff_s=cooloff)
+    return CacheConfig(
+        redis_url=url, redis_socket_timeout_s=0.15, redis_connect_timeout_s=0.1, breaker_cooloff_s=cooloff
+    )
 
 
 @pytest.fixture

@@ -186,7 +186,9 @@ async def test_more_concurrent_callers_than_connections_all_get_their_audio(redi
     assert cache.failures == 0
 
 
-async def _poll(cache: RedisCacheManager, key: str, allowed: list[list[bytes]], stop: asyncio.Event) -> tuple[int, list]:
+async def _poll(
+    cache: RedisCacheManager, key: str, allowed: list[list[bytes]], stop: asyncio.Event
+) -> tuple[int, list]:
     reads, bad = 0, []
     while not stop.is_set():
         got = await cache.get_audio_chunks(key)

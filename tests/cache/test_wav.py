@@ -44,7 +44,7 @@ def assert_is_tone(samples: list[int], count: int, edge: int = 0) -> None:
     `edge`: samples left out at each end. A band-limited resampler rings for a few ms where a tone starts or
     stops abruptly (its spectrum there is not band-limited); inside, it must be exact within 1 %."""
     expected = sine(8000, TONE_HZ, count, AMPLITUDE)
-    worst = max(abs(got - want) for got, want in list(zip(samples[:count], expected))[edge : count - edge])
+    worst = max(abs(got - want) for got, want in list(zip(samples[:count], expected, strict=True))[edge : count - edge])
     assert worst <= TOLERANCE, f"worst deviation {worst} from the expected 8 kHz samples"
 
 
@@ -52,9 +52,9 @@ async def test_44k1_stereo_becomes_the_8k_mono_average(cache, tmp_path):
     rate, count = 44100, 44100  # one second
     mid = sine(rate, TONE_HZ, count, AMPLITUDE)
     side = sine(rate, 1000, count, 4000)  # cancels out in the average of the two channels
-    left = [m + s for m, s in zip(mid, side)]
-    right = [m - s for m, s in zip(mid, side)]
-    interleaved = [value for pair in zip(left, right) for value in pair]
+    left = [m + s for m, s in zip(mid, side, strict=True)]
+    right = [m - s for m, s in zip(mid, side, strict=True)]
+    interleaved = [value for pair in zip(left, right, strict=True) for value in pair]
     path = write_pcm_wav(tmp_path / "stereo.wav", s16(interleaved), rate, channels=2)
 
     result = await cache.load_and_set_audio("static:stereo", str(path))
@@ -195,7 +195,7 @@ def _tone(rate: int, seconds: float = 0.5) -> np.ndarray:
     ],
 )
 async def test_every_recording_format_loads_as_the_tone(cache, tmp_path, container, subtype, suffix, described):
-    rate = 48000 if suffix != "wav" or subtype != "ALAW" and subtype != "ULAW" else 8000
+    rate = 48000 if suffix != "wav" or (subtype != "ALAW" and subtype != "ULAW") else 8000
     path = tmp_path / f"tone.{suffix}"
     soundfile.write(str(path), _tone(rate), rate, format=container, subtype=subtype)
     result = await cache.load_and_set_audio("static:tone", str(path))
@@ -205,5 +205,5 @@ async def test_every_recording_format_loads_as_the_tone(cache, tmp_path, contain
     # Lossless formats: the 8 kHz tone within 1 %; G.711 and Vorbis within their coding error.
     tolerance = {"VORBIS": 600, "ALAW": 300, "ULAW": 300}.get(subtype, TOLERANCE)
     expected = sine(8000, TONE_HZ, 4000, AMPLITUDE)
-    worst = max(abs(g - w) for g, w in list(zip(samples, expected))[RESAMPLER_EDGE:-RESAMPLER_EDGE])
+    worst = max(abs(g - w) for g, w in list(zip(samples, expected, strict=True))[RESAMPLER_EDGE:-RESAMPLER_EDGE])
     assert worst <= tolerance, (described, worst)

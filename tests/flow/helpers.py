@@ -1,5 +1,8 @@
-"""Helpers for the end-to-end tests. The whole call path on real parts: a private Redis, the ElevenLabs emulator, the bridge's server and
-orchestrator in this process on a loopback port, and the simulated Asterisk caller."""
+"""Helpers for the end-to-end tests.
+
+The whole call path on real parts: a private Redis, the ElevenLabs emulator, the bridge's server and
+orchestrator in this process on a loopback port, and the simulated Asterisk caller.
+"""
 
 from __future__ import annotations
 
@@ -10,13 +13,13 @@ from pathlib import Path
 
 import redis.asyncio as aioredis
 
+from bridge.app import BridgeApp
 from bridge.call import Call
-from bridge.sim.caller import CallReport, place_call
 from bridge.config import BridgeConfig, Settings
 from bridge.dialogue import Dialogue, parse_dialogue
 from bridge.ops.metrics import Metrics
-from bridge.app import BridgeApp
 from bridge.server import AudioSocketServer
+from bridge.sim.caller import CallReport, place_call
 from voice.cache import RedisCacheManager
 from voice.config import CacheConfig, TTSConfig
 from voice.emulators.elevenlabs import DEFAULT_API_KEY, DEFAULT_VOICES, Emulator

@@ -10,12 +10,11 @@ import uuid
 
 from structlog.testing import capture_logs
 
-from flow.helpers import frames_of, make_stack, nonzero, strip_silence, wait_for
-
 from bridge.sim.caller import place_call
+from flow.helpers import frames_of, make_stack, nonzero, strip_silence, wait_for
 from voice.emulators.elevenlabs import expected_frames, identify
-from voice.keys import call_vars_key, profile_tag, tts_key
 from voice.emulators.redis_server import RedisServer
+from voice.keys import call_vars_key, profile_tag, tts_key
 
 ZERO = bytes(320)
 
@@ -60,7 +59,9 @@ async def test_tts_miss_is_heard_then_cached_and_the_next_call_is_a_hit(stack):
     first = await stack.call(duration_s=None)
     assert first.hangup == "server"
     assert identify(first.audio) == ["12500"]
-    assert nonzero(frames_of(first.audio)) == nonzero(expected_frames("12500", stack.settings.tts.output_format, stack.settings.cache.loudness_target))
+    assert nonzero(frames_of(first.audio)) == nonzero(
+        expected_frames("12500", stack.settings.tts.output_format, stack.settings.cache.loudness_target)
+    )
     key = key_for(stack, "12500")
     assert await wait_for(lambda: stack.redis.exists(key)), "synthesis not cached"
     assert 0 < await stack.redis.ttl(key) <= stack.settings.cache.tts_ttl_s
@@ -113,7 +114,7 @@ hangup = true
 def last_sound_before(report, start_ms: float, end_ms: float) -> float:
     """Arrival time of the last non-silent frame in [start_ms, end_ms)."""
     frames = frames_of(report.audio)
-    times = [t for t, f in zip(report.arrivals_ms, frames) if start_ms <= t < end_ms and f != ZERO]
+    times = [t for t, f in zip(report.arrivals_ms, frames, strict=True) if start_ms <= t < end_ms and f != ZERO]
     return max(times) if times else start_ms
 
 
@@ -124,7 +125,7 @@ async def test_caller_speech_stops_the_prompt(stack):
     frames = frames_of(report.audio)
     assert report.hangup == "server"
     # the prompt was playing before the caller spoke ...
-    assert any(f != ZERO for t, f in zip(report.arrivals_ms, frames) if 300 <= t < speak_at * 1000)
+    assert any(f != ZERO for t, f in zip(report.arrivals_ms, frames, strict=True) if 300 <= t < speak_at * 1000)
     # ... and stopped soon after: silence until the timeout's goodbye
     cut_ms = last_sound_before(report, speak_at * 1000, speak_at * 1000 + 1500) - speak_at * 1000
     print(f"speech barge-in cut after {cut_ms:.0f} ms")
@@ -149,7 +150,7 @@ async def test_a_digit_stops_the_prompt_and_moves_the_dialogue(stack):
     faded, following = prompt_part[-1], prompt[len(prompt_part) - 1]
     assert faded[:2] == following[:2] and faded[80:] == bytes(240)
     # the goodbye came right after the digit (no 2 s timeout), and the menu stopped
-    goodbye_start = [t for t, f in zip(report.arrivals_ms, frames) if f == goodbye[0]][-1]
+    goodbye_start = [t for t, f in zip(report.arrivals_ms, frames, strict=True) if f == goodbye[0]][-1]
     assert goodbye_start - digit_ms < 500
     assert stack.runtime.metrics.barge_ins.labels(by="dtmf")._value.get() == 1
 
@@ -211,7 +212,7 @@ async def test_a_hangup_ends_the_dialogue_walk_at_once(stack):
     assert report.hangup == "caller"
     events = [entry["event"] for entry in logs]
     assert events.count("node") >= 2, events
-    ended = events.index("call ended")
+    ended = events.index("call_ended")
     assert "node" not in events[ended:], events[ended:]
     assert "dialogue_failed" not in events
     assert not [t for t in asyncio.all_tasks() if t.get_name().startswith("call:")]
@@ -316,7 +317,9 @@ async def test_call_variables_override_defaults_and_a_missing_one_is_skipped(sta
     heard = nonzero(frames_of(report.audio))
     goodbye = nonzero(await stack.fragment("goodbye"))
     assert heard[-len(goodbye):] == goodbye
-    assert heard[: -len(goodbye)] == nonzero(expected_frames("4200", stack.settings.tts.output_format, stack.settings.cache.loudness_target))
+    assert heard[: -len(goodbye)] == nonzero(
+        expected_frames("4200", stack.settings.tts.output_format, stack.settings.cache.loudness_target)
+    )
     assert stack.emulator.stats.texts == {"4200": 1}
 
 

@@ -10,6 +10,7 @@ back to its idle value. The rules themselves (the DTMF token bucket) are tested 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import random
 import socket
@@ -19,7 +20,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import pytest
-from ops.helpers import ServeProcess, clean_env, get, load_fragments
 from prometheus_client.parser import text_string_to_metric_families
 
 from bridge.call import DTMF_BURST, DTMF_FLOOD_EXCESS, KeyRateLimit
@@ -27,6 +27,7 @@ from bridge.config import Settings
 from bridge.protocol import encode_uuid
 from bridge.server import FullCollectionPolicy, GcPauses
 from bridge.sim.caller import CallReport, place_call
+from ops.helpers import ServeProcess, clean_env, get, load_fragments
 from voice.emulators.elevenlabs import DEFAULT_API_KEY, Emulator
 
 LOOPING = """
@@ -175,10 +176,8 @@ async def hang_up_after_uuid(port: int, delay_s: float) -> str:
     if delay_s:
         await asyncio.sleep(delay_s)
     writer.close()
-    try:
+    with contextlib.suppress(OSError):
         await writer.wait_closed()
-    except OSError:
-        pass
     return str(call_uuid)
 
 
@@ -221,10 +220,8 @@ async def test_a_dtmf_flood_is_limited_and_hung_up_without_touching_other_calls(
     async def abuse() -> None:
         reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
         writer.write(encode_uuid(flood_uuid) + b"\x03\x00\x01\x35" * 100_000)  # "5", not in the menu
-        try:
+        with contextlib.suppress(OSError):  # hung up mid-flood: the rest is refused
             await writer.drain()
-        except OSError:
-            pass  # hung up mid-flood: the rest is refused
         try:
             while await asyncio.wait_for(reader.read(65536), 10):
                 pass

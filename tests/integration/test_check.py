@@ -24,7 +24,7 @@ from bridge.preflight import (
     url_database,
 )
 from voice.cache import RedisCacheManager
-from voice.config import ConfigError, load, CacheConfig, TTSConfig
+from voice.config import CacheConfig, ConfigError, TTSConfig, load
 from voice.emulators.elevenlabs import DEFAULT_API_KEY, DEFAULT_VOICES, Emulator
 from voice.emulators.llm import LLMEmulator
 from voice.http import aclose_shared_client
@@ -215,7 +215,9 @@ async def test_llm_dialogue_with_the_llm_up(loaded_redis, emulator, fake_llm, tm
     base = ["--dialogue-file", dialogue, "--llm-base-url", fake_llm.url, "--llm-model", LLM_MODEL]
     status, lines = await check_cli(flags(loaded_redis, emulator, *base, "--llm-api-key", LLM_KEY), capsys)
     assert status == 0, lines
-    assert line_of(lines, "llm") == f"ok   llm          {fake_llm.url} reachable, key accepted, model {LLM_MODEL} listed"
+    assert (
+        line_of(lines, "llm") == f"ok   llm          {fake_llm.url} reachable, key accepted, model {LLM_MODEL} listed"
+    )
 
     status, lines = await check_cli(flags(loaded_redis, emulator, *base, "--llm-api-key", "wrong"), capsys)
     assert status == 1
@@ -323,13 +325,17 @@ async def test_a_check_that_gets_no_answer_fails_in_its_timeout(loaded_redis):
 async def test_openai_stt_endpoint_is_checked_with_its_own_key(loaded_redis, emulator, fake_llm):
     settings = settings_for(loaded_redis, emulator)
     dialogue = load_dialogue(default_dialogue_path())
-    stt = STTConfig(stt_provider="openai", stt_openai_base_url=fake_llm.url, stt_openai_api_key="wrong", stt_model=LLM_MODEL)
+    stt = STTConfig(
+        stt_provider="openai", stt_openai_base_url=fake_llm.url, stt_openai_api_key="wrong", stt_model=LLM_MODEL
+    )
     results = await run_preflight(settings, dialogue, stt=stt)
     stt_result = results[-1]
     assert stt_result.name == "stt" and stt_result.status == "fail"
     assert "STT_OPENAI_API_KEY is refused" in stt_result.detail and "STT_OPENAI_API_KEY" in stt_result.remedy
 
-    good = STTConfig(stt_provider="openai", stt_openai_base_url=fake_llm.url, stt_openai_api_key=LLM_KEY, stt_model=LLM_MODEL)
+    good = STTConfig(
+        stt_provider="openai", stt_openai_base_url=fake_llm.url, stt_openai_api_key=LLM_KEY, stt_model=LLM_MODEL
+    )
     assert (await run_preflight(settings, dialogue, stt=good))[-1].status == "ok"
     # the ElevenLabs recognizer shares the TTS key: no separate line, the key's line says so
     results = await run_preflight(settings, dialogue, stt=STTConfig(stt_provider="elevenlabs"))

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-
 import pytest
 
+from flow.helpers import make_stack
 from voice.config import LLMConfig
 from voice.emulators.llm import LLMEmulator
-from flow.helpers import make_stack
 
 LLM_KEY = "llm-test-key"
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 from voice.emulators.elevenlabs import identify
 
 

@@ -4,17 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from voice.llm import KEEP_RECENT, SUMMARY_INSTRUCTION, ConversationManager
-from voice.llm import ChatMessage, OpenAICompatibleSource
+from flow.helpers import wait_for
+from llm.conftest import llm_config
+from llm.helpers import summary_requests
 from voice.cache import RedisCacheManager
 from voice.config import CacheConfig
 from voice.emulators.redis_server import RedisServer
+from voice.llm import KEEP_RECENT, SUMMARY_INSTRUCTION, ChatMessage, ConversationManager, OpenAICompatibleSource
 from voice.tts_manager import aclose_shared_client
-
-from flow.helpers import wait_for
-
-from llm.conftest import llm_config
-from llm.helpers import summary_requests
 
 
 @pytest.fixture

@@ -6,16 +6,14 @@ import asyncio
 import json
 import uuid
 
-from flow.helpers import frames_of, nonzero, wait_for
-
-from bridge.dialogue import parse_dialogue
-from voice.config import LLMConfig
-from bridge.ops.metrics import Metrics
 from bridge.app import BridgeApp
+from bridge.dialogue import parse_dialogue
+from bridge.ops.metrics import Metrics
 from bridge.server import AudioSocketServer
-from voice.emulators.elevenlabs import expected_frames
-
+from flow.helpers import frames_of, nonzero, wait_for
 from llm.helpers import answer_requests, bare, heard, summary_requests, use_tts_format
+from voice.config import LLMConfig
+from voice.emulators.elevenlabs import expected_frames
 
 GREETING = """
 start = "ask"
@@ -309,7 +307,7 @@ hangup = true
     report = await stack.call(duration_s=None)
     frames = frames_of(report.audio)
     hello = nonzero(await stack.fragment("hello"))
-    sound = [(t, f) for t, f in zip(report.arrivals_ms, frames) if f != ZERO]
+    sound = [(t, f) for t, f in zip(report.arrivals_ms, frames, strict=True) if f != ZERO]
     assert [f for _, f in sound[: len(hello)]] == hello
     gap_ms = sound[len(hello)][0] - sound[len(hello) - 1][0]
     print(f"silence between the fragment and the answer: {gap_ms:.0f} ms (the LLM takes 600 ms)")

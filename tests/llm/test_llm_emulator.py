@@ -9,9 +9,8 @@ import sys
 import httpx
 import pytest
 
-from voice.emulators.llm import LLMEmulator, LLMKnobs, echo_answer, split_pieces
-
 from llm.conftest import LLM_KEY
+from voice.emulators.llm import LLMEmulator, LLMKnobs, echo_answer, split_pieces
 
 AUTH = {"Authorization": f"Bearer {LLM_KEY}"}
 BODY = {"model": "m", "messages": [{"role": "system", "content": "s"}, {"role": "user", "content": "Привет"}]}

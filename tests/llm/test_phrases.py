@@ -6,8 +6,8 @@ import random
 
 import pytest
 
-from voice.llm import PhraseGrouper, phrases_heard
 from voice.emulators.llm import split_pieces
+from voice.llm import PhraseGrouper, phrases_heard
 
 
 def group(pieces: list[str], **kw) -> list[str]:
@@ -59,7 +59,7 @@ def test_phrases_keep_every_word_in_order_whatever_the_pieces(seed):
     vocabulary = ["да", "нет,", "конечно.", "сумма", "12 500", "рублей!", "а", "почему?", "—", "итак:", "ok;"]
     text = " ".join(rng.choice(vocabulary) for _ in range(rng.randrange(1, 60)))
     cuts = sorted(rng.sample(range(1, len(text)), min(len(text) - 1, rng.randrange(0, 30))))
-    pieces = [text[a:b] for a, b in zip([0, *cuts], [*cuts, len(text)])]
+    pieces = [text[a:b] for a, b in zip([0, *cuts], [*cuts, len(text)], strict=True)]
     phrases = group(pieces)
     assert all(p.endswith(" ") and p.strip() and p == " ".join(p.split()) + " " for p in phrases)
     assert "".join(phrases).split() == text.split()

@@ -9,10 +9,18 @@ import sys
 
 import pytest
 
-from bridge.config import BridgeConfig, CacheConfig, LLMConfig, Settings, TTSConfig, add_settings_flags, settings_from_args
-from bridge.dialogue import parse_dialogue
-from bridge.config import require_llm_settings
 from bridge.app import BridgeApp
+from bridge.config import (
+    BridgeConfig,
+    CacheConfig,
+    LLMConfig,
+    Settings,
+    TTSConfig,
+    add_settings_flags,
+    require_llm_settings,
+    settings_from_args,
+)
+from bridge.dialogue import parse_dialogue
 from voice.config import ConfigError
 
 LLM_DIALOGUE = """

@@ -9,13 +9,11 @@ import json
 import pytest
 from aiohttp import web
 
-from voice.config import LLMConfig
-from voice.llm import ChatMessage, LLMError, OpenAICompatibleSource, TextSource
-from voice.emulators.llm import split_pieces
-from voice.config import ConfigError
-from voice.tts_manager import aclose_shared_client
-
 from llm.conftest import llm_config
+from voice.config import ConfigError, LLMConfig
+from voice.emulators.llm import split_pieces
+from voice.llm import ChatMessage, LLMError, OpenAICompatibleSource, TextSource
+from voice.tts_manager import aclose_shared_client
 
 
 @pytest.fixture(autouse=True)

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import httpx
 
+from voice.cache import RedisCacheManager
 from voice.config import CacheConfig
 from voice.load_static_audio import load_paths
-from voice.cache import RedisCacheManager
 
 ROOT = Path(__file__).resolve().parents[2]
 FRAGMENTS = ROOT / "bridge" / "data" / "fragments"
@@ -60,7 +60,7 @@ class ServeProcess:
         self.proc: asyncio.subprocess.Process | None = None
         self.port = 0
 
-    async def __aenter__(self) -> "ServeProcess":
+    async def __aenter__(self) -> ServeProcess:
         self.proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "bridge", "serve", *self.args, env=self.env,
             stderr=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE)
@@ -87,7 +87,7 @@ class ServeProcess:
             if self.proc.returncode is not None and all(r.done() for r in self.readers):
                 break
             await asyncio.sleep(0.02)
-        raise AssertionError(f"no {event!r} log line; got {[l.get('event') for l in self.lines]}")
+        raise AssertionError(f"no {event!r} log line; got {[line.get('event') for line in self.lines]}")
 
     async def stop(self, timeout_s: float = 20) -> int:
         """SIGTERM, then the exit status once every output line has been read."""

@@ -86,7 +86,7 @@ def test_other_subcommands_name_the_settings_they_read(command, settings, capsys
 def test_a_configuration_error_names_the_setting_and_the_problem(command, env, value, expected, monkeypatch,
                                                                  capsys, tmp_path):
     monkeypatch.setenv(env, value)
-    args = [command] + {"load-audio": [str(tmp_path)]}.get(command, [])
+    args = [command, *{"load-audio": [str(tmp_path)]}.get(command, [])]
     assert main(args) == 2
     err = capsys.readouterr().err
     assert f"voice-bridge {command}: configuration error: {expected}" in err, err

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from ops.helpers import ROOT, clean_env
 
 SCRIPT = Path(sys.executable).parent / "voice-bridge"
@@ -20,8 +21,15 @@ SCRIPT = Path(sys.executable).parent / "voice-bridge"
     (["--json-report", "missing/report.json"], "--json-report missing/report.json: the folder missing does not exist"),
 ])
 def test_demo_refuses_an_output_it_could_not_write_before_starting(tmp_path, args, words):
-    result = subprocess.run([str(SCRIPT), "demo", *args], cwd=tmp_path, env=clean_env(), capture_output=True, check=False,
-                            text=True, timeout=60)
+    result = subprocess.run(
+        [str(SCRIPT), "demo", *args],
+        cwd=tmp_path,
+        env=clean_env(),
+        capture_output=True,
+        check=False,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 2 and words in result.stderr
     assert "Traceback" not in result.stderr
     assert result.stdout == ""  # nothing was started: no Redis, no emulator, no call

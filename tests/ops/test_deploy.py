@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from ops.helpers import ROOT
-from bridge.config import Settings
-from voice.config import env_names
 from bridge.cli import secret_fields
+from bridge.config import Settings
+from ops.helpers import ROOT
+from voice.config import env_names
 
 UNIT = ROOT / "deploy" / "voice-bridge.service"
 ENV_FILE = ROOT / "deploy" / "voice-bridge.env"

@@ -7,8 +7,8 @@ import socket
 import sys
 import time
 
-from ops.helpers import ServeProcess, clean_env, get, load_fragments
 from bridge.sim.caller import place_call
+from ops.helpers import ServeProcess, clean_env, get, load_fragments
 from voice.emulators.elevenlabs import DEFAULT_API_KEY, Emulator
 from voice.emulators.redis_server import RedisServer
 
@@ -48,7 +48,7 @@ async def test_readyz_turns_unready_when_the_bridge_stops_accepting(redis_url):
 
             # a call that outlives the stop signal keeps the process up during its grace period
             call = asyncio.create_task(place_call("127.0.0.1", serve.port, duration_s=None, max_wait_s=30))
-            await serve.wait_for("call started")
+            await serve.wait_for("call_started")
             serve.proc.terminate()
             await serve.wait_for("stopping")
             unready = await get(f"{base}/readyz")
@@ -69,7 +69,7 @@ async def test_readyz_turns_unready_when_the_bridge_stops_accepting(redis_url):
 async def _connects(port: int) -> bool:
     try:
         _, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), 2)
-    except (OSError, asyncio.TimeoutError):
+    except (TimeoutError, OSError):
         return False
     writer.close()
     return True
@@ -139,6 +139,6 @@ async def test_a_taken_metrics_port_stops_serve_with_an_error():
             stderr=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.DEVNULL)
         _, err = await asyncio.wait_for(proc.communicate(), 30)
     assert proc.returncode == 2, err  # a configuration error, named: the bridge never said it was listening
-    assert f"voice-bridge serve: cannot listen on BRIDGE_HOST=127.0.0.1 METRICS_PORT={port}: port {port} is in " \
+    assert f"voice-bridge serve: cannot listen on METRICS_HOST=127.0.0.1 METRICS_PORT={port}: port {port} is in " \
            "use".encode() in err
     assert b'"event": "listening"' not in err

@@ -12,10 +12,10 @@ import pytest
 import redis
 import structlog
 
-from ops.helpers import ServeProcess, clean_env, load_fragments
+from bridge.config import Settings
 from bridge.ops import logs
 from bridge.sim.caller import place_call
-from bridge.config import Settings
+from ops.helpers import ServeProcess, clean_env, load_fragments
 from voice.config import secret_settings
 from voice.emulators.elevenlabs import Emulator, Knobs
 from voice.emulators.llm import LLMEmulator, LLMKnobs
@@ -87,7 +87,7 @@ async def test_secrets_never_appear_in_the_logs_of_a_real_run(password_redis, tm
     # JSON by default when stderr is not a terminal: every line parsed
     assert not [line for line in serve.lines if line.get("event") == "non-json"]
     # every line about the call carries its UUID, the voice side's too
-    for event in ("call started", "node", "synthesis_failed", "tts_item_failed", "call ended", "dialogue_ended"):
+    for event in ("call_started", "node", "synthesis_failed", "tts_item_failed", "call_ended", "dialogue_ended"):
         lines = [line for line in serve.lines if line.get("event") == event]
         assert lines, event
         assert all(line.get("call") == report.uuid for line in lines), (event, lines)
@@ -234,8 +234,9 @@ PROCESS_EVENTS = {"clock stats", "clock_stats", "signal received: shutting down"
 
 async def test_every_line_about_a_call_carries_call_and_peer(redis_url, tmp_path):
     """One call through static fragments, a synthesis that fails (too long for the emulator), one that
-    succeeds (and is cached), a missing fragment and an LLM answer over the TTS WebSocket: every line from its start to its end names the call and the peer, the voice side's
-    lines (syntheses, cache writes) included."""
+    succeeds (and is cached), a missing fragment and an LLM answer over the TTS WebSocket: every line from
+    its start to its end names the call and the peer, the voice side's lines (syntheses, cache writes)
+    included."""
     await load_fragments(redis_url)
     dialogue = tmp_path / "dialogue.toml"
     dialogue.write_text(CALL_DIALOGUE)

@@ -10,8 +10,8 @@ import uuid
 import redis.asyncio as aioredis
 from prometheus_client.parser import text_string_to_metric_families
 
-from ops.helpers import ServeProcess, clean_env, get, load_fragments
 from bridge.sim.caller import place_call
+from ops.helpers import ServeProcess, clean_env, get, load_fragments
 from voice.emulators.elevenlabs import DEFAULT_API_KEY, Emulator, Knobs, identify
 from voice.keys import call_vars_key
 

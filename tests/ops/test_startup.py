@@ -20,12 +20,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from ops.helpers import clean_env, get, port_open
 
 from bridge.app import serve
 from bridge.config import BridgeConfig, Settings
 from bridge.ops.listen import ListenError, listen_sockets, metrics_address
 from bridge.server import AudioSocketServer
+from ops.helpers import clean_env, get, port_open
 
 
 @contextlib.contextmanager

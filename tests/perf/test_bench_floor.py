@@ -42,12 +42,12 @@ def test_floor_is_built_once_per_source(tmp_path: Path) -> None:
 
 def test_floor_build_errors_name_what_is_wrong(tmp_path: Path) -> None:
     missing = tmp_path / "nowhere.c"
-    with pytest.raises(FloorError, match="nowhere.c"):
+    with pytest.raises(FloorError, match=r"nowhere\.c"):
         build_floor(missing, cache_dir=tmp_path)
     if shutil.which("cc") is not None:
         broken = tmp_path / "broken.c"
         broken.write_text("int main( { return 0; }\n")
-        with pytest.raises(FloorError, match="cc -O2 .*broken.c failed"):
+        with pytest.raises(FloorError, match=r"cc -O2 .*broken\.c failed"):
             build_floor(broken, cache_dir=tmp_path)
     fine = tmp_path / "fine.c"
     fine.write_text("int main(void) { return 0; }\n")

@@ -11,7 +11,14 @@ import sys
 import pytest
 import pytest_asyncio
 
-from bridge.sim.bench.load import MIXED_UNIQUE_SHARE, SCENARIOS, STATIC_PLAYLIST, BenchStack, comparison_table, run_bench
+from bridge.sim.bench.load import (
+    MIXED_UNIQUE_SHARE,
+    SCENARIOS,
+    STATIC_PLAYLIST,
+    BenchStack,
+    comparison_table,
+    run_bench,
+)
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -91,7 +98,12 @@ async def test_bench_cli_prints_json_for_each_size():
         capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
     results = json.loads(proc.stdout)
-    assert [(r["server"], r["calls"]) for r in results] == [("bridge", 2), ("baseline", 2), ("bridge", 3), ("baseline", 3)]
+    assert [(r["server"], r["calls"]) for r in results] == [
+        ("bridge", 2),
+        ("baseline", 2),
+        ("bridge", 3),
+        ("baseline", 3),
+    ]
     assert all(r["completed"] == r["calls"] for r in results)
 
 

@@ -9,9 +9,9 @@ import redis
 
 from voice.cache import RedisCacheManager
 from voice.config import CacheConfig
+from voice.emulators.redis_server import RedisServer
 from voice.fragment_memo import FragmentMemo
 from voice.keys import static_key, tts_key
-from voice.emulators.redis_server import RedisServer
 
 HELLO = [bytes([1]) * 320, bytes([2]) * 320]
 NEW_HELLO = [bytes([9]) * 320]

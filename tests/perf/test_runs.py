@@ -6,9 +6,9 @@ from __future__ import annotations
 import asyncio
 
 from bridge.call import Call, CallEnded
-from bridge.sim.caller import place_call
 from bridge.config import BridgeConfig
 from bridge.server import AudioSocketServer
+from bridge.sim.caller import place_call
 
 
 def numbered(n: int, start: int = 1) -> list[bytes]:
@@ -119,5 +119,9 @@ async def test_a_list_with_a_short_frame_is_padded_frame_by_frame():
     report = await _call(play, 0.8)
     values = heard(report.audio)
     assert values == list(range(1, 13))
-    last = [report.audio[i:i + 320] for i in range(0, len(report.audio) - 319, 320) if report.audio[i:i + 320].strip(b"\x00")][-1]
+    last = [
+        report.audio[i : i + 320]
+        for i in range(0, len(report.audio) - 319, 320)
+        if report.audio[i : i + 320].strip(b"\x00")
+    ][-1]
     assert last[:100] == frames[-1] and last[100:] == bytes(220)

@@ -7,8 +7,8 @@ import subprocess
 import sys
 
 import httpx
-from stt.speech import spoken
 
+from stt.speech import spoken
 from voice.config import TTSConfig
 from voice.emulators.elevenlabs import DEFAULT_API_KEY, EmulatorProcess
 from voice.http import aclose_shared_client

@@ -68,8 +68,12 @@ def test_close_codes_are_classified():
 
 def test_config_defaults_and_environment():
     config = STTConfig()
-    assert (config.stt_provider, config.stt_end_silence_ms, config.stt_max_utterance_s, config.stt_commit) == ("none", 600, 15.0,
-                                                                                              "manual")
+    assert (config.stt_provider, config.stt_end_silence_ms, config.stt_max_utterance_s, config.stt_commit) == (
+        "none",
+        600,
+        15.0,
+        "manual",
+    )
     loaded = load(STTConfig, {"STT_PROVIDER": "elevenlabs", "STT_LANGUAGE": "ru", "STT_END_SILENCE_MS": "500",
                               "STT_OPENAI_API_KEY": "sk-secret"})
     assert loaded.model_id == "scribe_v2_realtime" and loaded.stt_language == "ru" and loaded.stt_end_silence_ms == 500

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import audioop
-from pydantic import SecretStr
 
 import pytest
-from stt.speech import spoken
+from pydantic import SecretStr
 
+from stt.speech import spoken
 from voice.config import TTSConfig
 from voice.http import aclose_shared_client
 from voice.stt import STTConfig, create_recognizer
@@ -106,7 +106,9 @@ async def test_scribe_gets_the_calls_format_unchanged(emulators, fmt):
     else:
         frames = [audioop.ratecv(f, 2, 1, 8000, 16000, None)[0] for f in frames]
         frames = [f.ljust(640, b"\x00")[:640] for f in frames]
-    async with ScribeRealtimeRecognizer(stt, api_key=tts.api_key.get_secret_value(), base_url=tts.base_url, audio_format=fmt) as rec:
+    async with ScribeRealtimeRecognizer(
+        stt, api_key=tts.api_key.get_secret_value(), base_url=tts.base_url, audio_format=fmt
+    ) as rec:
         events = await collect(rec, frames)
     assert [e.text for e in events if isinstance(e, FinalTranscript)] == ["да, конечно"]
     assert emulators.stt.stats.ws_queries[-1]["query"]["audio_format"] == fmt

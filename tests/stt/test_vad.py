@@ -119,7 +119,11 @@ def test_a_loud_blip_does_not_barge_in():
 def test_speech_over_a_steady_background_is_still_heard():
     background = noise(300, 150, seed=3)
     speech = vowel(40)
-    mixed = background[:150] + [audioop.add(b, s, 2) for b, s in zip(background[150:190], speech)] + background[190:]
+    mixed = (
+        background[:150]
+        + [audioop.add(b, s, 2) for b, s in zip(background[150:190], speech, strict=True)]
+        + background[190:]
+    )
     assert "BargeIn" in kinds(run(mixed))
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 
 import httpx
@@ -99,7 +100,14 @@ async def test_chunk_size_and_odd_chunks_knobs_shape_the_chunked_body(emulator):
         (KEY, {"text": "x"}, VOICE, {"output_format": "mp3_44100_128"}, 422, {"status": "unsupported_output_format"}),
         (KEY, {"model_id": "m"}, VOICE, {}, 422, [("body", "text")]),
         (KEY, {"text": 5}, VOICE, {}, 422, [("body", "text")]),
-        (KEY, {"text": "x"}, VOICE, {"optimize_streaming_latency": "9"}, 422, [("query", "optimize_streaming_latency")]),
+        (
+            KEY,
+            {"text": "x"},
+            VOICE,
+            {"optimize_streaming_latency": "9"},
+            422,
+            [("query", "optimize_streaming_latency")],
+        ),
         (KEY, {"text": "x", "voice_settings": {"speed": 2}}, VOICE, {}, 422, [("body", "voice_settings", "speed")]),
         (KEY, {"text": "   "}, VOICE, {}, 400, {"status": "empty_text"}),
     ],
@@ -118,7 +126,9 @@ async def test_http_validation_errors_have_elevenlabs_bodies(emulator, headers, 
 
 async def test_invalid_json_body_is_a_fastapi_422(emulator):
     async with httpx.AsyncClient() as client:
-        response = await client.post(stream_url(emulator), content=b"{not json", headers={**KEY, "content-type": "application/json"})
+        response = await client.post(
+            stream_url(emulator), content=b"{not json", headers={**KEY, "content-type": "application/json"}
+        )
     assert response.status_code == 422 and response.json()["detail"][0]["type"] == "json_invalid"
 
 
@@ -262,10 +272,8 @@ async def test_ws_bad_key_closes_1008_after_the_handshake(emulator, where):
     headers = {"xi-api-key": "bad"} if where == "header" else {}
     async with websockets.connect(ws_url(emulator), additional_headers=headers) as ws:  # the handshake succeeds
         first = {"text": " "} | ({"xi_api_key": "bad"} if where == "first message" else {})
-        try:
+        with contextlib.suppress(ConnectionClosedError):
             await ws.send(json.dumps(first))
-        except ConnectionClosedError:
-            pass
         _, messages, code = await drain(ws)
     assert code == 1008 and messages == [{"message": "Invalid API key", "error": "invalid_api_key", "code": 1008}]
 
@@ -327,7 +335,9 @@ async def test_control_endpoints_set_knobs_read_stats_and_reset(emulator):
         assert bad.status_code == 400 and "no_such_knob" in bad.json()["error"]
         wrong_type = await client.post("/_emulator/knobs", json={"odd_chunks": "yes"})
         assert wrong_type.status_code == 400 and "odd_chunks" in wrong_type.json()["error"]
-        await client.post(f"/v1/text-to-speech/{VOICE}/stream?output_format=pcm_8000", json={"text": "abc"}, headers=KEY)
+        await client.post(
+            f"/v1/text-to-speech/{VOICE}/stream?output_format=pcm_8000", json={"text": "abc"}, headers=KEY
+        )
         stats = (await client.get("/_emulator/stats")).json()
         assert stats["http_requests"] == 1 and stats["characters"] == 3 and stats["texts"] == {"abc": 1}
         assert (await client.post("/_emulator/reset")).json() == {"ok": True}
@@ -336,26 +346,30 @@ async def test_control_endpoints_set_knobs_read_stats_and_reset(emulator):
 
 
 def test_emulator_runs_as_a_separate_process_driven_over_http():
-    with EmulatorProcess("--ttfb-ms", "1", "--api-key", "proc-key") as emu:
-        with httpx.Client(base_url=emu.url, timeout=5) as client:
-            assert client.get("/_emulator/knobs").json()["ttfb_ms"] == 1.0
-            client.post("/_emulator/knobs", json={"chunk_bytes": 100})
-            response = client.post(f"/v1/text-to-speech/{VOICE}/stream?output_format=alaw_8000",
-                                   json={"text": "Проверка"}, headers={"xi-api-key": "proc-key"})
-            assert response.status_code == 200
-            frames = FrameStream("alaw_8000")
-            assert frames.feed(response.content) + frames.flush() == expected_frames("Проверка", "alaw_8000")
-            stats = client.get("/_emulator/stats").json()
-            assert stats["texts"] == {"Проверка": 1} and stats["http_requests"] == 1
-            assert client.post(f"/v1/text-to-speech/{VOICE}/stream", json={"text": "x"},
-                               headers=KEY).status_code == 401  # only the configured key
+    with (
+        EmulatorProcess("--ttfb-ms", "1", "--api-key", "proc-key") as emu,
+        httpx.Client(base_url=emu.url, timeout=5) as client,
+    ):
+        assert client.get("/_emulator/knobs").json()["ttfb_ms"] == 1.0
+        client.post("/_emulator/knobs", json={"chunk_bytes": 100})
+        response = client.post(f"/v1/text-to-speech/{VOICE}/stream?output_format=alaw_8000",
+                               json={"text": "Проверка"}, headers={"xi-api-key": "proc-key"})
+        assert response.status_code == 200
+        frames = FrameStream("alaw_8000")
+        assert frames.feed(response.content) + frames.flush() == expected_frames("Проверка", "alaw_8000")
+        stats = client.get("/_emulator/stats").json()
+        assert stats["texts"] == {"Проверка": 1} and stats["http_requests"] == 1
+        assert client.post(f"/v1/text-to-speech/{VOICE}/stream", json={"text": "x"},
+                           headers=KEY).status_code == 401  # only the configured key
     assert emu.process.returncode == 0  # SIGTERM ends it cleanly
 
 
 def test_cli_registers_the_emulator_subcommand():
     from bridge.cli import build_parser
 
-    args = build_parser(only="emulator").parse_args(["emulator", "--port", "0", "--odd-chunks", "--knobs", '{"alignment": false}'])
+    args = build_parser(only="emulator").parse_args(
+        ["emulator", "--port", "0", "--odd-chunks", "--knobs", '{"alignment": false}']
+    )
     assert args.port == 0 and args.odd_chunks and callable(args._module.run)
 
 

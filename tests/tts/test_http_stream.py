@@ -204,6 +204,6 @@ async def test_concurrent_calls_each_hear_their_own_text(emulator, tts_config):
     emulator.set_knobs(realtime_factor=20.0, odd_chunks=True, chunk_bytes=500)
     texts = [f"Call number {i}" for i in range(6)]
     results = await asyncio.gather(*(collect(manager(tts_config), t) for t in texts))
-    for text, chunks in zip(texts, results):
+    for text, chunks in zip(texts, results, strict=True):
         assert identify(b"".join(frames_of(tts_config.output_format, chunks))) == [text]
     assert emulator.stats.max_concurrent_seen > 1

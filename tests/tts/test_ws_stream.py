@@ -171,7 +171,8 @@ async def test_an_input_timeout_during_a_turn_is_reported(emulator, tts_config):
 async def test_the_inactivity_timeout_query_parameter_is_honoured(emulator, tts_config):
     import websockets
 
-    url = f"{emulator.ws_url}/v1/text-to-speech/{tts_config.voice_id}/stream-input?output_format=pcm_16000&inactivity_timeout=1"
+    url = (f"{emulator.ws_url}/v1/text-to-speech/{tts_config.voice_id}/stream-input"
+           "?output_format=pcm_16000&inactivity_timeout=1")
     async with websockets.connect(url, additional_headers={"xi-api-key": tts_config.api_key.get_secret_value()}) as ws:
         await ws.send(json.dumps({"text": " "}))
         started = asyncio.get_running_loop().time()

@@ -1,1 +1,4 @@
-"""Tools that stand in for services: the ElevenLabs and LLM emulators, a private Redis. Never imported by production code."""
+"""Tools that stand in for services: the ElevenLabs and LLM emulators, a private Redis.
+
+Never imported by production code.
+"""

@@ -6,6 +6,7 @@ Tests drive an emulator in-process or as a separate process; the control endpoin
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import dataclasses
 import json
@@ -14,12 +15,13 @@ import signal
 import socket
 import ssl
 import sys
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 import structlog
 from aiohttp import web
 
-from voice.config import LogSettings
+from voice.config import ConfigError, EnvSettings, LogSettings
 
 
 class KnobsBase:
@@ -90,8 +92,11 @@ class ControlEndpoints:
     knobs: Any
     host: str
     port: int
-    url: str
     _fail_left: int
+
+    @property
+    def url(self) -> str:  # pragma: no cover - provided by the emulator
+        raise NotImplementedError
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> Any:  # pragma: no cover - the emulator's
         raise NotImplementedError
@@ -184,3 +189,17 @@ def configure_stderr_logs(level: str | None) -> None:
         logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
         wrapper_class=structlog.make_filtering_bound_logger(getattr(logging, level.upper())),
     )
+
+
+def port_flag(settings: type[EnvSettings]) -> Callable[[str], int]:
+    """The argparse type of an emulator's --port: checked as its port variable is (`settings`, a model with
+    a `port` field), with an error that names the flag."""
+
+    def parse(raw: str) -> int:
+        try:
+            port: int = settings.load({}, port=raw).port  # type: ignore[attr-defined]
+        except ConfigError as exc:
+            raise argparse.ArgumentTypeError(exc.problem) from None
+        return port
+
+    return parse

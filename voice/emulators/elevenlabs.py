@@ -48,12 +48,12 @@ from typing import Any, ClassVar
 
 import structlog
 from aiohttp import WSMsgType, web
-
 from pydantic import SecretStr
 
-from voice.config import G711_FORMATS, PCM_RATES, ConfigError, EnvSettings, Port, setting, help_with_default
+from voice.config import ConfigError, EnvSettings, Port, help_with_default, setting
+from voice.emulators.control import ControlEndpoints, KnobsBase, configure_stderr_logs, port_flag, serve_app
 from voice.emulators.tone_code import CHAR_MS, expected_frames, identify, synthesize
-from voice.emulators.control import ControlEndpoints, KnobsBase, configure_stderr_logs, serve_app
+from voice.formats import COMPRESSED_FORMATS, OUTPUT_FORMATS, PCM_RATES, bytes_per_sample, source_rate
 
 __all__ = ["Emulator", "EmulatorProcess", "Knobs", "Stats", "expected_frames", "identify", "synthesize",
            "DEFAULT_API_KEY", "DEFAULT_VOICES", "configure_parser", "run"]
@@ -62,11 +62,7 @@ log = structlog.get_logger(__name__)
 
 DEFAULT_API_KEY = "emulator-key"
 DEFAULT_VOICES = ("21m00Tcm4TlvDq8ikWAM", "JBFqnCBsd6RMkjVDRZzb", "EXAVITQu4vr4xnSDxMaL")
-SUPPORTED_FORMATS = tuple(PCM_RATES) + tuple(sorted(G711_FORMATS))
-KNOWN_FORMATS = SUPPORTED_FORMATS + (
-    "mp3_22050_32", "mp3_24000_48", "mp3_44100_32", "mp3_44100_64", "mp3_44100_96", "mp3_44100_128",
-    "mp3_44100_192", "opus_48000_32", "opus_48000_64", "opus_48000_96", "opus_48000_128", "opus_48000_192",
-)
+KNOWN_FORMATS = OUTPUT_FORMATS + COMPRESSED_FORMATS  # every format the real API accepts
 DEFAULT_FORMAT = "mp3_44100_128"  # the real API's default, which the emulator cannot produce (a clear 422)
 CONTENT_TYPES = {"ulaw_8000": "audio/basic", "alaw_8000": "audio/x-alaw-basic"}
 OVERSIZED_BYTES = 2**20 + 1024  # "one message over 1 MiB"
@@ -295,10 +291,10 @@ class Emulator(ControlEndpoints):
                 detail=[{"type": "enum", "loc": [where, "output_format"],
                          "msg": f"Input should be one of {', '.join(KNOWN_FORMATS)}", "input": output_format}],
             )
-        if output_format not in SUPPORTED_FORMATS:
+        if output_format not in OUTPUT_FORMATS:
             raise _Rejected(
                 422, "unsupported_output_format",
-                f"The emulator produces only {', '.join(SUPPORTED_FORMATS)}, not {output_format!r}.",
+                f"The emulator produces only {', '.join(OUTPUT_FORMATS)}, not {output_format!r}.",
             )
         if output_format in self.knobs.tier_gated_formats:
             raise _Rejected(
@@ -738,7 +734,7 @@ class _Session:
         while not self.closing:
             try:
                 msg = await self.ws.receive(timeout=None if self.ended else timeout)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 await self.fail(1008, "input_timeout_exceeded", INACTIVITY_MESSAGE.format(timeout=int(timeout)))
                 return
             if msg.type in (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED, WSMsgType.ERROR):
@@ -825,10 +821,8 @@ class _Session:
 
     async def _send_audio(self) -> None:
         """Speak queued texts in order; after the end of input: `isFinal`, then close 1000."""
-        try:
+        with contextlib.suppress(ConnectionResetError):  # the client went away
             await self._speak_queue()
-        except ConnectionResetError:  # the client went away
-            pass
 
     async def _speak_queue(self) -> None:
         emu = self.emu
@@ -905,7 +899,7 @@ def _peer(request: web.Request) -> str | None:
 
 
 def _bytes_per_second(output_format: str) -> int:
-    return PCM_RATES[output_format] * 2 if output_format in PCM_RATES else 8000
+    return source_rate(output_format) * bytes_per_sample(output_format)
 
 
 def _alignment(text: str, offset: int, length: int, bytes_per_s: int) -> dict[str, list[Any]] | None:
@@ -1076,7 +1070,7 @@ class EmulatorProcess:
         self.env = env
         self.start_timeout_s = start_timeout_s
         self.url = ""
-        self.process: subprocess.Popen[str] | None = None
+        self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> str:
         self.process = subprocess.Popen(self.args, stdout=subprocess.PIPE, bufsize=0, env=self.env)
@@ -1145,17 +1139,19 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.description = HELP_DESCRIPTION
     defaults = Knobs()
     parser.add_argument("--host", default="127.0.0.1", help=help_with_default("address to listen on", "127.0.0.1"))
-    parser.add_argument("--port", type=_port, default=None,
+    parser.add_argument("--port", type=port_flag(EmulatorSettings), default=None,
                         help="port; 0 picks a free one [env EMULATOR_PORT; default 8765]")
     parser.add_argument("--api-key", default=None,
-                        help="the one accepted API key; unset: any non-empty key [env ELEVENLABS_API_KEY; default unset]")
+                        help="the one accepted API key; unset: any non-empty key "
+                             "[env ELEVENLABS_API_KEY; default unset]")
     parser.add_argument("--voices", type=_voices, default=None, metavar="ID,...",
                         help="the voice ids it knows (others: 404 voice_not_found) [default "
                              f"{','.join(DEFAULT_VOICES)}, plus env ELEVENLABS_VOICE_ID when set]")
     parser.add_argument("--tls-cert", help="PEM certificate chain: serve https/wss; unset: http/ws")
     parser.add_argument("--tls-key", help="PEM private key for --tls-cert")
     parser.add_argument("--ttfb-ms", type=_non_negative, default=defaults.ttfb_ms,
-                        help=help_with_default("delay before the first audio byte of each generation", defaults.ttfb_ms))
+                        help=help_with_default("delay before the first audio byte of each generation",
+                                               defaults.ttfb_ms))
     parser.add_argument("--realtime-factor", type=_non_negative, default=defaults.realtime_factor,
                         help=help_with_default("send audio at this multiple of real time, 0 = as fast as possible",
                                                defaults.realtime_factor))
@@ -1164,7 +1160,8 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--odd-chunks", action="store_true",
                         help="odd chunk sizes that split 16-bit samples")
     parser.add_argument("--max-concurrent", type=_whole(0), default=defaults.max_concurrent,
-                        help=help_with_default("429 above this many generations at once, 0 = no limit", defaults.max_concurrent))
+                        help=help_with_default("429 above this many generations at once, 0 = no limit",
+                                               defaults.max_concurrent))
     parser.add_argument("--inactivity-timeout", type=_non_negative, default=defaults.ws_inactivity_timeout_s,
                         help=help_with_default("WebSocket inactivity timeout in seconds when the URL gives none",
                                                defaults.ws_inactivity_timeout_s))
@@ -1214,14 +1211,6 @@ def _default_voices() -> list[str]:
     if configured and configured not in voices:
         voices.append(configured)
     return voices
-
-
-def _port(raw: str) -> int:
-    """--port is checked as EMULATOR_PORT is, and its error names the flag."""
-    try:
-        return EmulatorSettings.load({}, port=raw).port
-    except ConfigError as exc:
-        raise argparse.ArgumentTypeError(exc.problem) from None
 
 
 def _knobs_from_args(args: argparse.Namespace) -> Knobs:

@@ -37,8 +37,8 @@ from typing import Any, ClassVar
 import structlog
 from aiohttp import web
 
-from voice.config import ConfigError, EnvSettings, Port, setting, help_with_default
-from voice.emulators.control import ControlEndpoints, KnobsBase, configure_stderr_logs, serve_app
+from voice.config import ConfigError, EnvSettings, Port, help_with_default, setting
+from voice.emulators.control import ControlEndpoints, KnobsBase, configure_stderr_logs, port_flag, serve_app
 
 __all__ = ["LLMEmulator", "LLMKnobs", "LLMStats", "split_pieces", "echo_answer", "configure_parser", "run"]
 
@@ -307,23 +307,17 @@ class LLMEmulatorSettings(EnvSettings):
     port: Port = setting("LLM_EMULATOR_PORT", 8766, "port; 0 picks a free one")
 
 
-def _port(raw: str) -> int:
-    """--port is checked as LLM_EMULATOR_PORT is, and its error names the flag."""
-    try:
-        return LLMEmulatorSettings.load({}, port=raw).port
-    except ConfigError as exc:
-        raise argparse.ArgumentTypeError(exc.problem) from None
-
-
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     defaults = LLMKnobs()
     parser.add_argument("--host", default="127.0.0.1", help=help_with_default("address to listen on", "127.0.0.1"))
-    parser.add_argument("--port", type=_port, default=None,
+    parser.add_argument("--port", type=port_flag(LLMEmulatorSettings), default=None,
                         help="port; 0 picks a free one [env LLM_EMULATOR_PORT; default 8766]")
     parser.add_argument("--api-key", default=None, help="the one accepted bearer token; unset: any")
-    parser.add_argument("--answer", default=defaults.answer, help="answer every request with this text; unset: an echo of the question")
+    parser.add_argument("--answer", default=defaults.answer,
+                        help="answer every request with this text; unset: an echo of the question")
     parser.add_argument("--piece-chars", type=int, default=defaults.piece_chars,
-                        help=help_with_default("characters per piece; 0 = word pieces like OpenAI's", defaults.piece_chars))
+                        help=help_with_default("characters per piece; 0 = word pieces like OpenAI's",
+                                               defaults.piece_chars))
     parser.add_argument("--first-piece-delay-ms", type=float, default=defaults.first_piece_delay_ms,
                         help=help_with_default("milliseconds before the first piece", defaults.first_piece_delay_ms))
     parser.add_argument("--piece-delay-ms", type=float, default=defaults.piece_delay_ms,

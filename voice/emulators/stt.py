@@ -41,6 +41,7 @@ from aiohttp import WSMsgType, web
 from voice.audio import FRAME_BYTES, Resampler, convert_pcm, rms
 from voice.emulators.control import ControlEndpoints, KnobsBase, serve_app
 from voice.emulators.tone_code import SILENCE_RMS, SYMBOLS_PER_CHAR, _symbol
+from voice.formats import OUTPUT_FORMATS, source_rate
 
 __all__ = ["REALTIME_FORMATS", "STTEmulator", "STTKnobs", "STTStats", "ToneListener", "mount_stt"]
 
@@ -49,8 +50,8 @@ log = structlog.get_logger(__name__)
 REALTIME_PATH = "/v1/speech-to-text/realtime"
 TRANSCRIPTIONS_PATH = "/v1/audio/transcriptions"
 REALTIME_MODELS = ("scribe_v2_realtime", "scribe_v3_live")
-REALTIME_FORMATS = {"pcm_8000": 8000, "pcm_16000": 16000, "pcm_22050": 22050, "pcm_24000": 24000,
-                    "pcm_44100": 44100, "pcm_48000": 48000, "ulaw_8000": 8000}
+# Scribe realtime takes every PCM format and mu-law (not A-law)
+REALTIME_FORMATS = {fmt: source_rate(fmt) for fmt in OUTPUT_FORMATS if fmt != "alaw_8000"}
 MAX_CHUNK_BYTES = 2**20  # unconfirmed limit: a bigger chunk gets chunk_size_exceeded
 
 
@@ -182,12 +183,16 @@ class STTEmulator(ControlEndpoints):
         self.stats = STTStats()
         self.host = "127.0.0.1"
         self.port = 0
-        self.url = ""
         self._runner: web.AppRunner | None = None
         self._websockets: set[web.WebSocketResponse] = set()
         self._fail_left = self.knobs.fail_count
 
     # --- life cycle ---------------------------------------------------------------------------------------
+
+    @property
+    def url(self) -> str:
+        """http://host:port, once started."""
+        return f"http://{f'[{self.host}]' if ':' in self.host else self.host}:{self.port}"
 
     def routes(self, control_prefix: str = "/_emulator") -> list[web.RouteDef]:
         return [
@@ -204,7 +209,6 @@ class STTEmulator(ControlEndpoints):
         app.add_routes(self.routes())
         self._runner, self.port = await serve_app(app, host, port)
         self.host = host
-        self.url = f"http://{f'[{host}]' if ':' in host else host}:{self.port}"
         self._fail_left = self.knobs.fail_count
         return self
 
@@ -412,9 +416,12 @@ class _RealtimeSession:
             await self.emu._error_close(self.ws, "input_error", "message is not JSON", 1008)
             return False
         if not isinstance(data, dict) or data.get("message_type") != "input_audio_chunk":
-            await self.emu._error_close(self.ws, "input_error",
-                                        f"unknown message_type {data.get('message_type') if isinstance(data, dict) else None!r}",
-                                        1008)
+            await self.emu._error_close(
+                self.ws,
+                "input_error",
+                f"unknown message_type {data.get('message_type') if isinstance(data, dict) else None!r}",
+                1008,
+            )
             return False
         try:
             audio = base64.b64decode(data.get("audio_base_64") or "", validate=True)

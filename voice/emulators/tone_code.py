@@ -20,7 +20,7 @@ import operator
 import sys
 from array import array
 from collections.abc import Sequence
-from functools import lru_cache
+from functools import cache
 
 from voice.audio import FRAME_BYTES, SAMPLE_RATE, FrameStream, Loudness, encode_g711, rms
 from voice.config import G711_FORMATS, PCM_RATES
@@ -35,7 +35,6 @@ AMPLITUDE = 8000
 FADE_MS = 2
 SILENCE_RMS = 300  # frames below this are silence between texts
 
-_FRAME_SAMPLES = FRAME_BYTES // 2
 _WINDOW_START = 16  # analyse the steady middle of each frame, away from the fades and resampler delay
 _WINDOW_LEN = 128
 
@@ -50,7 +49,7 @@ def frequency(level: int) -> float:
     return BASE_HZ + STEP_HZ * level
 
 
-@lru_cache(maxsize=None)
+@cache
 def _tone(level: int, rate: int) -> bytes:
     """One 20 ms tone at `rate` as s16le, with 2 ms fades so symbols do not click."""
     n = rate * SYMBOL_MS // 1000

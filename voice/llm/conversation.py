@@ -1,9 +1,10 @@
 """A call's conversation memory for the LLM: what the bot was asked to say, what it said, what the caller chose.
 
 One `ConversationManager` (the cache specification's `llm.ConversationManager`) per call whose dialogue
-has `llm` items. Every LLM request gets `messages()`: a summary of the older part (a system message) and the recent turns word for word. When the turns grow past
-`memory_chars`, all but the last `KEEP_RECENT` are summarised by the LLM, in the background (an answer
-never waits for a summary; until it is ready the turns are sent in full).
+has `llm` items. Every LLM request gets `messages()`: a summary of the older part (a system message) and
+the recent turns word for word. When the turns grow past `memory_chars`, all but the last `KEEP_RECENT` are
+summarised by the LLM, in the background (an answer never waits for a summary; until it is ready the turns
+are sent in full).
 
 The summary is cached exactly as the cache specification's "summarization caching" flow says: before the
 LLM is asked, `cache.get_text(<session key>)`; the LLM only on a miss; then

@@ -45,7 +45,9 @@ def create_recognizer(stt: STTConfig, tts: TTSConfig, audio_format: str = "pcm_8
     if stt.stt_provider == "elevenlabs":
         from voice.stt.scribe import ScribeRealtimeRecognizer
 
-        return ScribeRealtimeRecognizer(stt, api_key=tts.api_key.get_secret_value(), base_url=tts.base_url, audio_format=audio_format)
+        return ScribeRealtimeRecognizer(
+            stt, api_key=tts.api_key.get_secret_value(), base_url=tts.base_url, audio_format=audio_format
+        )
     if stt.stt_provider == "openai":
         from voice.stt.openai import OpenAITranscriber
 

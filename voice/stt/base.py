@@ -68,8 +68,12 @@ class SpeechRecognizer(Protocol):
 
 
 def endpointer_config(config: STTConfig) -> EndpointerConfig:
-    return EndpointerConfig.from_ms(start_ms=config.stt_start_ms, barge_in_ms=config.stt_barge_in_ms,
-                                    end_silence_ms=config.stt_end_silence_ms, max_utterance_s=config.stt_max_utterance_s)
+    return EndpointerConfig.from_ms(
+        start_ms=config.stt_start_ms,
+        barge_in_ms=config.stt_barge_in_ms,
+        end_silence_ms=config.stt_end_silence_ms,
+        max_utterance_s=config.stt_max_utterance_s,
+    )
 
 
 _END = object()

@@ -10,6 +10,7 @@ directions of the voice) and are mapped onto the STT classes here, so callers de
 from __future__ import annotations
 
 import json
+import random
 from typing import Any, ClassVar
 
 from voice.tts_manager import errors as tts
@@ -53,6 +54,13 @@ class STTError(Exception):
                  f"close {self.close_code}" if self.close_code is not None else "", self.code or ""]
         where = [w for w in where if w]
         return f"{self.message} ({', '.join(where)})" if where else self.message
+
+    def retry_delay_s(self, attempt: int) -> float:
+        """Seconds before retry number `attempt` (1, 2, ...): the service's Retry-After when it sent one,
+        else full-jitter exponential backoff from 0.2 s (both recognizers retry alike)."""
+        if self.retry_after_s is not None:
+            return self.retry_after_s
+        return 0.1 * 2**attempt * random.random()
 
 
 class STTConnectionError(STTError):

@@ -12,7 +12,6 @@ import asyncio
 import audioop
 import contextlib
 import io
-import random
 import wave
 from collections import deque
 
@@ -107,7 +106,7 @@ class OpenAITranscriber(RecognizerBase):
                     self._fail(exc)
                     return
                 attempt += 1
-                delay = exc.retry_after_s if exc.retry_after_s is not None else 0.1 * 2**attempt * random.random()
+                delay = exc.retry_delay_s(attempt)
                 log.info("stt_request_retry", provider=self.provider, attempt=attempt, error=type(exc).__name__,
                          delay_s=round(delay, 3))
                 await asyncio.sleep(delay)

@@ -18,7 +18,6 @@ import asyncio
 import base64
 import contextlib
 import json
-import random
 from collections import deque
 from typing import Any
 from urllib.parse import urlencode
@@ -107,7 +106,7 @@ class ScribeRealtimeRecognizer(RecognizerBase):
                 if not exc.retryable or attempt >= self.config.stt_max_retries or self.closed:
                     raise
                 attempt += 1
-                delay = exc.retry_after_s if exc.retry_after_s is not None else 0.1 * 2**attempt * random.random()
+                delay = exc.retry_delay_s(attempt)
                 log.info("stt_connect_retry", provider=self.provider, attempt=attempt, error=type(exc).__name__,
                          delay_s=round(delay, 3))
                 await asyncio.sleep(delay)
@@ -122,10 +121,13 @@ class ScribeRealtimeRecognizer(RecognizerBase):
                                compression=None, user_agent_header="voice-bridge")
         except InvalidStatus as exc:
             response = exc.response
-            raise error_from_http(response.status_code, bytes(response.body or b""),
-                                  retry_after=response.headers.get("Retry-After")) from exc
+            raise error_from_http(
+                response.status_code, bytes(response.body or b""), retry_after=response.headers.get("Retry-After")
+            ) from exc
         except (OSError, TimeoutError, InvalidHandshake, InvalidURI) as exc:
-            raise STTConnectionError(f"cannot connect to ElevenLabs speech-to-text: {exc or type(exc).__name__}") from exc
+            raise STTConnectionError(
+                f"cannot connect to ElevenLabs speech-to-text: {exc or type(exc).__name__}"
+            ) from exc
         try:
             async with asyncio.timeout(self.config.stt_request_timeout_s):
                 raw = await ws.recv()
@@ -145,7 +147,8 @@ class ScribeRealtimeRecognizer(RecognizerBase):
         except TimeoutError as exc:
             ws.transport.abort()
             raise STTConnectionError(
-                f"ElevenLabs speech-to-text sent no session_started within {self.config.stt_request_timeout_s} s") from exc
+                f"ElevenLabs speech-to-text sent no session_started within {self.config.stt_request_timeout_s} s"
+            ) from exc
         except BaseException:
             ws.transport.abort()
             raise

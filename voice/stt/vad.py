@@ -20,11 +20,14 @@ from typing import Protocol
 
 import webrtcvad  # type: ignore[import-untyped]
 
+from voice.formats import bytes_per_sample, source_rate
+
 __all__ = ["FRAME_BYTES_BY_FORMAT", "RATE_BY_FORMAT", "FrameClassifier", "VoiceActivityDetector", "to_pcm"]
 
 FRAME_MS = 20
-RATE_BY_FORMAT = {"pcm_8000": 8000, "pcm_16000": 16000, "ulaw_8000": 8000}
-FRAME_BYTES_BY_FORMAT = {"pcm_8000": 320, "pcm_16000": 640, "ulaw_8000": 160}
+# webrtcvad hears 8 or 16 kHz: the formats of voice.formats at those rates that the recognizers send.
+RATE_BY_FORMAT = {fmt: source_rate(fmt) for fmt in ("pcm_8000", "pcm_16000", "ulaw_8000")}
+FRAME_BYTES_BY_FORMAT = {fmt: rate * FRAME_MS // 1000 * bytes_per_sample(fmt) for fmt, rate in RATE_BY_FORMAT.items()}
 FLOOR_FALL = 0.2  # per quiet frame: the floor drops to a quieter background within a few frames
 FLOOR_RISE = 0.001  # per loud frame: a steady louder background stops counting after about 8 s
 

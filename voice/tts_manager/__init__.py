@@ -1,6 +1,7 @@
 """ElevenLabs text to speech: `TTSManager` (HTTP streaming and the LLM WebSocket), its
 `WebSocketConnectionManager`, the process-wide HTTP client, and typed errors."""
 
+from voice.http import aclose_shared_client, shared_http_client
 from voice.tts_manager.connection_manager import WebSocketConnectionManager
 from voice.tts_manager.errors import (
     TTSAuthError,
@@ -15,7 +16,6 @@ from voice.tts_manager.errors import (
     TTSValidationError,
     TTSVoiceNotFoundError,
 )
-from voice.http import aclose_shared_client, shared_http_client
 from voice.tts_manager.manager import FLUSH, TextInputQueue, TTSManager, iter_llm_audio
 
 __all__ = [

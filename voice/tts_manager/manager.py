@@ -29,7 +29,7 @@ import contextlib
 import json
 import random
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
@@ -165,7 +165,7 @@ class TTSManager:
         for frame in frames.flush():
             yield frame
 
-    async def _stream_once(self, text: str) -> AsyncIterator[bytes]:
+    async def _stream_once(self, text: str) -> AsyncGenerator[bytes, None]:
         config = self.config
         body: dict[str, Any] = {"text": text, "model_id": config.model_id}
         if config.voice_settings:

@@ -1,1 +1,4 @@
-"""Benchmarks: `voice-bridge bench` (load.py) and the component benchmarks, each runnable as `python -m bridge.sim.bench.NAME`."""
+"""Benchmarks: `voice-bridge bench` (load.py) and the component benchmarks.
+
+Each is runnable as `python -m bridge.sim.bench.NAME`.
+"""

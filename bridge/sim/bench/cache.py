@@ -22,12 +22,13 @@ import time
 
 import structlog
 
+from voice.audio import FRAME_BYTES
 from voice.cache import RedisCacheManager
 from voice.config import CacheConfig
 from voice.emulators.redis_server import RedisServer, free_port
 
 KEY = "static:bench_3s"
-CHUNKS = [bytes([i % 256]) * 320 for i in range(150)]
+CHUNKS = [bytes([i % 256]) * FRAME_BYTES for i in range(150)]
 
 
 def percentiles(samples_ns: list[int]) -> dict[str, float]:
@@ -105,8 +106,11 @@ async def refused_call_cost(calls: int) -> dict[str, float]:
 
 async def bench(args: argparse.Namespace) -> None:
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.ERROR))  # no failure logs
-    server = None if args.redis_url else RedisServer().start()
-    url = args.redis_url or server.url
+    server = None
+    url = args.redis_url
+    if not url:
+        server = RedisServer().start()
+        url = server.url
     try:
         cache = RedisCacheManager(CacheConfig(redis_url=url, max_connections=args.pool))
         await cache.connect()

@@ -61,7 +61,8 @@ def build_floor(source: Path, cache_dir: Path | None = None, compiler: str = "cc
         raise FloorError(f"--floor-source: no such file {source}")
     cc = shutil.which(compiler)
     if cc is None:
-        raise FloorError(f"the floor needs a C compiler ({compiler!r} is not on PATH); install one or leave --floor out")
+        raise FloorError(f"the floor needs a C compiler ({compiler!r} is not on PATH); "
+                         "install one or leave --floor out")
     digest = hashlib.sha256(source.read_bytes()).hexdigest()[:16]
     folder = cache_dir or _cache_dir()
     binary = folder / f"floor-{digest}"

@@ -41,20 +41,20 @@ import uuid
 
 import httpx
 import structlog
+from pydantic import SecretStr
 
+from bridge.app import BridgeApp
 from bridge.config import BridgeConfig, Settings
 from bridge.dialogue import parse_dialogue
-from voice.llm import PhraseGrouper
-from voice.config import LLMConfig
-from voice.emulators.llm import split_pieces
 from bridge.ops.metrics import Metrics
 from bridge.protocol import Decoder, Kind, encode_uuid
-from bridge.app import BridgeApp
 from bridge.server import AudioSocketServer
 from voice.cache import RedisCacheManager
-from voice.config import CacheConfig, TTSConfig
+from voice.config import CacheConfig, LLMConfig, TTSConfig
 from voice.emulators.elevenlabs import DEFAULT_API_KEY, DEFAULT_VOICES, EmulatorProcess
+from voice.emulators.llm import split_pieces
 from voice.emulators.redis_server import RedisServer
+from voice.llm import PhraseGrouper
 from voice.tts_manager import aclose_shared_client
 
 ANSWER = "Здравствуйте, чем могу помочь? Ваш баланс двенадцать тысяч пятьсот рублей."
@@ -135,7 +135,7 @@ async def run(args: argparse.Namespace, tts_url: str, llm_url: str, redis_url: s
     settings = Settings(
         bridge=BridgeConfig(port=0, grace_s=0, filler_after_s=0, log_level="warning"),
         cache=CacheConfig(redis_url=redis_url),
-        tts=TTSConfig(api_key=DEFAULT_API_KEY, base_url=tts_url, voice_id=DEFAULT_VOICES[0],
+        tts=TTSConfig(api_key=SecretStr(DEFAULT_API_KEY), base_url=tts_url, voice_id=DEFAULT_VOICES[0],
                       output_format=args.tts_format),
         llm=LLMConfig(llm_base_url=llm_url, llm_model="bench"),
     )

@@ -58,7 +58,8 @@ from typing import Any
 from bridge.sim.caller import CallReport, place_call, sender_stats
 from voice.config import add_option
 
-__all__ = ["Scenario", "SCENARIOS", "SERVERS", "was_refused", "BenchResult", "BenchStack", "run_bench", "comparison_table",
+__all__ = ["Scenario", "SCENARIOS", "SERVERS", "was_refused", "BenchResult", "BenchStack", "run_bench",
+           "comparison_table",
            "configure_parser", "run"]
 
 
@@ -242,20 +243,33 @@ class BenchResult:
                                                          f"{f(self.realtime_ratio_p99, '{:.4f}')}"),
             ("worst burst (frames in 20 ms)", str(self.worst_burst_frames)),
             ("worst gap", f(self.worst_gap_ms, "{:.1f} ms")),
-            ("first frame p50 / p99", f"{f(self.first_frame_ms_p50, '{:.1f}')} / {f(self.first_frame_ms_p99, '{:.1f}')} ms"),
-            ("first audio p50 / p99 / max", f"{f(self.first_audio_ms_p50, '{:.1f}')} / "
-                                            f"{f(self.first_audio_ms_p99, '{:.1f}')} / "
-                                            f"{f(self.first_audio_ms_max, '{:.1f}')} ms"),
+            (
+                "first frame p50 / p99",
+                f"{f(self.first_frame_ms_p50, '{:.1f}')} / {f(self.first_frame_ms_p99, '{:.1f}')} ms",
+            ),
+            (
+                "first audio p50 / p99 / max",
+                f"{f(self.first_audio_ms_p50, '{:.1f}')} / "
+                f"{f(self.first_audio_ms_p99, '{:.1f}')} / "
+                f"{f(self.first_audio_ms_max, '{:.1f}')} ms",
+            ),
         ]
         if baseline:
             overshoot = (self.clock_window or {}).get("sleep_overshoot", {})
             rows.append(("sleep(0.02) overshoot p50 / p99 / max",
-                         f"{f(overshoot.get('p50_ms'))} / {f(overshoot.get('p99_ms'))} / {f(overshoot.get('max_ms'))} ms"))
+                         f"{f(overshoot.get('p50_ms'))} / {f(overshoot.get('p99_ms'))} / "
+                         f"{f(overshoot.get('max_ms'))} ms"))
         elif not floor:
             rows += [
-                ("clock lateness p50 / p99 / max", f"{f(self.clock_lateness_ms_p50)} / {f(self.clock_lateness_ms_p99)} / "
-                                                   f"{f(self.clock_lateness_ms_max)} ms"),
-                ("clock lateness in ramp-up p99 / max", f"{f(self.ramp_lateness_ms_p99)} / {f(self.ramp_lateness_ms_max)} ms"),
+                (
+                    "clock lateness p50 / p99 / max",
+                    f"{f(self.clock_lateness_ms_p50)} / {f(self.clock_lateness_ms_p99)} / "
+                    f"{f(self.clock_lateness_ms_max)} ms",
+                ),
+                (
+                    "clock lateness in ramp-up p99 / max",
+                    f"{f(self.ramp_lateness_ms_p99)} / {f(self.ramp_lateness_ms_max)} ms",
+                ),
                 ("clock tick work p99", f(self.clock_tick_work_ms_p99, "{} ms")),
                 ("clock resyncs", f(self.clock_resyncs)),
             ]
@@ -270,25 +284,49 @@ class BenchResult:
             rows.append(("cache hit ratio", f"{f(self.cache_hit_ratio, '{:.1%}')} ({_describe_cache(self.cache)})"))
         if self.emulator is not None:
             e = self.emulator
-            rows.append(("emulator TTFB knob / measured p50 / p99",
-                         f"{f(e.get('ttfb_knob_ms'), '{:g}')} / {f(e.get('ttfb_ms_p50'))} / {f(e.get('ttfb_ms_p99'))} ms"))
+            rows.append(
+                (
+                    "emulator TTFB knob / measured p50 / p99",
+                    f"{f(e.get('ttfb_knob_ms'), '{:g}')} / {f(e.get('ttfb_ms_p50'))} / {f(e.get('ttfb_ms_p99'))} ms",
+                )
+            )
             split = self.first_audio_split_ms
             if split:
-                rows.append(("first audio = to emulator + TTFB + after (p50)",
-                             " + ".join(f(split[k].get("p50_ms")) for k in ("to_emulator", "emulator_ttfb", "after_first_byte"))
-                             + " ms"))
-                rows.append(("first audio = to emulator + TTFB + after (p99)",
-                             " + ".join(f(split[k].get("p99_ms")) for k in ("to_emulator", "emulator_ttfb", "after_first_byte"))
-                             + " ms"))
-            rows.append(("emulator requests", f"{e.get('http_requests', 0)} HTTP, {e.get('ws_connections', 0)} WebSocket, "
-                                              f"{e.get('max_concurrent_seen', 0)} at once at most"))
+                rows.append(
+                    (
+                        "first audio = to emulator + TTFB + after (p50)",
+                        " + ".join(
+                            f(split[k].get("p50_ms")) for k in ("to_emulator", "emulator_ttfb", "after_first_byte")
+                        )
+                        + " ms",
+                    )
+                )
+                rows.append(
+                    (
+                        "first audio = to emulator + TTFB + after (p99)",
+                        " + ".join(
+                            f(split[k].get("p99_ms")) for k in ("to_emulator", "emulator_ttfb", "after_first_byte")
+                        )
+                        + " ms",
+                    )
+                )
+            rows.append(
+                (
+                    "emulator requests",
+                    f"{e.get('http_requests', 0)} HTTP, {e.get('ws_connections', 0)} WebSocket, "
+                    f"{e.get('max_concurrent_seen', 0)} at once at most",
+                )
+            )
         rows += [
             ("callers CPU (this process)", f"{self.callers_cpu_percent:.1f} % of a core"),
             ("callers ticker worst lateness", f"{self.callers_ticker_late_max_ms:.1f} ms"),
             ("callers event loop worst lag", f(self.callers_loop_lag_max_ms, "{:.1f} ms")),
             ("hang-ups", ", ".join(f"{k}={v}" for k, v in sorted(self.hangups.items()))),
             ("pinned", "bridge on one core, callers on another" if self.pinned else "no"),
-            ("load average before / after", "-" if self.loadavg is None else f"{self.loadavg[0]:.2f} / {self.loadavg[1]:.2f}"),
+            (
+                "load average before / after",
+                "-" if self.loadavg is None else f"{self.loadavg[0]:.2f} / {self.loadavg[1]:.2f}",
+            ),
         ]
         return rows
 
@@ -313,7 +351,7 @@ def comparison_table(results: list[BenchResult]) -> str:
     col_widths = [max(len(c.get(label, "-")) for label in labels) for c in columns]
     lines = []
     for label in labels:
-        cells = [c.get(label, "-").ljust(w) for c, w in zip(columns, col_widths)]
+        cells = [c.get(label, "-").ljust(w) for c, w in zip(columns, col_widths, strict=True)]
         lines.append(f"{label:<{width}}  " + "  |  ".join(cells))
     for result in results:
         if result.errors:
@@ -337,7 +375,7 @@ class BridgeProcess:
     """`python -m bridge serve` (or the baseline) on a free port, its JSON log lines read as they come.
 
     With `workers` > 1 the process is a supervisor: every worker logs its own `listening` (with its pid)
-    and its own `clock stats`; CPU and memory are summed over the supervisor and its workers.
+    and its own `clock_stats`; CPU and memory are summed over the supervisor and its workers.
     """
 
     def __init__(self, serve_args: tuple[str, ...], max_calls: int, *, command: list[str] | None = None,
@@ -369,7 +407,7 @@ class BridgeProcess:
         self._reader = asyncio.create_task(self._read_log())
         try:
             await asyncio.wait_for(self._listening.wait(), timeout_s)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             await self.kill()
             raise RuntimeError(f"the bridge did not start listening within {timeout_s} s: "
                                + "; ".join(self.warnings[-3:])) from None
@@ -391,13 +429,13 @@ class BridgeProcess:
                 listening += 1
                 if listening >= self.workers:
                     self._listening.set()
-            elif event == "clock stats":
+            elif event == "clock_stats":
                 async with self._stats_seen:
                     self.stats.append(line["clock"])
                     self._stats_seen.notify_all()
             elif event == "stopped":
                 self.stopped = line
-            elif line.get("level") in ("warning", "error") and event not in ("call ended",):
+            elif line.get("level") in ("warning", "error") and event not in ("call_ended",):
                 self.warnings.append(f"{event}: {line.get('error', '')}".strip(": "))
 
     async def snapshot_stats(self, timeout_s: float = 5.0) -> dict[str, Any] | None:
@@ -412,7 +450,7 @@ class BridgeProcess:
             try:
                 await asyncio.wait_for(
                     self._stats_seen.wait_for(lambda: len(self.stats) >= before + self.workers), timeout_s)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 if len(self.stats) == before:
                     return None
             return _worst_of(self.stats[before:])
@@ -455,7 +493,7 @@ class BridgeProcess:
         self.proc.send_signal(signal.SIGTERM)
         try:
             await asyncio.wait_for(self.proc.wait(), timeout_s)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             await self.kill()
         if self._reader is not None:
             with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError):
@@ -468,7 +506,7 @@ class BridgeProcess:
 
 
 def _worst_of(stats: list[dict[str, Any]]) -> dict[str, Any]:
-    """Several workers' `clock stats`: percentiles cannot be merged, so each figure is the worst worker's."""
+    """Several workers' `clock_stats`: percentiles cannot be merged, so each figure is the worst worker's."""
     if len(stats) == 1:
         return stats[0]
     merged: dict[str, Any] = {"workers": stats}
@@ -644,7 +682,7 @@ def _percentile(values: list[float], p: float, digits: int = 2) -> float | None:
     if not values:
         return None
     ordered = sorted(values)
-    index = min(len(ordered) - 1, max(0, int(round(p / 100 * len(ordered))) - 1))
+    index = min(len(ordered) - 1, max(0, round(p / 100 * len(ordered)) - 1))
     return round(ordered[index], digits)
 
 
@@ -773,9 +811,10 @@ async def _run(chosen: Scenario, scenario: str, calls: int, duration_s: float, r
                         await stack.set_call_vars(call_uuid, variables)
                         if chosen.first_text is not None:
                             placed[str(call_uuid)] = (time.monotonic(), chosen.first_text(variables))
+                assert bridge.port is not None  # set once the bridge logged that it listens
                 return await place_call("127.0.0.1", bridge.port, duration_s=duration_s, uuid=call_uuid,
                                         max_wait_s=duration_s + 30, **chosen.caller_kwargs(i))
-            except Exception as exc:  # noqa: BLE001 - a failed call is a result to report
+            except Exception as exc:
                 return exc
 
         usage0 = resource.getrusage(resource.RUSAGE_SELF)
@@ -847,7 +886,8 @@ async def _run(chosen: Scenario, scenario: str, calls: int, duration_s: float, r
         clock_resyncs=(window or {}).get("resyncs"),
         server_cpu_percent=round(100 * cpu_window / window_s, 1) if window_s > 0 else None,
         server_cpu_user_percent=round(100 * cpu_user / window_s, 1) if window_s > 0 else None,
-        server_cpu_ms_per_call_s=round(1000 * cpu_window / (window_s * admitted), 4) if window_s > 0 and admitted else None,
+        server_cpu_ms_per_call_s=(round(1000 * cpu_window / (window_s * admitted), 4)
+                                  if window_s > 0 and admitted else None),
         server_rss_idle_mb=round(rss_idle / 1024, 1),
         server_rss_kb_per_call=round((rss_load - rss_idle) / max(1, admitted), 1),
         callers_cpu_percent=round(100 * callers_cpu / (wall1 - wall0), 1),
@@ -913,13 +953,13 @@ def _first_audio_split(results: list[CallReport | BaseException], placed: dict[s
         if not isinstance(report, CallReport) or report.first_audio_ms is None or report.uuid not in placed:
             continue
         t0, text = placed[report.uuid]
-        request = by_text.get(text)
-        if request is None:
+        matched = by_text.get(text)
+        if matched is None:
             continue
         heard = t0 + report.first_audio_ms / 1000
-        parts["to_emulator"].append(1000 * (request["received_at"] - t0))
-        parts["emulator_ttfb"].append(1000 * (request["first_byte_at"] - request["received_at"]))
-        parts["after_first_byte"].append(1000 * (heard - request["first_byte_at"]))
+        parts["to_emulator"].append(1000 * (matched["received_at"] - t0))
+        parts["emulator_ttfb"].append(1000 * (matched["first_byte_at"] - matched["received_at"]))
+        parts["after_first_byte"].append(1000 * (heard - matched["first_byte_at"]))
     if not parts["to_emulator"]:
         return None
     return {name: {"p50_ms": _percentile(values, 50), "p99_ms": _percentile(values, 99), "n": len(values)}
@@ -949,7 +989,9 @@ def _calls_list(text: str) -> list[int]:
     try:
         values = [int(part) for part in text.split(",") if part.strip()]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"--calls: expected a number or numbers separated by commas, got {text!r}") from None
+        raise argparse.ArgumentTypeError(
+            f"--calls: expected a number or numbers separated by commas, got {text!r}"
+        ) from None
     if not values or any(v < 1 for v in values):
         raise argparse.ArgumentTypeError(f"--calls: every count must be at least 1, got {text!r}")
     return values
@@ -961,7 +1003,8 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     add_option(parser, "--duration", type=float, default=10.0, help="seconds each call lasts")
     add_option(parser, "--ramp", type=float, default=1.0, help="seconds over which the calls start")
     add_option(parser, "--scenario", choices=list(SCENARIOS), default="silence",
-               help="what the bridge plays: " + "; ".join(f"{k}: {v.description}" for k, v in SCENARIOS.items()))
+               help="what the bridge plays: "
+               + "; ".join(f"{k}: {v.description}" for k, v in SCENARIOS.items()).replace("%", "%%"))
     parser.add_argument("--baseline", action="store_true",
                         help="also run the common design (bridge.sim.baseline: a task per call, sleep(0.02) after each "
                              "write) through the same scenario and show both side by side")

@@ -23,16 +23,16 @@ import httpx
 import structlog
 from prometheus_client.exposition import generate_latest
 
-from bridge.sim.caller import place_call
 from bridge.config import Settings
 from bridge.ops.health import HealthServer
 from bridge.ops.metrics import Metrics
 from bridge.server import AudioSocketServer
+from bridge.sim.caller import place_call
 
 
 def _summary(samples_s: list[float]) -> str:
     ms = sorted(s * 1000 for s in samples_s)
-    p99 = ms[min(len(ms) - 1, int(round(0.99 * len(ms))) - 1)]
+    p99 = ms[min(len(ms) - 1, round(0.99 * len(ms)) - 1)]
     return f"p50 {statistics.median(ms):.2f} ms, p99 {p99:.2f} ms, max {ms[-1]:.2f} ms ({len(ms)} requests)"
 
 

@@ -151,7 +151,8 @@ def _uptime() -> str:
 
 
 async def _series(sizes: list[int], cells: tuple[Cell, ...], args: argparse.Namespace, stack: BenchStack | None,
-                  floor_binary: Path | None, everything: list[dict[str, Any]]) -> dict[tuple[int, Cell], list[BenchResult]]:
+                  floor_binary: Path | None,
+                  everything: list[dict[str, Any]]) -> dict[tuple[int, Cell], list[BenchResult]]:
     groups: dict[tuple[int, Cell], list[BenchResult]] = {}
     for calls in sizes:
         for cell in cells:

@@ -23,8 +23,8 @@ import statistics
 import sys
 from typing import Any
 
-from bridge.sim.bench.load import SCENARIOS, BenchResult, BenchStack, run_bench
 from bridge.server import run_event_loop
+from bridge.sim.bench.load import SCENARIOS, BenchResult, BenchStack, run_bench
 
 # (column title, BenchResult field, format)
 COLUMNS: list[tuple[str, str, str]] = [
@@ -32,7 +32,11 @@ COLUMNS: list[tuple[str, str, str]] = [
     ("worst burst", "worst_burst_frames", "{:g}"),
     ("worst gap ms", "worst_gap_ms", "{:.1f}"),
     ("first audio p50 / p99 ms", "first_audio_ms_p50|first_audio_ms_p99", "{:.1f}"),
-    ("clock lateness p50 / p99 / max ms", "clock_lateness_ms_p50|clock_lateness_ms_p99|clock_lateness_ms_max", "{:.1f}"),
+    (
+        "clock lateness p50 / p99 / max ms",
+        "clock_lateness_ms_p50|clock_lateness_ms_p99|clock_lateness_ms_max",
+        "{:.1f}",
+    ),
     ("bridge CPU % (user)", "server_cpu_percent|server_cpu_user_percent", "{:.1f}"),
     ("RSS per call KB", "server_rss_kb_per_call", "{:.1f}"),
     ("cache hit ratio", "cache_hit_ratio", "{:.1%}"),
@@ -122,12 +126,16 @@ if __name__ == "__main__":
                         help=f"comma-separated, of: {', '.join(SCENARIOS)}")
     parser.add_argument("--calls", type=_ints, default=[100, 500, 1000])
     parser.add_argument("--workers", type=_ints, default=[1], help="bridge worker counts to run, e.g. 1,2")
-    parser.add_argument("--baseline", action="store_true", help="also run bridge.sim.baseline where the scenario has one")
+    parser.add_argument(
+        "--baseline", action="store_true", help="also run bridge.sim.baseline where the scenario has one"
+    )
     parser.add_argument("--repeat", type=int, default=1)
     parser.add_argument("--duration", type=float, default=10.0)
     parser.add_argument("--ramp", type=float, default=2.0)
     parser.add_argument("--ttfb-ms", type=float, default=100.0)
-    parser.add_argument("--pin", action="store_true", help="pin single-worker bridges to one core, the rest to the other")
+    parser.add_argument(
+        "--pin", action="store_true", help="pin single-worker bridges to one core, the rest to the other"
+    )
     parser.add_argument("--json", default="", help="write every run's full result here")
     parser.add_argument("--verbose", action="store_true", help="print each run's full table to stderr")
     parsed = parser.parse_args()

@@ -73,7 +73,8 @@ class SoakResult:
         for sample in self.samples:
             rss, fds = self.per_1000(sample)
             rows.append(
-                f"| {sample.calls} | {sample.rss_mb:.1f} | {sample.fds} | {sample.tasks if sample.tasks is not None else '?'} "
+                f"| {sample.calls} | {sample.rss_mb:.1f} | {sample.fds} "
+                f"| {sample.tasks if sample.tasks is not None else '?'} "
                 f"| {rss:+.2f} | {fds:+.2f} | {'/'.join(map(str, sample.gc_passes))} "
                 f"| {'/'.join(f'{ms:.1f}' for ms in sample.gc_max_ms)} |")
         last = self.samples[-1]
@@ -82,7 +83,8 @@ class SoakResult:
         rows.append(f"{self.calls} calls ({self.failed} failed), {self.concurrency} at a time, "
                     f"{self.seconds[0]:g}-{self.seconds[1]:g} s each, scenario {self.scenario}: RSS "
                     f"{self.warm.rss_mb:.1f} -> {last.rss_mb:.1f} MB ({rss:+.2f} MB per 1,000 calls), fds "
-                    f"{self.warm.fds} -> {last.fds}, longest gc pass {max(max(s.gc_max_ms) for s in self.samples):.1f} ms")
+                    f"{self.warm.fds} -> {last.fds}, "
+                    f"longest gc pass {max(max(s.gc_max_ms) for s in self.samples):.1f} ms")
         return "\n".join(rows)
 
 
@@ -190,7 +192,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bridge.sim.bench.soak", description=__doc__.split("\n\n")[0])
     parser.add_argument("--calls", type=int, default=5000, help="calls in all [default 5000]")
     parser.add_argument("--concurrency", type=int, default=50, help="calls at a time [default 50]")
-    parser.add_argument("--seconds", type=_seconds, default=(2.0, 3.0), help="each call's length, N or LOW-HIGH [default 2-3]")
+    parser.add_argument("--seconds", type=_seconds, default=(2.0, 3.0),
+                        help="each call's length, N or LOW-HIGH [default 2-3]")
     parser.add_argument("--every", type=int, default=1000, help="sample the idle bridge every N calls [default 1000]")
     parser.add_argument("--scenario", default="all-static", choices=sorted(SCENARIOS),
                         help="what the bridge plays (the `voice-bridge bench` scenarios; default all-static)")

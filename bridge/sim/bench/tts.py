@@ -23,10 +23,12 @@ import time
 
 import httpx
 import structlog
+from pydantic import SecretStr
 
 from voice.audio import FrameStream
 from voice.config import OUTPUT_FORMATS, TTSConfig
 from voice.emulators.elevenlabs import DEFAULT_API_KEY, EmulatorProcess, synthesize
+from voice.formats import bytes_per_sample, source_rate
 from voice.tts_manager import TTSManager, WebSocketConnectionManager, aclose_shared_client
 
 
@@ -46,7 +48,7 @@ def percentiles(values_ms: list[float]) -> dict[str, float]:
 
 
 async def http_latency(url: str, output_format: str, requests: int) -> list[float]:
-    config = TTSConfig(api_key=DEFAULT_API_KEY, base_url=url, output_format=output_format)
+    config = TTSConfig(api_key=SecretStr(DEFAULT_API_KEY), base_url=url, output_format=output_format)
     tts = TTSManager(config, WebSocketConnectionManager(config))
     first_frame_at: dict[str, float] = {}
     for i in range(requests):
@@ -61,7 +63,7 @@ async def http_latency(url: str, output_format: str, requests: int) -> list[floa
 
 
 async def ws_latency(url: str, output_format: str, turns: int) -> list[float]:
-    config = TTSConfig(api_key=DEFAULT_API_KEY, base_url=url, output_format=output_format)
+    config = TTSConfig(api_key=SecretStr(DEFAULT_API_KEY), base_url=url, output_format=output_format)
     tts = TTSManager(config, WebSocketConnectionManager(config))
     first_frame_at: dict[str, float] = {}
     try:
@@ -86,7 +88,7 @@ async def ws_latency(url: str, output_format: str, turns: int) -> list[float]:
 
 def conversion_cost(output_format: str, seconds: float = 10.0, repeats: int = 5, chunk: int = 4096) -> dict:
     audio = synthesize("x" * int(seconds * 1000 / 60), output_format)
-    duration = len(audio) / (2 * int(output_format.split("_")[1]) if output_format.startswith("pcm") else 8000)
+    duration = len(audio) / (source_rate(output_format) * bytes_per_sample(output_format))
     best = float("inf")
     for _ in range(repeats):
         stream = FrameStream(output_format)

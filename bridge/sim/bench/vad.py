@@ -22,10 +22,10 @@ import time
 from array import array
 
 from bridge.sim.caller import speech_noise_frames
-from voice.audio import to_frames
+from voice.audio import FRAME_BYTES, SAMPLE_RATE, to_frames
 from voice.emulators.tone_code import synthesize_pcm
 from voice.stt.endpointer import Endpointer, EndpointerConfig
-from voice.stt.vad import VoiceActivityDetector
+from voice.stt.vad import FRAME_BYTES_BY_FORMAT, VoiceActivityDetector
 
 FRAMES_PER_S = 50
 
@@ -34,12 +34,12 @@ def mixed_audio(seconds: float, seed: int = 1) -> list[bytes]:
     """8 kHz frames: silence, hiss, speech-like noise and tone-coded words, in turn."""
     rng = random.Random(seed)
     speech = speech_noise_frames(2.0)
-    words = to_frames(synthesize_pcm("да, конечно, подтверждаю", 8000))
+    words = to_frames(synthesize_pcm("да, конечно, подтверждаю", SAMPLE_RATE))
     out: list[bytes] = []
     while len(out) < seconds * FRAMES_PER_S:
-        out += [b"\x00" * 320] * 25
-        out += [array("h", [rng.randint(-200, 200) for _ in range(160)]).tobytes() for _ in range(25)]
-        out += speech + [b"\x00" * 320] * 40 + words + [b"\x00" * 320] * 40
+        out += [bytes(FRAME_BYTES)] * 25
+        out += [array("h", [rng.randint(-200, 200) for _ in range(FRAME_BYTES // 2)]).tobytes() for _ in range(25)]
+        out += speech + [bytes(FRAME_BYTES)] * 40 + words + [bytes(FRAME_BYTES)] * 40
     return out[: int(seconds * FRAMES_PER_S)]
 
 
@@ -50,8 +50,9 @@ def convert(frames: list[bytes], fmt: str) -> list[bytes]:
         state = None
         out = []
         for f in frames:
-            up, state = audioop.ratecv(f, 2, 1, 8000, 16000, state)
-            out.append(up.ljust(640, b"\x00")[:640])
+            up, state = audioop.ratecv(f, 2, 1, SAMPLE_RATE, 16000, state)
+            size = FRAME_BYTES_BY_FORMAT["pcm_16000"]
+            out.append(up.ljust(size, b"\x00")[:size])
         return out
     return frames
 

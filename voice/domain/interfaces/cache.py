@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import List, Optional
 
 
 @dataclass(frozen=True)
@@ -49,7 +48,7 @@ class AbstractCache(ABC):
 
     @abstractmethod
     async def set_audio_chunks(
-        self, key: str, audio_chunks: List[bytes], *, ttl_seconds: Optional[int] = None
+        self, key: str, audio_chunks: list[bytes], *, ttl_seconds: int | None = None
     ) -> bool:
         """Replace the audio under `key` atomically: a reader sees the old list or the new one, never a mix.
 
@@ -59,7 +58,7 @@ class AbstractCache(ABC):
         """
 
     @abstractmethod
-    async def get_audio_chunks(self, key: str) -> Optional[List[bytes]]:
+    async def get_audio_chunks(self, key: str) -> list[bytes] | None:
         """The whole list of chunks under `key`, as bytes; None when missing or on a store failure."""
 
     @abstractmethod
@@ -70,5 +69,5 @@ class AbstractCache(ABC):
         """
 
     @abstractmethod
-    async def get_text(self, key: str) -> Optional[str]:
+    async def get_text(self, key: str) -> str | None:
         """The text under `key`; None when missing, not UTF-8, or on a store failure."""
