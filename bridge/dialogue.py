@@ -31,16 +31,16 @@ from typing import Any, Literal, TypeAlias
 
 __all__ = [
     "DTMF_DIGITS",
-    "Listen",
-    "Route",
-    "SpokenChoice",
     "ITEM_KINDS",
     "Dialogue",
     "DialogueError",
     "Item",
     "ItemKind",
+    "Listen",
     "MissingVariable",
     "Node",
+    "Route",
+    "SpokenChoice",
     "default_dialogue_path",
     "load_dialogue",
     "normalise_transcript",
@@ -675,9 +675,9 @@ class _Loader:
                     self.problem(where, f"routes {route.pattern!r} goes to unknown node {route.target!r}"
                                         f"{_did_you_mean(route.target, names)}")
                     self.links_broken = True
-            for key, target in (("no_input", node.no_input), ("no_match", node.no_match)):
-                if target is not None and target not in nodes:
-                    self.problem(where, f"{key} goes to unknown node {target!r}{_did_you_mean(target, names)}")
+            for key, other in (("no_input", node.no_input), ("no_match", node.no_match)):
+                if other is not None and other not in nodes:
+                    self.problem(where, f"{key} goes to unknown node {other!r}{_did_you_mean(other, names)}")
                     self.links_broken = True
 
     def reachability(self, start: str, nodes: Mapping[str, Node]) -> None:
