@@ -133,3 +133,18 @@ def test_spoken_targets_make_nodes_reachable():
     assert set(dialogue.nodes) == {"ask", "again", "sorry", "confirm", "decline"}
     only_spoken = ASK.replace('dtmf = { "1" = "confirm", "2" = "decline" }\n', "")
     assert parse_dialogue(only_spoken).nodes["decline"].name == "decline"
+
+
+def test_the_documented_spoken_dialogues_load():
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    found = 0
+    for name in ("README.md", "docs/dialogues.md"):
+        text = (root / name).read_text(encoding="utf-8")
+        for block in re.findall(r"```toml\n(.*?)```", text, re.S):
+            if block.startswith("start") and "listen" in block:
+                assert parse_dialogue(block, name).listens
+                found += 1
+    assert found >= 2
