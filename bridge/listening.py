@@ -259,7 +259,7 @@ class TurnTimer(Protocol):
 
 class TurnLatency:
     """Times a turn: from the end of the caller's utterance to the first audio queued after it (the answer,
-    or the next node's prompt) into `voice_bridge_turn_latency_seconds`."""
+    or the next node's prompt) into `voicebridge_turn_latency_seconds`."""
 
     def __init__(self, speaker: AudioWatch, metrics: Metrics, clock: Callable[[], float]) -> None:
         self.speaker = speaker
