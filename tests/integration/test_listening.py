@@ -275,3 +275,15 @@ async def test_a_spoken_llm_loop_remembers_the_conversation_and_caches_its_summa
 
 async def _summary_keys(stack: ListeningStack) -> list[bytes]:
     return [key async for key in stack.redis.scan_iter("summary:*")]
+
+
+async def test_stt_failing_mid_call_the_dialogue_falls_back_to_digits(stack):
+    stack.stt.set_knobs(ws_error="transcriber_error")  # the first commit gets an error, then the session closes
+    await stack.start(ASK.replace("timeout_s = 1.5", "timeout_s = 4"))
+    with capture_logs() as logs:
+        report = await stack.call(duration_s=None, say=[(1.0, "да")], dtmf=[(2.6, "2")])
+    assert report.hangup == "server"
+    assert heard(report.audio) == ["Да или нет?", "Отменено"]
+    names = [e["event"] for e in logs]
+    assert "listening_without_stt" in names and "transcript" not in names
+    assert stack.runtime.metrics.stt_errors.labels(error="STTServerError")._value.get() == 1

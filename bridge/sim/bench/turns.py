@@ -90,8 +90,8 @@ async def callers(port: int, calls: int, seed: int) -> list[dict[str, float] | s
         report = await place_call("127.0.0.1", port, duration_s=None, say=[(SPEAK_AFTER_S, text)],
                                   keep_audio=True, max_wait_s=20)
         end_ms = (SPEAK_AFTER_S + speech_s) * 1000
-        audio, arrivals = report.audio, report.arrivals_ms
-        for i, at in enumerate(arrivals):
+        audio: bytes = report.audio
+        for i, at in enumerate(report.arrivals_ms):
             if at > end_ms and audio[i * 320:(i + 1) * 320].strip(b"\x00"):
                 return {"n": n, "spoke": t0 + end_ms / 1000, "wire": t0 + at / 1000}
         return f"call {n}: no answer ({report.hangup}, {report.error})"
