@@ -148,3 +148,15 @@ def test_the_documented_spoken_dialogues_load():
                 assert parse_dialogue(block, name).listens
                 found += 1
     assert found >= 2
+
+
+async def test_check_warns_when_the_dialogue_listens_without_a_recognizer():
+    from bridge.preflight import ListeningCheck
+    from voice.stt import STTConfig
+
+    dialogue = parse_dialogue(ASK)
+    warned = await ListeningCheck(dialogue, STTConfig()).run()
+    assert warned.status == "warn" and "nodes ask listen, but STT_PROVIDER=none" in warned.detail
+    assert "STT_PROVIDER=elevenlabs" in warned.remedy
+    fine = await ListeningCheck(dialogue, STTConfig(stt_provider="elevenlabs")).run()
+    assert fine.status == "ok"
