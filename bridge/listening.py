@@ -45,6 +45,8 @@ __all__ = ["Goto", "Inbound", "Listener", "ListeningStep", "TurnClock", "TurnLat
 
 FRAME_BYTES = 320
 SAMPLE_RATE = 8000
+KEEP_UTTERANCES = 32
+"""Utterances remembered between listening nodes (only the one under way or the next is ever an answer)."""
 
 
 class FrameSink(Protocol):
@@ -174,6 +176,8 @@ class Listener:
         now = self.clock()
         if isinstance(event, SpeechStarted):
             self.utterances[event.utterance] = Utterance(event.utterance, now)
+            if len(self.utterances) > KEEP_UTTERANCES:  # a long call that rarely listens: forget the oldest
+                del self.utterances[min(self.utterances)]
             self.log.debug("speech_started", utterance=event.utterance)
         elif isinstance(event, UtteranceEnded):
             utterance = self.utterances.get(event.utterance)

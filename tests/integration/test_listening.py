@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 import redis.asyncio as aioredis
+from pydantic import SecretStr
 from flow.helpers import FRAGMENTS, Stack, wait_for
 from structlog.testing import capture_logs
 
@@ -287,3 +288,14 @@ async def test_stt_failing_mid_call_the_dialogue_falls_back_to_digits(stack):
     names = [e["event"] for e in logs]
     assert "listening_without_stt" in names and "transcript" not in names
     assert stack.runtime.metrics.stt_errors.labels(error="STTServerError")._value.get() == 1
+
+
+async def test_the_openai_compatible_recognizer_routes_the_same_way(stack):
+    stt = stack.settings.stt.model_copy(update={"stt_provider": "openai",
+                                                "stt_openai_base_url": f"{stack.emulator.url}/v1",
+                                                "stt_openai_api_key": SecretStr(DEFAULT_API_KEY)})
+    stack.settings = stack.settings.model_copy(update={"stt": stt})
+    await stack.start(ASK)
+    report = await stack.call(duration_s=None, say=[(1.2, "Нет")])
+    assert heard(report.audio) == ["Да или нет?", "Отменено"]
+    assert stack.stt.stats.http_requests == 1 and stack.stt.stats.ws_connections == 0
