@@ -11,8 +11,8 @@ from collections.abc import AsyncIterator
 
 import pytest
 import redis.asyncio as aioredis
-from pydantic import SecretStr
 from flow.helpers import FRAGMENTS, Stack, wait_for
+from pydantic import SecretStr
 from structlog.testing import capture_logs
 
 from bridge.config import BridgeConfig, Settings
