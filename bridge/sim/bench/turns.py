@@ -6,8 +6,9 @@ Scribe realtime emulator, the final transcript goes to the fake OpenAI endpoint 
 answer is spoken over the call's TTS WebSocket (opened when the call started) by the ElevenLabs emulator. The
 emulators run in their own processes with fixed latencies (`--stt-final-ms`, `--llm-first-ms`,
 `--tts-ttfb-ms`). `--calls` simulated callers (`bridge.sim.caller.place_call`, sharing one 20 ms sending
-ticker, in a process of their own) run at once, their starts spread over a second so that their utterances
-end at every phase of the media clock; `--rounds` batches.
+ticker, in a process of their own) are on the line at once (connected within a second); each speaks at a
+random moment of the next `--spread-s` seconds (5: 100 calls take 20 turns a second; 0: all within one
+second, a burst), so that utterances end at every phase of the media clock; `--rounds` batches.
 
 Every party stamps CLOCK_MONOTONIC (one clock for all processes on Linux):
 - `spoke`: the caller sent the last frame of its tone-coded utterance (the end of speech);
@@ -39,13 +40,13 @@ import time
 import httpx
 import structlog
 
-from bridge.app import BridgeApp
+from bridge.app import BridgeApp, _freeze_startup_objects
 from bridge.config import BridgeConfig, Settings
 from bridge.dialogue import parse_dialogue
 from bridge.ops.metrics import Metrics
 from bridge.server import AudioSocketServer
 from bridge.sim.bench.llm import LLMProcess, first_phrase, percentiles
-from bridge.sim.caller import place_call
+from bridge.sim.caller import place_call, sender_stats
 from voice.audio import to_frames
 from voice.cache import RedisCacheManager
 from voice.config import CacheConfig, LLMConfig, TTSConfig
@@ -76,33 +77,37 @@ SPEAK_AFTER_S = 1.0
 """The caller starts speaking this long after its UUID (the recognizer's session is up by then)."""
 
 
-async def callers(port: int, calls: int, seed: int) -> list[dict[str, float] | str]:
-    """Place `calls` calls at once (starts spread over a second); per call the monotonic time its speech ended
-    and the first answer frame arrived, or what went wrong. Runs in its own process (`--callers`), so the
-    bridge's process paces only the bridge, and the callers' shared ticker sends steadily."""
+async def callers(port: int, calls: int, seed: int, spread_s: float) -> list[dict[str, float] | str]:
+    """Place `calls` calls at once (connected within a second, all on the line together), each speaking at a
+    random moment of the next `spread_s` seconds; per call the monotonic time its speech ended and the first
+    answer frame arrived, or what went wrong. Runs in its own process (`--callers`), so the bridge's process
+    paces only the bridge, and the callers' shared ticker sends steadily."""
     jitter = random.Random(seed)
 
     async def one(n: int) -> dict[str, float] | str:
         await asyncio.sleep(jitter.uniform(0, 1.0))
         text = QUESTION.format(n=n)
         speech_s = len(to_frames(synthesize_pcm(text, 8000))) * FRAME_S
+        say_at = SPEAK_AFTER_S + jitter.uniform(0, spread_s)
         t0 = time.monotonic()  # the UUID goes out once the loopback connection is up: well under 1 ms later
-        report = await place_call("127.0.0.1", port, duration_s=None, say=[(SPEAK_AFTER_S, text)],
-                                  keep_audio=True, max_wait_s=20)
-        end_ms = (SPEAK_AFTER_S + speech_s) * 1000
+        report = await place_call("127.0.0.1", port, duration_s=None, say=[(say_at, text)],
+                                  keep_audio=True, max_wait_s=20 + spread_s)
+        end_ms = (say_at + speech_s) * 1000
         audio: bytes = report.audio
         for i, at in enumerate(report.arrivals_ms):
             if at > end_ms and audio[i * 320:(i + 1) * 320].strip(b"\x00"):
                 return {"n": n, "spoke": t0 + end_ms / 1000, "wire": t0 + at / 1000}
         return f"call {n}: no answer ({report.hangup}, {report.error})"
 
-    return list(await asyncio.gather(*(one(n) for n in range(calls))))
+    results: list[dict[str, float] | str] = list(await asyncio.gather(*(one(n) for n in range(calls))))
+    print(f"callers' sender: {sender_stats()}", file=sys.stderr)
+    return results
 
 
-async def place_callers(port: int, calls: int, seed: int) -> list[dict[str, float] | str]:
+async def place_callers(port: int, calls: int, seed: int, spread_s: float) -> list[dict[str, float] | str]:
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "bridge.sim.bench.turns", "--callers", str(port), "--calls", str(calls),
-        "--seed", str(seed), stdout=asyncio.subprocess.PIPE)
+        "--seed", str(seed), "--spread-s", str(spread_s), stdout=asyncio.subprocess.PIPE)
     out, _ = await process.communicate()
     if process.returncode:
         raise RuntimeError(f"the callers' process failed with status {process.returncode}")
@@ -125,6 +130,7 @@ async def run(args: argparse.Namespace, tts_url: str, llm_url: str, redis_url: s
     await runtime.start()
     server = AudioSocketServer(settings.bridge, runtime.handle)
     await server.start()
+    _freeze_startup_objects()  # as serve does: full GC passes kept away from the calls' audio
     rows: dict[str, list[float]] = {"bridge": [], "stt": [], "total": []}
     failures = 0
     llm_control = httpx.AsyncClient(base_url=llm_url.removesuffix("/v1"))
@@ -136,7 +142,7 @@ async def run(args: argparse.Namespace, tts_url: str, llm_url: str, redis_url: s
         for round_ in range(args.rounds + 1):  # round 0 warms up
             await llm_control.post("/_emulator/reset")
             cpu0, wall0 = time.process_time(), time.monotonic()
-            results = await place_callers(server.port, args.calls, seed=round_)
+            results = await place_callers(server.port, args.calls, seed=round_, spread_s=args.spread_s)
             if round_:
                 cpu_s += time.process_time() - cpu0
                 wall_s += time.monotonic() - wall0
@@ -168,7 +174,7 @@ async def run(args: argparse.Namespace, tts_url: str, llm_url: str, redis_url: s
         await RedisCacheManager.reset_instance()
     return {"calls": args.calls, "rounds": args.rounds, "failures": failures, "end_silence_ms": args.end_silence_ms,
             "stt_final_ms": args.stt_final_ms, "llm_first_ms": args.llm_first_ms, "tts_ttfb_ms": args.tts_ttfb_ms,
-            "tts_format": args.tts_format, "bridge_cpu_share": round(cpu_s / wall_s, 3) if wall_s else None,
+            "tts_format": args.tts_format, "spread_s": args.spread_s, "bridge_cpu_share": round(cpu_s / wall_s, 3) if wall_s else None,
             "clock_resyncs": server.clock.stats().get("resyncs") if hasattr(server.clock, "stats") else None,
             "latency": {name: percentiles(values) for name, values in rows.items() if values}}
 
@@ -177,6 +183,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--calls", type=int, default=100, help="concurrent conversations per round")
     parser.add_argument("--rounds", type=int, default=3, help="measured rounds (after one warm-up round)")
+    parser.add_argument("--spread-s", type=float, default=5.0,
+                        help="the calls' utterances start over this many seconds (0: all within one second)")
     parser.add_argument("--end-silence-ms", type=int, default=600, help="STT_END_SILENCE_MS")
     parser.add_argument("--stt-final-ms", type=float, default=50.0, help="the STT emulator's commit -> final delay")
     parser.add_argument("--llm-first-ms", type=float, default=100.0, help="the fake LLM's time to first piece")
@@ -188,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.callers:  # the callers' process
-        print(json.dumps(asyncio.run(callers(args.callers, args.calls, args.seed))))
+        print(json.dumps(asyncio.run(callers(args.callers, args.calls, args.seed, args.spread_s))))
         return 0
     structlog.configure(
         logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
@@ -209,8 +217,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         print(json.dumps(result, indent=2, ensure_ascii=False))
         return 0
-    print(f"end of caller speech -> first answer audio on the wire (ms); {result['calls']} concurrent calls x "
-          f"{result['rounds']} rounds, {result['failures']} failed; endpointing {args.end_silence_ms} ms, STT final "
+    print(f"end of caller speech -> first answer audio on the wire (ms); {result['calls']} concurrent calls "
+          f"speaking over {args.spread_s:g} s x {result['rounds']} rounds, {result['failures']} failed; endpointing {args.end_silence_ms} ms, STT final "
           f"{args.stt_final_ms:g} ms, LLM first piece {args.llm_first_ms:g} ms, TTS TTFB {args.tts_ttfb_ms:g} ms")
     print(f"the bridge's process used {result['bridge_cpu_share']} of a core while the calls ran")
     print(f"{'':<10}{'n':>6}{'p50':>9}{'p90':>9}{'p99':>9}{'max':>9}")
