@@ -9,6 +9,9 @@ Each call (`BridgeApp.handle`, the server's handler) gets its own TTS chain (a `
 `WebSocketConnectionManager`, as the TTS specification requires), a `ConversationManager` when the
 dialogue has `llm` items (and its TTS WebSocket connected as the call starts, so the first answer finds a
 hot socket), and its rooms: `DialogueRunner` -> `Playlist` / `Answers` -> `Speaker` -> the call's queue.
+When the dialogue listens and `STT_PROVIDER` is set, the call also gets a speech recognizer
+(`bridge.listening.Listener`), read by a task of the call's group and closed at hang-up like the TTS chain;
+`BARGE_IN_MODE` picks the barge-in detector (VAD or energy) fed with the same inbound frames.
 """
 
 from __future__ import annotations
@@ -23,11 +26,12 @@ from typing import Any
 import structlog
 
 from bridge.answers import Answers
-from bridge.barge_in import SpeechDetector
+from bridge.barge_in import BargeInDetector, SpeechDetector, VadBargeIn, barge_in_mode
 from bridge.call import Call, CallEnded
 from bridge.config import Settings, require_llm_settings
 from bridge.dialogue import Dialogue, default_dialogue_path, load_dialogue
 from bridge.dialogue_runner import DialogueRunner, PlaybackStep
+from bridge.listening import Inbound, Listener, ListeningStep, TurnLatency
 from bridge.ops.gc import FullCollectionPolicy
 from bridge.ops.logs import register_settings_secrets, settings_for_log
 from bridge.ops.metrics import Metrics
@@ -42,6 +46,7 @@ from voice.fragment_memo import FragmentMemo
 from voice.http import aclose_shared_client, shared_http_client
 from voice.keys import profile_tag
 from voice.llm import ConversationManager, OpenAICompatibleSource, TextSource
+from voice.stt import create_recognizer
 from voice.synthesis import SynthesisHub
 from voice.tasks import cancel_and_wait
 from voice.tts_manager.connection_manager import WebSocketConnectionManager
@@ -115,7 +120,7 @@ class BridgeApp:
         # Likewise its first request imports httpcore's async backend (anyio: 20-35 ms); import it now.
         import anyio
 
-        await anyio.sleep(0)
+        await anyio.lowlevel.checkpoint()
 
     def new_tts(self) -> TTSManager:
         """A call's own TTS chain."""
@@ -129,20 +134,40 @@ class BridgeApp:
         return ConversationManager(str(call.uuid), self.llm, self.cache, memory_chars=config.llm_memory_chars,
                                    summary_ttl_s=config.llm_summary_ttl_s, log=call.log)
 
-    def new_runner(self, call: Call, tts: TTSManager, conversation: ConversationManager | None) -> DialogueRunner:
+    def new_listener(self, call: Call) -> Listener:
+        """A call's ears: a recognizer when `STT_PROVIDER` is set (else a listener that hears nothing, and
+        listening nodes take digits only). Not started: `handle` runs it in the call's group."""
+        stt = self.settings.stt
+        recognizer = create_recognizer(stt, self.settings.tts, "pcm_8000") if stt.enabled else None
+        return Listener(recognizer, metrics=self.metrics, log=call.log)
+
+    def new_detector(self) -> BargeInDetector:
+        config = self.settings.bridge
+        if barge_in_mode(config.barge_in_mode, self.settings.stt) == "vad":
+            return VadBargeIn.from_config(self.settings.stt)
+        return SpeechDetector(config.barge_in_rms, config.barge_in_min_ms)
+
+    def new_runner(self, call: Call, tts: TTSManager, conversation: ConversationManager | None,
+                   listener: Listener | None = None) -> DialogueRunner:
         """The rooms of one call, wired together."""
         config = self.settings.bridge
         speaker = Speaker(call, self.fragments, config.filler_names, self.metrics, call.log)
         answers = Answers(speaker, tts, self.llm, conversation, filler_after_s=config.filler_after_s,
                           metrics=self.metrics, log=call.log, loudness=self.loudness)
         variables = CallVariables(str(call.uuid), self.dialogue.vars, self.fragments, call.log)
-        detector = SpeechDetector(config.barge_in_rms, config.barge_in_min_ms)
-        call.on_audio = detector.feed
+        detector = self.new_detector()
+        call.on_audio = Inbound([detector.feed, listener.feed] if listener is not None else [detector.feed])
         playlist = Playlist(call, speaker, answers, fragments=self.fragments,
                             synthesis=Synthesizer(self.hub, tts, self.tts_profile), variables=variables,
                             detector=detector, filler_after_s=config.filler_after_s, metrics=self.metrics)
-        return DialogueRunner(call, self.dialogue, [PlaybackStep(playlist)], variables=variables,
-                              speaker=speaker, conversation=conversation)
+        steps: list[PlaybackStep | ListeningStep] = [PlaybackStep(playlist)]
+        if listener is not None:
+            turns = TurnLatency(speaker, self.metrics, asyncio.get_running_loop().time)
+            steps.append(ListeningStep(call, listener, variables,
+                                       final_timeout_s=self.settings.stt.stt_request_timeout_s,
+                                       metrics=self.metrics, turns=turns))
+        return DialogueRunner(call, self.dialogue, steps, variables=variables, speaker=speaker,
+                              conversation=conversation)
 
     async def handle(self, call: Call) -> None:
         """The server's handler: play the dialogue on `call`."""
@@ -155,8 +180,11 @@ class BridgeApp:
         if self.llm is not None and self.dialogue.uses_llm:
             tts.connection_manager.prefetch()  # connect now: the first answer finds a hot socket
             conversation = self.new_conversation(call)
+        listener = self.new_listener(call) if self.dialogue.listens else None
         try:
-            await self.new_runner(call, tts, conversation).run()
+            if listener is not None:
+                listener.start(lambda run: call.start_task(run, name="stt"))
+            await self.new_runner(call, tts, conversation, listener).run()
         except CallEnded:
             raise  # the call hung up while the dialogue was speaking: its end, not a failure
         except Exception:
@@ -164,6 +192,8 @@ class BridgeApp:
             call.log.exception("dialogue_failed")
             raise
         finally:
+            if listener is not None:
+                await listener.aclose()
             await tts.aclose()
             if conversation is not None:
                 await conversation.aclose()

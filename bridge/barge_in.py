@@ -1,8 +1,12 @@
-"""Barge-in detection: does the caller speak over the prompt? (Issue 16 adds a VAD-based detector beside it.)
+"""Barge-in detection: does the caller speak over the prompt?
 
 A detector is fed every inbound frame (the call's `on_audio` callback, 50 times a second per call), and
 sets `detected` when the caller has been speaking long enough. `bridge.playlist` arms it for a node with
 `barge_in = true` and stops the prompt when it fires.
+
+Two detectors (`BARGE_IN_MODE`): `SpeechDetector` counts loud frames (energy: line noise or a cough above
+`BARGE_IN_RMS` stops a prompt too); `VadBargeIn` asks webrtcvad and the speech endpointer of `voice.stt`
+(speech of `STT_BARGE_IN_MS`, a blip never), and is the default when a recognizer is configured.
 """
 
 from __future__ import annotations
@@ -11,8 +15,23 @@ import asyncio
 from typing import Protocol
 
 from voice.audio import rms
+from voice.stt.base import endpointer_config
+from voice.stt.config import STTConfig
+from voice.stt.endpointer import BargeIn, Endpointer
+from voice.stt.vad import FrameClassifier, VoiceActivityDetector
 
-__all__ = ["BargeInDetector", "SpeechDetector"]
+__all__ = ["BARGE_IN_MODES", "BargeInDetector", "SpeechDetector", "VadBargeIn", "barge_in_mode"]
+
+BARGE_IN_MODES = ("auto", "vad", "energy")
+
+
+def barge_in_mode(mode: str, stt: STTConfig) -> str:
+    """`vad` or `energy`: `auto` is `vad` when a recognizer is configured (its VAD settings are tuned then)."""
+    if mode not in BARGE_IN_MODES:
+        raise ValueError(f"BARGE_IN_MODE must be one of {', '.join(BARGE_IN_MODES)}, got {mode!r}")
+    if mode == "auto":
+        return "vad" if stt.enabled else "energy"
+    return mode
 
 
 class BargeInDetector(Protocol):
@@ -58,3 +77,38 @@ class SpeechDetector:
                 self.detected.set()
         else:
             self._loud_ms = 0.0
+
+
+class VadBargeIn:
+    """Barge-in on speech: webrtcvad's decision per frame (gated by the line's noise floor), and the
+    endpointer's `BargeIn` once an utterance has `STT_BARGE_IN_MS` of voiced audio. A cough or a click starts
+    an utterance but is too short to interrupt; steady line noise is under the floor.
+
+    Fed with 20 ms 8 kHz slin frames all the time (the noise floor must follow the line even while no
+    prompt plays); it fires only while armed. Its own VAD, not the recognizer's: it works without one, and
+    the cost (a few µs a frame) is measured by `voice-bridge bench stt` / the VAD benchmark.
+    """
+
+    def __init__(self, vad: FrameClassifier, endpointer: Endpointer) -> None:
+        self.vad = vad
+        self.endpointer = endpointer
+        self.armed = False
+        self.detected = asyncio.Event()
+
+    @classmethod
+    def from_config(cls, stt: STTConfig) -> VadBargeIn:
+        vad = VoiceActivityDetector("pcm_8000", aggressiveness=stt.stt_vad_aggressiveness, min_rms=stt.stt_vad_min_rms)
+        return cls(vad, Endpointer(endpointer_config(stt)))
+
+    def arm(self) -> None:
+        self.detected = asyncio.Event()
+        self.armed = True
+
+    def disarm(self) -> None:
+        self.armed = False
+
+    def feed(self, payload: bytes, rate: int) -> None:
+        for decision in self.endpointer.update(self.vad.is_speech(payload)):
+            if isinstance(decision, BargeIn) and self.armed:
+                self.armed = False
+                self.detected.set()

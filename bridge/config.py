@@ -31,6 +31,7 @@ from voice.config import (
     flag_overrides,
     log_format_setting,
     log_level_setting,
+    one_of,
     setting,
 )
 from voice.stt.config import STTConfig
@@ -66,6 +67,9 @@ class BridgeConfig(SettingsPart):
         "BARGE_IN_RMS", 600, "caller audio louder than this (RMS of s16 samples) counts as speech")
     barge_in_min_ms: Annotated[int, between(0, 2000)] = setting(
         "BARGE_IN_MIN_MS", 60, "milliseconds of continuous caller speech that stop a prompt")
+    barge_in_mode: Annotated[str, one_of("auto", "vad", "energy")] = setting(
+        "BARGE_IN_MODE", "auto", "what stops a prompt: vad (speech as webrtcvad hears it, STT_BARGE_IN_MS of it), "
+        "energy (BARGE_IN_RMS for BARGE_IN_MIN_MS), auto (vad when STT_PROVIDER is set, else energy)")
     log_level: LogLevel = log_level_setting()
     log_format: LogFormat = log_format_setting()
     metrics_port: Port = setting("METRICS_PORT", 0, "Prometheus /metrics, /healthz, /readyz port; 0 = off")

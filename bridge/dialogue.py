@@ -2,8 +2,11 @@
 
 A dialogue is a set of named nodes. Each node plays a playlist of items (a pre-recorded fragment, a
 synthesized template, an LLM answer), then follows a digit (`dtmf`), waits `timeout_s` and goes `next`, or
-hangs up. The file is checked completely when it is loaded, and every problem is reported at once with the
-file, the node and the item it concerns, so an operator's typo stops start-up instead of a live call.
+hangs up. A node may also listen after its playlist (`listen`): the caller's words become a call variable
+and pick the next node by `routes` (regular expressions on the normalised transcript), with `no_input`
+and `no_match` targets; digits are still accepted meanwhile. The file is checked completely when it is
+loaded, and every problem is reported at once with the file, the node and the item it concerns, so an
+operator's typo stops start-up instead of a live call.
 
 Templates use `{name}` placeholders filled from the dialogue's `[vars]` and the call's own variables;
 `{{` and `}}` are literal braces. `render()` never returns a string with a placeholder left in it: a name
@@ -36,10 +39,14 @@ __all__ = [
     "DialogueError",
     "Item",
     "ItemKind",
+    "Listen",
     "MissingVariable",
     "Node",
+    "Route",
+    "SpokenChoice",
     "default_dialogue_path",
     "load_dialogue",
+    "normalise_transcript",
     "parse_dialogue",
     "render",
     "template_variables",
@@ -50,7 +57,8 @@ ITEM_KINDS: tuple[ItemKind, ...] = ("static", "tts", "llm")
 DTMF_DIGITS = frozenset(DTMF_CHARS)  # the codec's digits, as the strings a dialogue's dtmf table keys
 
 _TOP_KEYS = ("start", "vars", "nodes")
-_NODE_KEYS = ("play", "barge_in", "dtmf", "timeout_s", "next", "hangup")
+_NODE_KEYS = ("play", "barge_in", "dtmf", "timeout_s", "next", "hangup", "listen", "routes", "no_input", "no_match")
+_LISTEN_KEYS = ("into", "timeout_s", "max_s")
 _ITEM_KEYS = (*ITEM_KINDS, "text")
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
@@ -156,6 +164,63 @@ class Item:
         return template_variables(self.value)
 
 
+# --- listening ------------------------------------------------------------------------------------------
+
+_PUNCTUATION = re.compile(r"[^\w\s]+")
+
+
+def normalise_transcript(text: str) -> str:
+    """What routes are matched against: lowercased, `ё` read as `е`, punctuation gone, single spaces.
+
+    Recognizers differ in capitals and punctuation ("Да." / "да" / "ДА!"), and Russian text drops the
+    diaeresis as often as not; none of that should change where the caller goes.
+    """
+    return " ".join(_PUNCTUATION.sub(" ", text.lower().replace("ё", "е")).split())
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Listen:
+    """How a node listens after its playlist (`listen = { into = "reply", timeout_s = 6, max_s = 15 }`).
+
+    - `into`: the call variable the transcript is stored in (`{reply}` in later items);
+    - `timeout_s`: how long to wait for the caller to start speaking before `no_input`;
+    - `max_s`: the longest utterance; the recognizer is told to finish it then.
+    """
+
+    into: str = "reply"
+    timeout_s: float = 6.0
+    max_s: float = 15.0
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Route:
+    """`"pattern" = "node"`: the pattern, a case-insensitive regular expression, must match whole words of
+    the normalised transcript (`"да"` matches "да, конечно" but not "когда")."""
+
+    pattern: str
+    target: str
+    regex: re.Pattern[str] = dataclasses.field(compare=False, repr=False)
+
+    @classmethod
+    def compile(cls, pattern: str, target: str) -> Route:
+        """Raises re.error for a malformed pattern."""
+        body = pattern.lower().replace("ё", "е")
+        return cls(pattern, target, re.compile(rf"(?<!\w)(?:{body})(?!\w)", re.IGNORECASE))
+
+    def matches(self, normalised: str) -> bool:
+        return self.regex.search(normalised) is not None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class SpokenChoice:
+    """Where a listening node goes, and why: `route` (a pattern matched), `next` (no routes: any answer),
+    `no_match`, or `no_input` (nothing said, nothing understood, or no recognizer)."""
+
+    target: str | None
+    outcome: Literal["route", "next", "no_match", "no_input"]
+    pattern: str | None = None
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class Node:
     """One step of the dialogue. Defaults are what an omitted key means in the file."""
@@ -167,6 +232,36 @@ class Node:
     timeout_s: float | None = None
     next: str | None = None
     hangup: bool = False
+    listen: Listen | None = None
+    routes: tuple[Route, ...] = ()
+    no_input: str | None = None
+    no_match: str | None = None
+
+    def choose(self, transcript: str | None) -> SpokenChoice:
+        """Where the caller's words lead (None: nothing was said, or nothing could be heard).
+
+        The first route whose pattern matches wins; without routes any answer goes `next`. An empty
+        transcript (speech nobody could read) is `no_match` when the node has one, else `no_input`.
+        `no_input` and `no_match` fall back to `next`.
+        """
+        text = normalise_transcript(transcript) if transcript else ""
+        if not text:
+            if transcript is not None and self.no_match is not None:
+                return SpokenChoice(self.no_match, "no_match")
+            return SpokenChoice(self.no_input or self.next, "no_input")
+        for route in self.routes:
+            if route.matches(text):
+                return SpokenChoice(route.target, "route", route.pattern)
+        if not self.routes:
+            return SpokenChoice(self.next, "next")
+        return SpokenChoice(self.no_match or self.next, "no_match")
+
+    @property
+    def spoken_targets(self) -> tuple[str, ...]:
+        """Every node the listening may lead to (routes, no_input, no_match)."""
+        targets = [route.target for route in self.routes]
+        targets += [t for t in (self.no_input, self.no_match) if t is not None]
+        return tuple(targets)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -182,6 +277,16 @@ class Dialogue:
     def uses_llm(self) -> bool:
         """Whether any node plays an `llm` item (then LLM settings are required)."""
         return any(item.kind == "llm" for node in self.nodes.values() for item in node.play)
+
+    @property
+    def listens(self) -> bool:
+        """Whether any node listens to the caller (then each call gets a speech recognizer, if configured)."""
+        return any(node.listen is not None for node in self.nodes.values())
+
+    @property
+    def heard_variables(self) -> frozenset[str]:
+        """The variables listening nodes fill with what the caller said."""
+        return frozenset(node.listen.into for node in self.nodes.values() if node.listen is not None)
 
     @property
     def variables(self) -> frozenset[str]:
@@ -336,9 +441,85 @@ class _Loader:
             self.problem(where, f"next must be a node name (a string), got {_kind_of(nxt)}")
             self.links_broken = True
             nxt = None
+        listen = self.listen(where, body["listen"]) if "listen" in body else None
+        routes = self.routes(where, body.get("routes", {}))
+        no_input = self.target(where, "no_input", body.get("no_input"))
+        no_match = self.target(where, "no_match", body.get("no_match"))
         self.shape(where, body)
+        self.listening_shape(where, body)
         return Node(name=name, play=play, barge_in=barge_in, dtmf=MappingProxyType(dtmf), timeout_s=timeout_s,
-                    next=nxt, hangup=hangup)
+                    next=nxt, hangup=hangup, listen=listen, routes=routes, no_input=no_input, no_match=no_match)
+
+    def listen(self, where: str, table: object) -> Listen | None:
+        if not isinstance(table, dict):
+            self.problem(where, f"listen must be a table like {{ into = \"reply\", timeout_s = 6 }}, "
+                                f"got {_kind_of(table)}")
+            return None
+        self.unknown_keys(f"{where}: listen", table, _LISTEN_KEYS)
+        into = table.get("into", "reply")
+        if not isinstance(into, str) or _NAME.fullmatch(into) is None:
+            self.problem(where, f"listen.into must be a variable name (letters, digits and '_', not starting "
+                                f"with a digit), got {_kind_of(into)}")
+            into = "reply"
+        defaults = Listen()
+        timeout_s = self.seconds(where, "listen.timeout_s", table.get("timeout_s", defaults.timeout_s))
+        max_s = self.seconds(where, "listen.max_s", table.get("max_s", defaults.max_s))
+        return Listen(into=into, timeout_s=timeout_s or defaults.timeout_s, max_s=max_s or defaults.max_s)
+
+    def seconds(self, where: str, key: str, value: object) -> float | None:
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0:
+            return float(value)
+        self.problem(where, f"{key} must be a positive number of seconds, got {_kind_of(value)}")
+        return None
+
+    def routes(self, where: str, table: object) -> tuple[Route, ...]:
+        if not isinstance(table, dict):
+            self.problem(where, f"routes must be a table like {{ \"да|yes\" = \"node\" }}, got {_kind_of(table)}")
+            self.links_broken = True
+            return ()
+        out: list[Route] = []
+        for pattern, target in table.items():
+            if not pattern.strip():
+                self.problem(where, "routes: an empty pattern would match anything; use next for any answer")
+                continue
+            if not isinstance(target, str):
+                self.problem(where, f"routes {pattern!r} must name a node (a string), got {_kind_of(target)}")
+                self.links_broken = True
+                continue
+            try:
+                out.append(Route.compile(pattern, target))
+            except re.error as exc:
+                self.problem(where, f"routes {pattern!r} is not a valid regular expression: {exc}")
+        return tuple(out)
+
+    def target(self, where: str, key: str, value: object) -> str | None:
+        if value is None or isinstance(value, str):
+            return value
+        self.problem(where, f"{key} must be a node name (a string), got {_kind_of(value)}")
+        self.links_broken = True
+        return None
+
+    def listening_shape(self, where: str, body: Mapping[str, Any]) -> None:
+        """A listening node must say where every outcome goes; the listening keys need `listen`."""
+        if "listen" not in body:
+            for key in ("routes", "no_input", "no_match"):
+                if key in body:
+                    self.problem(where, f"{key} needs listen: add listen = {{ into = \"reply\" }} "
+                                        "for the node to hear the caller")
+            return
+        if body.get("hangup") is True:
+            self.problem(where, "hangup = true ends the call after the playlist, so listen would never be used")
+        if "timeout_s" in body:
+            self.problem(where, "a listening node waits listen.timeout_s for the caller (digits included); "
+                                "remove timeout_s")
+        goes_next = "next" in body
+        if not goes_next and "no_input" not in body:
+            self.problem(where, "listen needs no_input or next: where the call goes when the caller says nothing")
+        if body.get("routes"):
+            if not goes_next and "no_match" not in body:
+                self.problem(where, "routes need no_match or next: where the call goes when no route matches")
+        elif not goes_next:
+            self.problem(where, "listen without routes needs next: where the call goes with the caller's answer")
 
     def shape(self, where: str, body: Mapping[str, Any]) -> None:
         """Reject nodes whose keys contradict each other or that leave the call nowhere to go.
@@ -355,6 +536,8 @@ class _Loader:
                 self.problem(where, f"hangup = true ends the call after the playlist, so {', '.join(unused)} "
                                     "would never be used; remove them or remove hangup")
             return
+        if "listen" in body:
+            return  # listening_shape says what a listening node needs
         plays, digits = bool(body.get("play")), bool(body.get("dtmf"))
         timed, goes_next = "timeout_s" in body, "next" in body
         if timed and not goes_next:
@@ -490,13 +673,22 @@ class _Loader:
             if node.next is not None and node.next not in nodes:
                 self.problem(where, f"next goes to unknown node {node.next!r}{_did_you_mean(node.next, names)}")
                 self.links_broken = True
+            for route in node.routes:
+                if route.target not in nodes:
+                    self.problem(where, f"routes {route.pattern!r} goes to unknown node {route.target!r}"
+                                        f"{_did_you_mean(route.target, names)}")
+                    self.links_broken = True
+            for key, other in (("no_input", node.no_input), ("no_match", node.no_match)):
+                if other is not None and other not in nodes:
+                    self.problem(where, f"{key} goes to unknown node {other!r}{_did_you_mean(other, names)}")
+                    self.links_broken = True
 
     def reachability(self, start: str, nodes: Mapping[str, Node]) -> None:
         seen = {start}
         todo = [start]
         while todo:
             node = nodes[todo.pop()]
-            for target in (*node.dtmf.values(), node.next):
+            for target in (*node.dtmf.values(), node.next, *node.spoken_targets):
                 if target is not None and target in nodes and target not in seen:
                     seen.add(target)
                     todo.append(target)

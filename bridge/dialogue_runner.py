@@ -1,9 +1,9 @@
 """The dialogue walk of one call: node after node, DTMF choices, timeouts, variables, hang-up nodes.
 
-Each node runs its steps in order (today one: `PlaybackStep`, the node's playlist; issue 16 adds a
-listening step beside it, in `bridge/listening.py`): a step may end with the caller's DTMF digit, which
-picks the next node from the node's menu. After the steps, a menu waits `timeout_s` for a digit; then the
-node goes `next`, or hangs up.
+Each node runs its steps in order (`PlaybackStep`, the node's playlist; then `bridge.listening.ListeningStep`,
+when the node listens): a step may end with the caller's DTMF digit, which picks the next node from the
+node's menu, or with a `Goto` (what the caller said chose the next node). After the steps, a menu waits
+`timeout_s` for a digit; then the node goes `next`, or hangs up.
 
 The walk stops as soon as the call has ended: it never starts a node or waits for a digit on a call that
 hung up. A spin guard stops a dialogue whose nodes follow each other without a sound (every item skipped).
@@ -18,6 +18,7 @@ from typing import Protocol
 from bridge.call import DtmfEvent, HangupEvent
 from bridge.dialogue import Dialogue, Node
 from bridge.interfaces import CallLine
+from bridge.listening import Goto
 from bridge.playlist import Playlist
 from bridge.speaker import Speaker
 from bridge.variables import CallVariables
@@ -30,9 +31,10 @@ MAX_SILENT_STEPS = 20
 
 
 class NodeStep(Protocol):
-    """One thing a node does before its menu: returns the DTMF digit that ended it (or was pressed)."""
+    """One thing a node does before its menu: returns the DTMF digit that ended it (or was pressed), or a
+    `Goto` when it chose the next node itself."""
 
-    async def run(self, node: Node) -> str | None: ...
+    async def run(self, node: Node) -> str | Goto | None: ...
 
 
 class PlaybackStep:
@@ -71,19 +73,28 @@ class DialogueRunner:
         await self.call.hangup()
 
     async def _run_node(self, node: Node) -> Node | None:
-        digit = None
+        """The node's steps; a step's digit of the menu or `Goto` leaves the node, an unknown digit is
+        logged and the next step runs (a listening node keeps listening after its prompt was cut)."""
+        chosen: str | Goto | None = None
         for step in self.steps:
-            digit = await step.run(node)
-            if digit is not None or self.call.ended:
+            result = await step.run(node)
+            if self.call.ended:
+                return None
+            if isinstance(result, Goto):
+                chosen = result
                 break
+            if result is not None:
+                if result in node.dtmf:
+                    chosen = result
+                    break
+                self.log.info("dtmf_ignored", node=node.name, digit=result)
         if node.hangup or self.call.ended:
             return None
-        if digit is not None:
-            target = node.dtmf.get(digit)
-            if target is not None:
-                self._chose(node, digit)
-                return self._follow(node, target)
-            self.log.info("dtmf_ignored", node=node.name, digit=digit)
+        if isinstance(chosen, Goto):
+            return self._follow(node, chosen.target)
+        if chosen is not None:
+            self._chose(node, chosen)
+            return self._follow(node, node.dtmf[chosen])
         return await self._await_choice(node)
 
     async def _await_choice(self, node: Node) -> Node | None:

@@ -202,7 +202,28 @@ def build_checks(settings: Settings, dialogue: Dialogue, store: FragmentStore | 
         checks.append(llm_check(settings.llm))
     if stt is not None and stt.stt_provider == "openai":
         checks.append(stt_check(stt))
+    if dialogue.listens:
+        checks.append(ListeningCheck(dialogue, stt))
     return checks
+
+
+class ListeningCheck:
+    """A dialogue that listens needs a recognizer; without one its listening nodes take digits only."""
+
+    name = "listening"
+    setting = "STT_PROVIDER"
+
+    def __init__(self, dialogue: Dialogue, stt: STTConfig | None) -> None:
+        self.nodes = sorted(node.name for node in dialogue.nodes.values() if node.listen is not None)
+        self.stt = stt
+
+    async def run(self) -> CheckResult:
+        nodes = ", ".join(self.nodes)
+        if self.stt is not None and self.stt.enabled:
+            return CheckResult(self.name, "ok", f"nodes {nodes} listen with STT_PROVIDER={self.stt.stt_provider}")
+        return CheckResult(self.name, "warn", f"nodes {nodes} listen, but STT_PROVIDER=none: they will take "
+                                              "digits only and go no_input",
+                           "set STT_PROVIDER=elevenlabs (the TTS key and URL) or openai (STT_OPENAI_BASE_URL)")
 
 
 async def preflight_at_start(settings: Settings, dialogue: Dialogue, *, cache: FragmentStore | None = None,

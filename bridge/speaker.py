@@ -6,7 +6,7 @@ spin guard reads it) and one filler rotation per call.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Protocol
 
 from bridge.interfaces import AudioSink, Logger
@@ -34,10 +34,19 @@ class Speaker:
         self.frames_queued = 0
         """Frames handed to the call so far (the dialogue's spin guard compares it between nodes)."""
         self._filler_turn = 0
+        self.on_next_audio: Callable[[], None] | None = None
+        """Called once, when the next frame is queued (`bridge.listening.TurnLatency` times answers so)."""
+
+    def _first_audio(self) -> None:
+        callback, self.on_next_audio = self.on_next_audio, None
+        if callback is not None:
+            callback()
 
     async def frames(self, frames: list[bytes]) -> int:
         """Queue a list of frames (a cached fragment: played as one run); how many."""
         self.frames_queued += len(frames)
+        if self.on_next_audio is not None and frames:
+            self._first_audio()
         await self.sink.play_frames(frames)
         return len(frames)
 
@@ -46,6 +55,8 @@ class Speaker:
         try:
             async for frame in frames:
                 self.frames_queued += 1
+                if self.on_next_audio is not None:
+                    self._first_audio()
                 await self.sink.play(frame)
         finally:
             close = getattr(frames, "aclose", None)  # ends the HTTP request / lets the synthesis go

@@ -122,6 +122,20 @@ class Metrics:
         self.clock_lateness = Histogram(
             f"{PREFIX}_clock_lateness_seconds", "How late each media clock tick ran",
             buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25), registry=r)
+        # listening (bridge.listening): no per-call labels
+        self.stt_first_partial = Histogram(
+            f"{PREFIX}_stt_first_partial_seconds", "Time from the start of the caller's speech to its first partial "
+            "transcript", buckets=(0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1, 2, 5), registry=r)
+        self.stt_final = Histogram(
+            f"{PREFIX}_stt_final_seconds", "Time from the end of an utterance (endpointing) to its final transcript",
+            buckets=(0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 1, 2, 5), registry=r)
+        self.turn_latency = Histogram(
+            f"{PREFIX}_turn_latency_seconds", "Time from the end of the caller's utterance (endpointing) to the "
+            "first audio queued after it", buckets=(0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1, 1.5, 2, 3, 5), registry=r)
+        self.stt_errors = Counter(f"{PREFIX}_stt_errors", "Speech recognizer failures and timeouts by error class",
+                                  ["error"], registry=r)
+        self.spoken_choices = Counter(f"{PREFIX}_spoken_choices", "Listening nodes left, by outcome",
+                                      ["outcome"], registry=r)
         self.live = _LiveCollector()
         r.register(self.live)
         # the label values known in advance start at 0, so a dashboard's rate() has a series from the start
@@ -132,6 +146,8 @@ class Metrics:
         self.tts_first_byte.labels(api="http")
         for by in ("speech", "dtmf"):
             self.barge_ins.labels(by=by)
+        for outcome in ("route", "next", "no_match", "no_input"):
+            self.spoken_choices.labels(outcome=outcome)
 
     def watch(self, server: ServerView) -> None:
         """Read the server's live figures at scrape time and time the media clock's ticks.

@@ -6,8 +6,10 @@ the real service), the bundled sample fragments loaded into that Redis, and the 
 AudioSocket server running the bundled sample dialogue, with its metrics endpoint). Then it places a
 simulated Asterisk call that listens to the greeting and presses the digit that ends the call, records what
 the caller heard to a WAV file and prints the call's timing report; then the same call again, whose
-synthesized part now comes from the Redis cache (no TTS request at all). Everything it started is stopped
-on exit, also on Ctrl-C or SIGTERM.
+synthesized part now comes from the Redis cache (no TTS request at all). Then a spoken turn: a call to a
+second bridge whose dialogue listens (`SPOKEN_DIALOGUE`), where the caller answers a question aloud, the
+emulator's speech-to-text (mounted on the ElevenLabs emulator) transcribes it, and the answer picks the
+node that replies. Everything it started is stopped on exit, also on Ctrl-C or SIGTERM.
 
 The emulator's "voice" is a sequence of tones that encodes the text (tests read it back), so in the
 recording the synthesized amount sounds like beeps between the recorded Russian fragments; with `--live`
@@ -35,7 +37,7 @@ import structlog
 
 from bridge.app import BridgeApp
 from bridge.config import Settings
-from bridge.dialogue import Dialogue, default_dialogue_path, load_dialogue, render
+from bridge.dialogue import Dialogue, default_dialogue_path, load_dialogue, parse_dialogue, render
 from bridge.ops.health import HealthServer
 from bridge.ops.logs import register_settings_secrets
 from bridge.ops.metrics import Metrics
@@ -45,11 +47,14 @@ from voice.cache import RedisCacheManager
 from voice.config import ConfigError, TTSConfig, add_option, load
 from voice.emulators.elevenlabs import DEFAULT_API_KEY, DEFAULT_VOICES, Emulator, Knobs
 from voice.emulators.redis_server import RedisServer, RedisServerError
+from voice.emulators.stt import STTEmulator, mount_stt
 from voice.emulators.tone_code import duration_s as emulator_duration_s
+from voice.emulators.tone_code import identify
 from voice.keys import call_vars_key, static_key, tts_key
 from voice.load_static_audio import load_paths
 
-__all__ = ["configure_parser", "run", "run_demo", "DemoOptions", "CallSummary", "fragments_dir"]
+__all__ = ["SPOKEN_DIALOGUE", "CallSummary", "DemoOptions", "SpokenSummary", "configure_parser", "fragments_dir",
+           "run", "run_demo"]
 
 log = structlog.get_logger(__name__)
 
@@ -62,6 +67,32 @@ LIVE_SECONDS_PER_CHAR = 0.09
 DEFAULT_LOG_LEVEL = "warning"
 """The report is the demo's output: logs only when something goes wrong, unless LOG_LEVEL says otherwise
 (read by the CLI, which configures logging)."""
+
+
+SPOKEN_QUESTION = "Вы подтверждаете платёж? Скажите да или нет."
+SPOKEN_ANSWER = "да, конечно"
+SPOKEN_DIALOGUE = f"""
+start = "ask"
+[nodes.ask]
+play = [ {{ tts = "{SPOKEN_QUESTION}" }} ]
+listen = {{ into = "reply", timeout_s = 5 }}
+routes = {{ "да|конечно" = "confirmed", "нет" = "cancelled" }}
+dtmf = {{ "1" = "confirmed", "2" = "cancelled" }}
+no_input = "goodbye"
+no_match = "goodbye"
+[nodes.confirmed]
+play = [ {{ tts = "Вы сказали: {{reply}}. Платёж подтверждён." }} ]
+hangup = true
+[nodes.cancelled]
+play = [ {{ tts = "Платёж отменён." }} ]
+hangup = true
+[nodes.goodbye]
+play = [ {{ static = "goodbye" }} ]
+hangup = true
+"""
+"""The spoken turn's dialogue: a question answered aloud (or with a digit), routed on the answer."""
+SPEAK_MARGIN_S = 0.5
+"""The caller starts answering this long after the question should have ended."""
 
 
 def fragments_dir() -> Path:
@@ -105,6 +136,26 @@ class CallSummary:
         return data
 
 
+@dataclasses.dataclass
+class SpokenSummary:
+    """The spoken turn: what the caller said and heard, what the recognizer wrote, how fast the reply came."""
+
+    recording: str
+    said: str
+    say_at_s: float
+    report: CallReport
+    heard: list[str]
+    transcripts: list[str]
+    turn_latency_ms: float | None
+    """End of the caller's utterance (after STT_END_SILENCE_MS of silence) -> the reply's first audio queued."""
+    end_silence_ms: int
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["report"] = self.report.to_dict()
+        return data
+
+
 # --- the demo -----------------------------------------------------------------------------------------------
 
 
@@ -137,8 +188,10 @@ async def run_demo(options: DemoOptions, redis: RedisServer) -> list[CallSummary
             loop.add_signal_handler(signal.SIGTERM, task.cancel)
     async with contextlib.AsyncExitStack() as stack:
         emulator = None
+        stt: STTEmulator | None = None
         if not options.live:
             emulator = Emulator(api_key=DEFAULT_API_KEY, knobs=Knobs(ttfb_ms=options.emulator_ttfb_ms))
+            stt = mount_stt(emulator)  # speech-to-text on the same URL and key, for the spoken turn
             await emulator.start()
             stack.push_async_callback(emulator.stop)
         settings = _demo_settings(options, redis.url, emulator)
@@ -189,9 +242,17 @@ async def run_demo(options: DemoOptions, redis: RedisServer) -> list[CallSummary
         for summary in summaries[1:]:
             summary.cache_read_ms = await _time_cache_read(cache, runtime, summary.tts_texts)
         _print_comparison(summaries, emulator is not None)
+        spoken = None
+        if stt is not None:
+            spoken_path = options.out.with_name(f"{options.out.stem}-spoken{options.out.suffix or '.wav'}")
+            spoken = await _spoken_call(spoken_path, settings, cache, metrics, stt, options)
+            _print_spoken(spoken)
+        else:
+            _say("Spoken turn: skipped with --live (the simulated caller speaks in the emulator's tone code, "
+                 "which only the emulator's speech-to-text understands).", "")
         await _print_operator_view(health)
         if options.json_report is not None:
-            _write_json(options.json_report, summaries, redis, server.port, emulator)
+            _write_json(options.json_report, summaries, redis, server.port, emulator, spoken)
         return summaries
 
 
@@ -288,6 +349,54 @@ async def _demo_call(label: str, path: Path, dialogue: Dialogue, variables: Mapp
     )
 
 
+async def _spoken_call(path: Path, settings: Settings, cache: RedisCacheManager, metrics: Metrics,
+                       stt: STTEmulator, options: DemoOptions) -> SpokenSummary:
+    """A call to a second bridge whose dialogue listens: the caller answers the question aloud."""
+    stt_settings = settings.stt.model_copy(update={"stt_provider": "elevenlabs"})
+    spoken_settings = settings.model_copy(update={"stt": stt_settings})
+    runtime = BridgeApp(spoken_settings, dialogue=parse_dialogue(SPOKEN_DIALOGUE, "<demo: spoken turn>"),
+                        cache=cache, metrics=metrics)
+    await runtime.start()
+    server = AudioSocketServer(spoken_settings.bridge, runtime.handle, metrics=metrics)
+    await server.start()
+    say_at = round(emulator_duration_s(SPOKEN_QUESTION) + options.emulator_ttfb_ms / 1000 + SPEAK_MARGIN_S, 2)
+    _say(f'Call 3: a spoken turn ... (the bridge asks a question; the caller says "{SPOKEN_ANSWER}" at {say_at} s)')
+    committed = len(stt.stats.transcripts)
+    turns_before = _turns(metrics)
+    try:
+        report = await place_call("127.0.0.1", server.port, duration_s=None, say=[(say_at, SPOKEN_ANSWER)],
+                                  record=path, max_wait_s=30)
+        await runtime.hub.drain()
+    finally:
+        await server.stop(0)
+    turns_after = _turns(metrics)
+    turns = turns_after[0] - turns_before[0]
+    latency = (turns_after[1] - turns_before[1]) / turns * 1000 if turns else None
+    return SpokenSummary(recording=str(path), said=SPOKEN_ANSWER, say_at_s=say_at, report=report,
+                         heard=identify(report.audio), transcripts=list(stt.stats.transcripts)[committed:],
+                         turn_latency_ms=None if latency is None else round(latency, 1),
+                         end_silence_ms=stt_settings.stt_end_silence_ms)
+
+
+def _turns(metrics: Metrics) -> tuple[float, float]:
+    """Turns timed so far, and their total seconds."""
+    return (_sample(metrics, "voicebridge_turn_latency_seconds_count"),
+            _sample(metrics, "voicebridge_turn_latency_seconds_sum"))
+
+
+def _print_spoken(s: SpokenSummary) -> None:
+    heard = ", ".join(f'"{text}"' for text in s.heard) or "(nothing)"
+    transcripts = ", ".join(f'"{text}"' for text in s.transcripts) or "(none)"
+    turn = ("-" if s.turn_latency_ms is None else
+            f"{s.turn_latency_ms:.0f} ms from the end of the utterance (decided after {s.end_silence_ms} ms of "
+            "silence) to the reply's first audio")
+    _say(f"  recorded      {s.recording}",
+         f"  transcribed   {transcripts} by the emulator's Scribe realtime (speech-to-text on the same URL and key)",
+         f"  heard         {heard} (read back from the emulator's tone code)",
+         f"  turn          {turn}",
+         f"  ended         {_HANGUP.get(s.report.hangup, s.report.hangup)} after {s.report.duration_s:.2f} s", "")
+
+
 async def _time_cache_read(cache: RedisCacheManager, runtime: BridgeApp, texts: list[str]) -> float | None:
     """One read of the first synthesized text from Redis, timed: what a cache hit costs a call."""
     if not texts:
@@ -358,7 +467,8 @@ async def _print_operator_view(health: HealthServer) -> None:
     """What Prometheus and a readiness probe see, from the bridge's own endpoint."""
     wanted = ("voicebridge_calls_total", "voicebridge_cache_lookups_total", "voicebridge_tts_requests_total",
               "voicebridge_tts_first_byte_seconds_count", "voicebridge_frames_sent_total",
-              "voicebridge_active_calls")
+              "voicebridge_active_calls", "voicebridge_stt_final_seconds_count",
+              "voicebridge_turn_latency_seconds_count", "voicebridge_spoken_choices_total")
     async with httpx.AsyncClient(timeout=5) as client:
         scraped = (await client.get(f"{health.url}/metrics")).text
         ready = (await client.get(f"{health.url}/readyz")).json()
@@ -370,12 +480,13 @@ async def _print_operator_view(health: HealthServer) -> None:
 
 
 def _write_json(path: Path, summaries: list[CallSummary], redis: RedisServer, bridge_port: int,
-                emulator: Emulator | None) -> None:
+                emulator: Emulator | None, spoken: SpokenSummary | None = None) -> None:
     data = {
         "tts": "emulator" if emulator is not None else "elevenlabs",
         "redis": {"port": redis.port, "dir": redis.dir, "binary": redis.binary},
         "bridge_port": bridge_port,
         "calls": [s.to_dict() for s in summaries],
+        "spoken": spoken.to_dict() if spoken is not None else None,
     }
     path.write_text(json.dumps(data, indent=2))
 

@@ -91,6 +91,13 @@ def check_demo_output(workdir: Path, result: subprocess.CompletedProcess, report
     assert call2["cache_read_ms"] is not None
     assert "cache hit -> served from the Redis cache: 0 TTS requests" in out
     assert "call 2 made 0 TTS requests (call 1: 1)" in out
+    # the spoken turn: the caller's answer was transcribed and routed; the reply quotes it
+    spoken = report["spoken"]
+    assert spoken["report"]["hangup"] == "server" and spoken["transcripts"] == ["да, конечно"], spoken
+    assert spoken["heard"] == ["Вы подтверждаете платёж? Скажите да или нет.",
+                                   "Вы сказали: да, конечно. Платёж подтверждён."], spoken
+    assert spoken["turn_latency_ms"] is not None and (workdir / "voice-bridge-demo-spoken.wav").exists()
+    assert "Call 3: a spoken turn" in out
     # everything it started is gone
     assert not port_open(report["redis"]["port"]) and not Path(report["redis"]["dir"]).exists()
     assert not port_open(report["bridge_port"])

@@ -1,0 +1,234 @@
+"""Spoken turn benchmark: end of the caller's speech -> first answer audio on the wire, at N concurrent calls.
+
+Each call is one spoken LLM turn: the bridge (in this process, as `serve` runs it: runtime, AudioSocket
+server, media clock, uvloop) listens (a `listen` node), its recognizer streams the caller's audio to the
+Scribe realtime emulator, the final transcript goes to the fake OpenAI endpoint as the user's message, and the
+answer is spoken over the call's TTS WebSocket (opened when the call started) by the ElevenLabs emulator. The
+emulators run in their own processes with fixed latencies (`--stt-final-ms`, `--llm-first-ms`,
+`--tts-ttfb-ms`). `--calls` simulated callers (`bridge.sim.caller.place_call`, sharing one 20 ms sending
+ticker, in a process of their own) are on the line at once (connected within a second); each speaks at a
+random moment of the next `--spread-s` seconds (5: 100 calls take 20 turns a second; 0: all within one
+second, a burst), so that utterances end at every phase of the media clock; `--rounds` batches.
+
+Every party stamps CLOCK_MONOTONIC (one clock for all processes on Linux):
+- `spoke`: the caller sent the last frame of its tone-coded utterance (the end of speech);
+- `llm`: the fake LLM received the request, and wrote the piece that completed the first phrase (`phrase`);
+- `wire`: the caller read the first non-silent frame of the answer.
+
+Reported per turn, in ms: `total` = wire - spoke; `bridge` = total - the endpointing silence
+(`STT_END_SILENCE_MS`, which the bridge must wait by design) - the STT emulator's final delay - the LLM's time
+from request to first phrase - the TTS emulator's TTFB: everything the bridge adds (VAD and endpointing
+bookkeeping, the commit, the transcript's way to the dialogue, the LLM request, phrase grouping, the
+WebSocket send and receive, framing, the call's queue, the media clock's tick, loopback; the emulators' own
+overhead beyond their knobs counts against the bridge too). Target: p99 <= 40 ms at 100 concurrent calls.
+`stt` = the LLM request's arrival - spoke - the endpointing silence - the final delay (the bridge's share
+up to the LLM request).
+
+    .venv/bin/python bridge/sim/bench/turns.py [--calls 100] [--rounds 3] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import random
+import sys
+import time
+
+import httpx
+import structlog
+from pydantic import SecretStr
+
+from bridge.app import BridgeApp, _freeze_startup_objects
+from bridge.config import BridgeConfig, Settings
+from bridge.dialogue import parse_dialogue
+from bridge.ops.metrics import Metrics
+from bridge.server import AudioSocketServer
+from bridge.sim.bench.llm import LLMProcess, first_phrase, percentiles
+from bridge.sim.caller import place_call, sender_stats
+from voice.audio import to_frames
+from voice.cache import RedisCacheManager
+from voice.config import CacheConfig, LLMConfig, TTSConfig
+from voice.emulators.elevenlabs import DEFAULT_API_KEY, DEFAULT_VOICES, EmulatorProcess
+from voice.emulators.redis_server import RedisServer
+from voice.emulators.tone_code import synthesize_pcm
+from voice.stt import STTConfig
+from voice.tts_manager import aclose_shared_client
+
+ANSWER = "Конечно, сейчас проверю. Ваш баланс двенадцать тысяч пятьсот рублей."
+QUESTION = "какой у меня баланс {n}"
+"""What caller n says (the number tells the LLM requests apart)."""
+DIALOGUE = """
+start = "ask"
+[nodes.ask]
+listen = { into = "reply", timeout_s = 10 }
+next = "answer"
+no_input = "bye"
+[nodes.answer]
+play = [ { llm = "{reply}" } ]
+hangup = true
+[nodes.bye]
+play = [ { tts = "Пока" } ]
+hangup = true
+"""
+FRAME_S = 0.02
+SPEAK_AFTER_S = 1.0
+"""The caller starts speaking this long after its UUID (the recognizer's session is up by then)."""
+
+
+async def callers(port: int, calls: int, seed: int, spread_s: float) -> list[dict[str, float] | str]:
+    """Place `calls` calls at once (connected within a second, all on the line together), each speaking at a
+    random moment of the next `spread_s` seconds; per call the monotonic time its speech ended and the first
+    answer frame arrived, or what went wrong. Runs in its own process (`--callers`), so the bridge's process
+    paces only the bridge, and the callers' shared ticker sends steadily."""
+    jitter = random.Random(seed)
+
+    async def one(n: int) -> dict[str, float] | str:
+        await asyncio.sleep(jitter.uniform(0, 1.0))
+        text = QUESTION.format(n=n)
+        speech_s = len(to_frames(synthesize_pcm(text, 8000))) * FRAME_S
+        say_at = SPEAK_AFTER_S + jitter.uniform(0, spread_s)
+        t0 = time.monotonic()  # the UUID goes out once the loopback connection is up: well under 1 ms later
+        report = await place_call("127.0.0.1", port, duration_s=None, say=[(say_at, text)],
+                                  keep_audio=True, max_wait_s=20 + spread_s)
+        end_ms = (say_at + speech_s) * 1000
+        audio: bytes = report.audio
+        for i, at in enumerate(report.arrivals_ms):
+            if at > end_ms and audio[i * 320:(i + 1) * 320].strip(b"\x00"):
+                return {"n": n, "spoke": t0 + end_ms / 1000, "wire": t0 + at / 1000}
+        return f"call {n}: no answer ({report.hangup}, {report.error})"
+
+    results: list[dict[str, float] | str] = list(await asyncio.gather(*(one(n) for n in range(calls))))
+    print(f"callers' sender: {sender_stats()}", file=sys.stderr)
+    return results
+
+
+async def place_callers(port: int, calls: int, seed: int, spread_s: float) -> list[dict[str, float] | str]:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bridge.sim.bench.turns", "--callers", str(port), "--calls", str(calls),
+        "--seed", str(seed), "--spread-s", str(spread_s), stdout=asyncio.subprocess.PIPE)
+    out, _ = await process.communicate()
+    if process.returncode:
+        raise RuntimeError(f"the callers' process failed with status {process.returncode}")
+    result: list[dict[str, float] | str] = json.loads(out)
+    return result
+
+
+async def run(args: argparse.Namespace, tts_url: str, llm_url: str, redis_url: str) -> dict:
+    piece_index, _ = first_phrase(ANSWER)
+    settings = Settings(
+        bridge=BridgeConfig(port=0, grace_s=0, filler_after_s=0, log_level="warning", max_calls=10 * args.calls),
+        cache=CacheConfig(redis_url=redis_url),
+        tts=TTSConfig(api_key=SecretStr(DEFAULT_API_KEY), base_url=tts_url, voice_id=DEFAULT_VOICES[0],
+                      output_format=args.tts_format),
+        llm=LLMConfig(llm_base_url=llm_url, llm_model="bench"),
+        stt=STTConfig(stt_provider="elevenlabs", stt_end_silence_ms=args.end_silence_ms),
+    )
+    await RedisCacheManager.reset_instance()
+    runtime = BridgeApp(settings, dialogue=parse_dialogue(DIALOGUE), metrics=Metrics())
+    await runtime.start()
+    server = AudioSocketServer(settings.bridge, runtime.handle)
+    await server.start()
+    _freeze_startup_objects()  # as serve does: full GC passes kept away from the calls' audio
+    rows: dict[str, list[float]] = {"bridge": [], "stt": [], "total": []}
+    failures = 0
+    llm_control = httpx.AsyncClient(base_url=llm_url.removesuffix("/v1"))
+    tts_control = httpx.AsyncClient(base_url=tts_url)
+    fixed_s = (args.end_silence_ms + args.stt_final_ms + args.tts_ttfb_ms) / 1000
+    try:
+        await tts_control.post("/_emulator/stt/knobs", json={"final_delay_ms": args.stt_final_ms})
+        cpu_s = wall_s = 0.0
+        for round_ in range(args.rounds + 1):  # round 0 warms up
+            await llm_control.post("/_emulator/reset")
+            cpu0, wall0 = time.process_time(), time.monotonic()
+            results = await place_callers(server.port, args.calls, seed=round_, spread_s=args.spread_s)
+            if round_:
+                cpu_s += time.process_time() - cpu0
+                wall_s += time.monotonic() - wall0
+            llm_log = (await llm_control.get("/_emulator/stats")).json()["log"]
+            requests = {entry["prompt"]: entry for entry in llm_log}
+            for n, result in enumerate(results):
+                entry = requests.get(QUESTION.format(n=n))
+                pieces = entry.get("piece_at") or [] if entry is not None else []
+                if isinstance(result, str) or entry is None or len(pieces) <= piece_index:
+                    failures += 1
+                    print(f"round {round_} call {n}: {result!r}, LLM request: {entry is not None}", file=sys.stderr)
+                    continue
+                if round_ == 0:
+                    continue
+                spoke, wire = result["spoke"], result["wire"]
+                llm_s = pieces[piece_index] - entry["received_at"]
+                total = wire - spoke
+                rows["total"].append(total * 1000)
+                rows["bridge"].append((total - fixed_s - llm_s) * 1000)
+                rows["stt"].append((entry["received_at"] - spoke - (args.end_silence_ms + args.stt_final_ms) / 1000)
+                                   * 1000)
+            await asyncio.sleep(0.3)
+    finally:
+        await llm_control.aclose()
+        await tts_control.aclose()
+        await server.stop(0)
+        await runtime.aclose()
+        await aclose_shared_client()
+        await RedisCacheManager.reset_instance()
+    return {"calls": args.calls, "rounds": args.rounds, "failures": failures, "end_silence_ms": args.end_silence_ms,
+            "stt_final_ms": args.stt_final_ms, "llm_first_ms": args.llm_first_ms, "tts_ttfb_ms": args.tts_ttfb_ms,
+            "tts_format": args.tts_format, "spread_s": args.spread_s,
+            "bridge_cpu_share": round(cpu_s / wall_s, 3) if wall_s else None,
+            "clock_resyncs": server.clock.stats().get("resyncs") if hasattr(server.clock, "stats") else None,
+            "latency": {name: percentiles(values) for name, values in rows.items() if values}}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--calls", type=int, default=100, help="concurrent conversations per round")
+    parser.add_argument("--rounds", type=int, default=3, help="measured rounds (after one warm-up round)")
+    parser.add_argument("--spread-s", type=float, default=5.0,
+                        help="the calls' utterances start over this many seconds (0: all within one second)")
+    parser.add_argument("--end-silence-ms", type=int, default=600, help="STT_END_SILENCE_MS")
+    parser.add_argument("--stt-final-ms", type=float, default=50.0, help="the STT emulator's commit -> final delay")
+    parser.add_argument("--llm-first-ms", type=float, default=100.0, help="the fake LLM's time to first piece")
+    parser.add_argument("--tts-ttfb-ms", type=float, default=50.0, help="the TTS emulator's time to first byte")
+    parser.add_argument("--tts-format", default="pcm_16000", help="ELEVENLABS_OUTPUT_FORMAT")
+    parser.add_argument("--no-uvloop", action="store_true", help="use the default asyncio loop")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    parser.add_argument("--callers", type=int, default=0, metavar="PORT", help=argparse.SUPPRESS)
+    parser.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.callers:  # the callers' process
+        print(json.dumps(asyncio.run(callers(args.callers, args.calls, args.seed, args.spread_s))))
+        return 0
+    structlog.configure(
+        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING),
+    )
+    runner = asyncio.run
+    if not args.no_uvloop:
+        try:
+            import uvloop
+
+            runner = uvloop.run
+        except ImportError:
+            pass
+    llm_args = ["--answer", ANSWER, "--first-piece-delay-ms", str(args.llm_first_ms), "--piece-delay-ms", "10"]
+    with RedisServer() as redis_server, EmulatorProcess("--log-level", "warning", "--ttfb-ms",
+                                                        str(args.tts_ttfb_ms)) as tts, LLMProcess(*llm_args) as llm:
+        result = runner(run(args, tts.url, llm.url, redis_server.url))
+    if args.json:
+        print(json.dumps(result, indent=2, ensure_ascii=False))
+        return 0
+    print(f"end of caller speech -> first answer audio on the wire (ms); {result['calls']} concurrent calls "
+          f"speaking over {args.spread_s:g} s x {result['rounds']} rounds, {result['failures']} failed; "
+          f"endpointing {args.end_silence_ms} ms, STT final "
+          f"{args.stt_final_ms:g} ms, LLM first piece {args.llm_first_ms:g} ms, TTS TTFB {args.tts_ttfb_ms:g} ms")
+    print(f"the bridge's process used {result['bridge_cpu_share']} of a core while the calls ran")
+    print(f"{'':<10}{'n':>6}{'p50':>9}{'p90':>9}{'p99':>9}{'max':>9}")
+    for name, p in result["latency"].items():
+        print(f"{name:<10}{p['n']:>6}{p['p50_ms']:>9.2f}{p['p90_ms']:>9.2f}{p['p99_ms']:>9.2f}{p['max_ms']:>9.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
