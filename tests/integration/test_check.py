@@ -30,8 +30,8 @@ from voice.emulators.llm import LLMEmulator
 from voice.http import aclose_shared_client
 from voice.keys import static_key
 from voice.stt.config import STTConfig
+from support.process import ROOT
 
-ROOT = Path(__file__).resolve().parents[2]
 FRAGMENTS = ROOT / "bridge" / "data" / "fragments"
 LLM_KEY = "llm-check-key"
 LLM_MODEL = "check-model"
@@ -65,14 +65,6 @@ async def loaded_redis(redis_url):
         assert (await cache.load_and_set_audio(static_key(wav.stem), str(wav))).stored
     await RedisCacheManager.reset_instance()
     return redis_url
-
-
-@pytest.fixture
-async def emulator():
-    emu = Emulator()
-    await emu.start()
-    yield emu
-    await emu.stop()
 
 
 @pytest.fixture
