@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import random
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -54,3 +55,26 @@ async def call_handler(handler: Handler | None, duration_s: float | None,
     finally:
         await server.stop(0)
     return report, server
+
+
+async def call_through_a_burst(server: AudioSocketServer, waves: int = 6, per_wave: int = 500) -> CallReport:
+    """A 2 s call placed while `waves` x `per_wave` connections open and close at once (a third send
+    nothing, a third a partial UUID, a third a whole call that hangs up at once); its report once the burst
+    is cleaned up."""
+    during = asyncio.create_task(place_call("127.0.0.1", server.port, duration_s=2.0))
+    rng = random.Random(5)
+
+    async def open_and_close(i: int) -> None:
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        kind = i % 3
+        if kind == 1:
+            writer.write(uuid_message()[: rng.randrange(1, 19)])  # a partial UUID
+        elif kind == 2:
+            writer.write(uuid_message())  # a whole call that hangs up at once
+        await asyncio.sleep(0)
+        writer.close()
+
+    for _ in range(waves):
+        await asyncio.gather(*(open_and_close(i) for i in range(per_wave)))
+    await wait_until(lambda: len(server.connections) <= 1, 20, "burst cleanup")
+    return await during

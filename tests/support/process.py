@@ -143,6 +143,10 @@ class ServeProcess:
         """SIGTERM, then the exit status once every output line has been read."""
         if self.proc.returncode is None:
             self.proc.terminate()
+        return await self.exited(timeout_s)
+
+    async def exited(self, timeout_s: float = 20) -> int:
+        """The exit status of a process that is on its way out (no signal sent), once every line is read."""
         status = await asyncio.wait_for(self.proc.wait(), timeout_s)
         await asyncio.wait_for(asyncio.gather(*self.readers), timeout_s)
         return status

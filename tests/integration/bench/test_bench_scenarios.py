@@ -13,8 +13,9 @@ import pytest_asyncio
 
 from bridge.sim.bench.load import MIXED_UNIQUE_SHARE, SCENARIOS, STATIC_PLAYLIST, BenchStack, comparison_table, run_bench
 
-# one event loop and one BenchStack for the module, so on one xdist worker (tests/run.sh uses --dist loadgroup)
-pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.xdist_group("bench_stack")]
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+# the tests on the module's one BenchStack run on one xdist worker (tests/run.sh uses --dist loadgroup)
+ON_THE_STACK = pytest.mark.xdist_group("bench_stack")
 
 CALLS = 4
 TTFB_MS = 60.0
@@ -26,6 +27,7 @@ async def stack():
         yield s
 
 
+@ON_THE_STACK
 async def test_all_static_plays_cached_fragments_only(stack):
     result = await run_bench(CALLS, 2.5, scenario="all-static", ramp_s=0.2, stack=stack)
     assert (result.completed, result.failed) == (CALLS, 0), result.errors
@@ -43,6 +45,7 @@ async def test_all_static_plays_cached_fragments_only(stack):
     assert lag in result.rows() and f"{lag[0]}  " in result.table()
 
 
+@ON_THE_STACK
 async def test_all_miss_synthesizes_one_new_text_per_call(stack):
     result = await run_bench(CALLS, 2.5, scenario="all-miss", ramp_s=0.2, stack=stack)
     assert (result.completed, result.failed) == (CALLS, 0), result.errors
@@ -58,6 +61,7 @@ async def test_all_miss_synthesizes_one_new_text_per_call(stack):
     assert split["emulator_ttfb"]["p50_ms"] >= TTFB_MS and split["after_first_byte"]["p50_ms"] > 0
 
 
+@ON_THE_STACK
 async def test_mixed_hits_fragments_and_some_syntheses(stack):
     calls = 10  # long enough for the playlist to reach its last fragment (looked up while the one before plays)
     result = await run_bench(calls, 4.5, scenario="mixed", ramp_s=0.3, stack=stack)
@@ -70,6 +74,7 @@ async def test_mixed_hits_fragments_and_some_syntheses(stack):
     assert 0 < MIXED_UNIQUE_SHARE < 1
 
 
+@ON_THE_STACK
 async def test_baseline_runs_the_same_scenario_and_reports_its_drift(stack):
     result = await run_bench(CALLS, 2.5, scenario="all-static", ramp_s=0.2, server="baseline", stack=stack)
     assert result.server == "baseline"

@@ -12,7 +12,7 @@ from structlog.testing import capture_logs
 from bridge.sim.caller import place_call
 from bridge.protocol import AUDIO_HEADER_320, encode, Kind
 
-from support.calls import normal_call, uuid_message, wait_until
+from support.calls import call_through_a_burst, normal_call, uuid_message, wait_until
 
 
 async def closed_by_server(reader: asyncio.StreamReader, timeout_s: float = 5.0) -> bytes:
@@ -147,28 +147,10 @@ async def test_client_that_stops_reading_is_dropped(start_server):
 
 async def test_thousands_of_connections_in_a_burst(start_server):
     server = await start_server(max_calls=5000)
-    during = asyncio.create_task(place_call("127.0.0.1", server.port, duration_s=2.0))
-    rng = random.Random(5)
-
-    async def open_and_close(i: int) -> None:
-        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
-        kind = i % 3
-        if kind == 1:
-            writer.write(uuid_message()[: rng.randrange(1, 19)])  # a partial UUID
-        elif kind == 2:
-            writer.write(uuid_message())  # a whole call that hangs up at once
-        await asyncio.sleep(0)
-        writer.close()
-
-    t = time.monotonic()
-    for wave in range(6):
-        await asyncio.gather(*(open_and_close(i) for i in range(500)))
-    opened_s = time.monotonic() - t
-    await wait_until(lambda: len(server.connections) <= 1, 20, "burst cleanup")
-    report = await during
+    report = await call_through_a_burst(server)
     assert report.hangup == "caller" and report.error is None
-    # the ongoing call kept its audio through the burst (server and clients share one loop here: generous)
+    # the ongoing call kept its audio through the burst (server and clients share one loop here: generous;
+    # the worst gap is bounded in tests/perf/test_burst_timing.py)
     assert report.frames >= 50, report.frames
-    assert report.worst_gap_ms < 500, (report.worst_gap_ms, opened_s)
     assert server.calls_total >= 900  # (a close racing the UUID may be a reset that discards it)
     await normal_call(server)
