@@ -29,6 +29,12 @@ from voice.emulators.redis_server import RedisServer, free_port
 from voice.emulators.stt import STTEmulator, mount_stt
 from voice.tts_manager import aclose_shared_client
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests marked `slow` (many seconds each) first: pytest-xdist hands tests out in this order, so the long
+    ones start at once on every worker instead of trailing at the end of the run."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)  # stable: otherwise as collected
+
+
 # --- Redis and ports --------------------------------------------------------------------------------------
 
 

@@ -73,8 +73,14 @@ async def fake_llm():
         yield llm
 
 
+# Redis timeouts for a loaded machine (the suite runs on several workers): the default quarter second can
+# pass before a busy process gets its first connection; a Redis that is down refuses at once either way.
+PATIENT_REDIS = {"redis_connect_timeout_s": 5.0, "redis_socket_timeout_s": 5.0}
+
+
 def flags(redis_url: str, emulator: Emulator, *extra: str, key: str = DEFAULT_API_KEY) -> list[str]:
-    return ["check", "--redis-url", redis_url, "--elevenlabs-base-url", emulator.url, "--elevenlabs-api-key", key,
+    return ["check", "--redis-url", redis_url, "--redis-connect-timeout", "5", "--redis-socket-timeout", "5",
+            "--elevenlabs-base-url", emulator.url, "--elevenlabs-api-key", key,
             "--elevenlabs-voice-id", DEFAULT_VOICES[0], *extra]
 
 
@@ -95,7 +101,7 @@ def line_of(lines: list[str], name: str) -> str:
 
 
 def settings_for(redis_url: str, emulator: Emulator, **tts: str) -> Settings:
-    return Settings(bridge=BridgeConfig(), cache=CacheConfig(redis_url=redis_url),
+    return Settings(bridge=BridgeConfig(), cache=CacheConfig(redis_url=redis_url, **PATIENT_REDIS),
                     tts=TTSConfig(**{"api_key": DEFAULT_API_KEY, "base_url": emulator.url,
                                      "voice_id": DEFAULT_VOICES[0], **tts}))
 
@@ -251,7 +257,8 @@ async def test_json_report(loaded_redis, emulator, capsys):
 async def test_as_a_subprocess(loaded_redis, emulator):
     """`python -m bridge check` as an operator runs it: settings from the environment; exit status 0, then 2."""
     env = {**os.environ, "REDIS_URL": loaded_redis, "ELEVENLABS_BASE_URL": emulator.url,
-           "ELEVENLABS_API_KEY": DEFAULT_API_KEY, "ELEVENLABS_VOICE_ID": DEFAULT_VOICES[0], "LOG_LEVEL": "error"}
+           "ELEVENLABS_API_KEY": DEFAULT_API_KEY, "ELEVENLABS_VOICE_ID": DEFAULT_VOICES[0], "LOG_LEVEL": "error",
+           "REDIS_CONNECT_TIMEOUT": "5", "REDIS_SOCKET_TIMEOUT": "5"}  # as PATIENT_REDIS
 
     async def run(*args: str) -> tuple[int, str, str]:
         proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "bridge", "check", *args, env=env,
@@ -300,7 +307,7 @@ async def test_a_check_that_gets_no_answer_fails_in_its_timeout(loaded_redis):
     server = await asyncio.start_server(silent, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
     try:
-        settings = Settings(bridge=BridgeConfig(), cache=CacheConfig(redis_url=loaded_redis),
+        settings = Settings(bridge=BridgeConfig(), cache=CacheConfig(redis_url=loaded_redis, **PATIENT_REDIS),
                             tts=TTSConfig(api_key="k", base_url=f"http://127.0.0.1:{port}"))
         results = await run_preflight(settings, load_dialogue(default_dialogue_path()), timeout_s=0.5)
     finally:

@@ -7,15 +7,29 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 import pytest_asyncio
 
-from bridge.sim.bench.load import MIXED_UNIQUE_SHARE, SCENARIOS, STATIC_PLAYLIST, BenchStack, comparison_table, run_bench
+from bridge.sim.bench.load import (
+    MIXED_UNIQUE_SHARE,
+    SCENARIOS,
+    STATIC_PLAYLIST,
+    BenchStack,
+    comparison_table,
+    run_bench,
+)
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
-# the tests on the module's one BenchStack run on one xdist worker (tests/run.sh uses --dist loadgroup)
-ON_THE_STACK = pytest.mark.xdist_group("bench_stack")
+
+
+def on_the_stack(test: Callable[..., Any]) -> Callable[..., Any]:
+    """The tests on the module's one BenchStack run on one xdist worker (tests/run.sh uses --dist
+    loadgroup), and early: about 28 s in all."""
+    return pytest.mark.slow(pytest.mark.xdist_group("bench_stack")(test))
+
 
 CALLS = 4
 TTFB_MS = 60.0
@@ -27,7 +41,7 @@ async def stack():
         yield s
 
 
-@ON_THE_STACK
+@on_the_stack
 async def test_all_static_plays_cached_fragments_only(stack):
     result = await run_bench(CALLS, 2.5, scenario="all-static", ramp_s=0.2, stack=stack)
     assert (result.completed, result.failed) == (CALLS, 0), result.errors
@@ -45,7 +59,7 @@ async def test_all_static_plays_cached_fragments_only(stack):
     assert lag in result.rows() and f"{lag[0]}  " in result.table()
 
 
-@ON_THE_STACK
+@on_the_stack
 async def test_all_miss_synthesizes_one_new_text_per_call(stack):
     result = await run_bench(CALLS, 2.5, scenario="all-miss", ramp_s=0.2, stack=stack)
     assert (result.completed, result.failed) == (CALLS, 0), result.errors
@@ -61,7 +75,7 @@ async def test_all_miss_synthesizes_one_new_text_per_call(stack):
     assert split["emulator_ttfb"]["p50_ms"] >= TTFB_MS and split["after_first_byte"]["p50_ms"] > 0
 
 
-@ON_THE_STACK
+@on_the_stack
 async def test_mixed_hits_fragments_and_some_syntheses(stack):
     calls = 10  # long enough for the playlist to reach its last fragment (looked up while the one before plays)
     result = await run_bench(calls, 4.5, scenario="mixed", ramp_s=0.3, stack=stack)
@@ -74,7 +88,7 @@ async def test_mixed_hits_fragments_and_some_syntheses(stack):
     assert 0 < MIXED_UNIQUE_SHARE < 1
 
 
-@ON_THE_STACK
+@on_the_stack
 async def test_baseline_runs_the_same_scenario_and_reports_its_drift(stack):
     result = await run_bench(CALLS, 2.5, scenario="all-static", ramp_s=0.2, server="baseline", stack=stack)
     assert result.server == "baseline"
@@ -92,6 +106,7 @@ async def test_scenarios_without_a_baseline_refuse_one():
     assert SCENARIOS["all-static"].baseline_args is not None and len(STATIC_PLAYLIST) == 5
 
 
+@pytest.mark.slow
 async def test_bench_cli_prints_json_for_each_size():
     proc = subprocess.run(
         [sys.executable, "-m", "bridge", "bench", "--scenario", "tone", "--calls", "2,3", "--duration", "2.2",

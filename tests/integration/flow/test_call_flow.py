@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 import asyncio
 import json
 import uuid
@@ -178,6 +180,7 @@ hangup = true
 """
 
 
+@pytest.mark.slow
 async def test_dtmf_walks_three_nodes_then_times_out(stack):
     await stack.start(MENU)
     hello, cost, rubles, bye = [await stack.fragment(n) for n in ("hello", "your_cost_is", "rubles", "goodbye")]
@@ -321,6 +324,7 @@ async def test_serve_refuses_an_invalid_dialogue_file(tmp_path):
     assert "greeting" in err and "nowhere" in err
 
 
+@pytest.mark.slow
 async def test_serve_plays_the_sample_dialogue_from_a_real_process(stack):
     """`voice-bridge serve` as operators run it: settings from flags, the bundled sample dialogue."""
     async with ServeProcess(

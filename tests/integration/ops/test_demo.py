@@ -96,6 +96,7 @@ def check_demo_output(workdir: Path, result: subprocess.CompletedProcess, report
     assert not port_open(report["bridge_port"])
 
 
+@pytest.mark.slow
 def test_demo_runs_to_completion_and_records_speech(tmp_path):
     env = demo_env(tmp_path)
     started = time.monotonic()

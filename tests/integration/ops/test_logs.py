@@ -40,6 +40,7 @@ def password_redis(own_redis):
     return f"redis://:{PASSWORD}@127.0.0.1:{own_redis.port}/0"
 
 
+@pytest.mark.slow
 async def test_secrets_never_appear_in_the_logs_of_a_real_run(password_redis, tmp_path):
     await load_fragments(password_redis)
     dialogue = tmp_path / "dialogue.toml"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 import asyncio
 import json
 import socket
@@ -58,6 +60,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow
 async def test_metrics_endpoint_serves_every_family_after_real_calls(redis_url, tmp_path):
     await load_fragments(redis_url)
     dialogue = tmp_path / "dialogue.toml"
