@@ -11,7 +11,6 @@ from voice.cache import RedisCacheManager
 from voice.config import CacheConfig
 from voice.fragment_memo import FragmentMemo
 from voice.keys import static_key, tts_key
-from voice.emulators.redis_server import RedisServer
 
 HELLO = [bytes([1]) * 320, bytes([2]) * 320]
 NEW_HELLO = [bytes([9]) * 320]
@@ -109,24 +108,24 @@ async def test_a_write_through_the_memo_is_heard_at_once(cache, raw):
     assert await memo.get_audio_chunks(static_key("hello")) == NEW_HELLO
 
 
-async def test_redis_down_keeps_playing_the_last_good_copy():
-    with RedisServer() as server:
+async def test_redis_down_keeps_playing_the_last_good_copy(own_redis):
+    server = own_redis
+    await RedisCacheManager.reset_instance()
+    cache = RedisCacheManager(CacheConfig(redis_url=server.url, breaker_cooloff_s=30))
+    try:
+        await cache.connect()
+        client = redis.Redis.from_url(server.url)
+        _replace(client, static_key("hello"), HELLO)
+        client.close()
+        memo = FragmentMemo(cache, ttl_s=0.1)
+        assert await memo.get_audio_chunks(static_key("hello")) == HELLO
+        server.stop(kill=True)
+        await asyncio.sleep(0.15)
+        assert await memo.get_audio_chunks(static_key("hello")) == HELLO  # stale, but speech
+        assert memo.stale_served == 1
+        assert await memo.get_audio_chunks(static_key("never_read")) is None  # nothing to fall back on
+    finally:
         await RedisCacheManager.reset_instance()
-        cache = RedisCacheManager(CacheConfig(redis_url=server.url, breaker_cooloff_s=30))
-        try:
-            await cache.connect()
-            client = redis.Redis.from_url(server.url)
-            _replace(client, static_key("hello"), HELLO)
-            client.close()
-            memo = FragmentMemo(cache, ttl_s=0.1)
-            assert await memo.get_audio_chunks(static_key("hello")) == HELLO
-            server.stop(kill=True)
-            await asyncio.sleep(0.15)
-            assert await memo.get_audio_chunks(static_key("hello")) == HELLO  # stale, but speech
-            assert memo.stale_served == 1
-            assert await memo.get_audio_chunks(static_key("never_read")) is None  # nothing to fall back on
-        finally:
-            await RedisCacheManager.reset_instance()
 
 
 async def test_the_wrapped_cache_shows_through(cache):

@@ -16,7 +16,6 @@ from support.stack import frames_of, make_stack, nonzero, strip_silence, wait_fo
 from bridge.sim.caller import place_call
 from voice.emulators.elevenlabs import expected_frames, identify
 from voice.keys import call_vars_key, profile_tag, tts_key
-from voice.emulators.redis_server import RedisServer
 
 ZERO = bytes(320)
 
@@ -229,15 +228,15 @@ hangup = true
 """
 
 
-async def test_with_redis_down_tts_items_still_play_and_the_call_ends(tmp_path):
-    with RedisServer() as private:
-        async with make_stack(private.url) as stack:
-            await stack.start(MIXED)
-            private.stop(kill=True)
-            report = await stack.call(duration_s=None)
-            assert report.hangup == "server"
-            assert identify(report.audio) == ["7300"]
-            assert stack.emulator.stats.http_requests == 1
+async def test_with_redis_down_tts_items_still_play_and_the_call_ends(tmp_path, own_redis):
+    private = own_redis
+    async with make_stack(private.url) as stack:
+        await stack.start(MIXED)
+        private.stop(kill=True)
+        report = await stack.call(duration_s=None)
+        assert report.hangup == "server"
+        assert identify(report.audio) == ["7300"]
+        assert stack.emulator.stats.http_requests == 1
 
 
 # g. -----------------------------------------------------------------------------------------------------

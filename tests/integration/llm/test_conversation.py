@@ -8,7 +8,6 @@ from voice.llm import KEEP_RECENT, SUMMARY_INSTRUCTION, ConversationManager
 from voice.llm import ChatMessage, OpenAICompatibleSource
 from voice.cache import RedisCacheManager
 from voice.config import CacheConfig
-from voice.emulators.redis_server import RedisServer
 from voice.tts_manager import aclose_shared_client
 
 from support.stack import wait_for
@@ -111,19 +110,19 @@ async def test_summaries_go_on_as_the_call_goes_on(fake_llm, cache):
     assert "Earlier summary: Сводка." in later
 
 
-async def test_with_redis_down_the_summary_is_still_made(fake_llm):
+async def test_with_redis_down_the_summary_is_still_made(fake_llm, own_redis):
     fake_llm.set_knobs(answer="Сводка.")
-    with RedisServer() as private:
-        await RedisCacheManager.reset_instance()
-        cache = RedisCacheManager(CacheConfig(redis_url=private.url, breaker_cooloff_s=0.2))
-        await cache.connect()
-        private.stop(kill=True)
-        memory = conversation(fake_llm, cache)
-        for n in ("один", "два", "три"):
-            memory.add_exchange(f"Назови число {n}", f"Число {n}.")
-        await memory.settle()
-        assert memory.summary == "Сводка." and memory.summaries_computed == 1
-        await RedisCacheManager.reset_instance()
+    private = own_redis
+    await RedisCacheManager.reset_instance()
+    cache = RedisCacheManager(CacheConfig(redis_url=private.url, breaker_cooloff_s=0.2))
+    await cache.connect()
+    private.stop(kill=True)
+    memory = conversation(fake_llm, cache)
+    for n in ("один", "два", "три"):
+        memory.add_exchange(f"Назови число {n}", f"Число {n}.")
+    await memory.settle()
+    assert memory.summary == "Сводка." and memory.summaries_computed == 1
+    await RedisCacheManager.reset_instance()
     await aclose_shared_client()
 
 

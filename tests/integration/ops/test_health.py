@@ -9,7 +9,7 @@ import time
 from support.process import ServeProcess, clean_env, get, load_fragments, run_serve
 from bridge.sim.caller import place_call
 from voice.emulators.elevenlabs import DEFAULT_API_KEY, Emulator
-from voice.emulators.redis_server import RedisServer, free_port
+from voice.emulators.redis_server import free_port
 
 
 async def poll(url: str, predicate, timeout_s: float = 10.0, **kw):
@@ -68,41 +68,38 @@ async def _connects(port: int) -> bool:
     return True
 
 
-async def test_readyz_reports_redis_and_tts_down_and_back():
+async def test_readyz_reports_redis_and_tts_down_and_back(own_redis):
     metrics_port = free_port()
     base = f"http://127.0.0.1:{metrics_port}"
-    redis = RedisServer().start()
-    try:
-        async with Emulator(api_key=DEFAULT_API_KEY) as emulator:
-            emulator_port = emulator.port
-            env = clean_env(REDIS_URL=redis.url, ELEVENLABS_API_KEY=DEFAULT_API_KEY,
-                            ELEVENLABS_BASE_URL=emulator.url, METRICS_PORT=str(metrics_port), BRIDGE_PORT="0",
-                            REDIS_BREAKER_COOLOFF="0.2", LOG_FORMAT="json")
-            async with ServeProcess(env=env) as serve:
-                assert (await get(f"{base}/readyz")).json()["status"] == "ok"
+    redis = own_redis
+    async with Emulator(api_key=DEFAULT_API_KEY) as emulator:
+        emulator_port = emulator.port
+        env = clean_env(REDIS_URL=redis.url, ELEVENLABS_API_KEY=DEFAULT_API_KEY,
+                        ELEVENLABS_BASE_URL=emulator.url, METRICS_PORT=str(metrics_port), BRIDGE_PORT="0",
+                        REDIS_BREAKER_COOLOFF="0.2", LOG_FORMAT="json")
+        async with ServeProcess(env=env) as serve:
+            assert (await get(f"{base}/readyz")).json()["status"] == "ok"
 
-                redis.stop(kill=True)
-                degraded = await poll(f"{base}/readyz", lambda r: not r.json()["checks"]["redis"]["ok"])
-                body = degraded.json()
-                assert degraded.status_code == 200  # calls still work without the cache: degraded, not down
-                assert body["status"] == "degraded" and body["ready"] is True
-                assert body["checks"]["redis"]["ok"] is False and body["checks"]["tts"]["ok"] is True
-                assert body["checks"]["redis"]["target"] == redis.url
-                strict = await get(f"{base}/readyz", params={"strict": "1"})
-                assert strict.status_code == 503 and strict.json()["checks"]["redis"]["ok"] is False
+            redis.stop(kill=True)
+            degraded = await poll(f"{base}/readyz", lambda r: not r.json()["checks"]["redis"]["ok"])
+            body = degraded.json()
+            assert degraded.status_code == 200  # calls still work without the cache: degraded, not down
+            assert body["status"] == "degraded" and body["ready"] is True
+            assert body["checks"]["redis"]["ok"] is False and body["checks"]["tts"]["ok"] is True
+            assert body["checks"]["redis"]["target"] == redis.url
+            strict = await get(f"{base}/readyz", params={"strict": "1"})
+            assert strict.status_code == 503 and strict.json()["checks"]["redis"]["ok"] is False
 
-                redis.start()
-                back = await poll(f"{base}/readyz", lambda r: r.json()["status"] == "ok")
-                assert back.json()["checks"]["redis"]["ok"] is True
+            redis.start()
+            back = await poll(f"{base}/readyz", lambda r: r.json()["status"] == "ok")
+            assert back.json()["checks"]["redis"]["ok"] is True
 
-                await emulator.stop()
-                tts_down = await get(f"{base}/readyz")
-                assert tts_down.json()["checks"]["tts"]["ok"] is False
-                assert tts_down.json()["checks"]["tts"]["target"] == f"127.0.0.1:{emulator_port}"
-                assert tts_down.json()["status"] == "degraded"
-                assert await serve.stop() == 0
-    finally:
-        redis.close()
+            await emulator.stop()
+            tts_down = await get(f"{base}/readyz")
+            assert tts_down.json()["checks"]["tts"]["ok"] is False
+            assert tts_down.json()["checks"]["tts"]["target"] == f"127.0.0.1:{emulator_port}"
+            assert tts_down.json()["status"] == "degraded"
+            assert await serve.stop() == 0
 
 
 async def test_healthz_and_readyz_without_a_dialogue(redis_url):
