@@ -66,11 +66,8 @@ def private_redis(attempts: int = 5) -> RedisServer:
 def redis_server() -> Iterator[RedisServer]:
     """A private redis-server for the whole session (one per xdist worker), on a free port in a temporary
     directory."""
-    server = private_redis()
-    try:
+    with private_redis() as server:  # closed (stopped, its directory removed) on the way out
         yield server
-    finally:
-        server.close()
 
 
 @pytest.fixture
@@ -85,11 +82,8 @@ def redis_url(redis_server: RedisServer) -> str:
 @pytest.fixture
 def own_redis() -> Iterator[RedisServer]:
     """A private Redis this test may kill, hang, reconfigure or restart without disturbing the shared one."""
-    server = private_redis()
-    try:
+    with private_redis() as server:  # closed (stopped, its directory removed) on the way out
         yield server
-    finally:
-        server.close()
 
 
 @pytest.fixture

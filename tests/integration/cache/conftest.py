@@ -9,6 +9,7 @@ import pytest
 import redis
 
 from voice.cache import RedisCacheManager
+from support.cache import connected_cache
 from voice.config import CacheConfig
 
 
@@ -29,10 +30,8 @@ def cache_config(redis_url) -> CacheConfig:
 
 @pytest.fixture
 async def cache(cache_config):
-    manager = RedisCacheManager(cache_config)
-    await manager.connect()
-    yield manager
-    await RedisCacheManager.reset_instance()
+    async with connected_cache(cache_config) as manager:
+        yield manager
 
 
 @pytest.fixture

@@ -11,6 +11,7 @@ from voice.cache import RedisCacheManager
 from voice.config import CacheConfig
 from voice.fragment_memo import FragmentMemo
 from voice.keys import static_key, tts_key
+from support.cache import connected_cache
 
 HELLO = [bytes([1]) * 320, bytes([2]) * 320]
 NEW_HELLO = [bytes([9]) * 320]
@@ -18,11 +19,8 @@ NEW_HELLO = [bytes([9]) * 320]
 
 @pytest.fixture
 async def cache(redis_url):
-    await RedisCacheManager.reset_instance()
-    manager = RedisCacheManager(CacheConfig(redis_url=redis_url, breaker_cooloff_s=30))
-    await manager.connect()
-    yield manager
-    await RedisCacheManager.reset_instance()
+    async with connected_cache(CacheConfig(redis_url=redis_url, breaker_cooloff_s=30)) as manager:
+        yield manager
 
 
 def _replace(raw: redis.Redis, key: str, chunks: list[bytes]) -> None:

@@ -12,17 +12,14 @@ from voice.tts_manager import aclose_shared_client
 
 from support.stack import wait_for
 
-from support.llm import llm_config
-from support.llm import summary_requests
+from support.cache import connected_cache
+from support.llm import llm_config, summary_requests
 
 
 @pytest.fixture
 async def cache(redis_url):
-    await RedisCacheManager.reset_instance()
-    manager = RedisCacheManager(CacheConfig(redis_url=redis_url, breaker_cooloff_s=0.2))
-    await manager.connect()
-    yield manager
-    await RedisCacheManager.reset_instance()
+    async with connected_cache(CacheConfig(redis_url=redis_url, breaker_cooloff_s=0.2)) as manager:
+        yield manager
     await aclose_shared_client()
 
 
