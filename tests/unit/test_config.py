@@ -184,7 +184,7 @@ def test_without_a_dotenv_file_the_defaults_hold(no_settings_in_environment):
     assert Settings.load() == Settings()
 
 
-def test_serve_reads_the_dotenv_file(no_settings_in_environment, capsys, restore_logging):
+def test_serve_reads_the_dotenv_file(no_settings_in_environment, capsys):
     (no_settings_in_environment / ".env").write_text("METRICS_PORT=70000\n", encoding="utf-8")
     assert main(["serve"]) == 2
     assert "voice-bridge serve: configuration error: METRICS_PORT: must be between 0 and 65535, got 70000" in (
@@ -245,7 +245,7 @@ def test_tool_ports_are_settings_too(model, env, default):
 
 @pytest.mark.parametrize("command, env", [("emulator", "EMULATOR_PORT"), ("llm-emulator", "LLM_EMULATOR_PORT"),
                                           ("call", "BRIDGE_PORT")])
-def test_a_bad_tool_port_is_one_line_and_exit_status_2(command, env, monkeypatch, capsys, restore_logging):
+def test_a_bad_tool_port_is_one_line_and_exit_status_2(command, env, monkeypatch, capsys):
     monkeypatch.setenv(env, "70000")
     assert main([command]) == 2
     err = capsys.readouterr().err

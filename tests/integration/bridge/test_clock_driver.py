@@ -4,7 +4,7 @@ The pacing rules themselves are tested exactly, with a fake clock, in tests/unit
 that the asyncio task drives them (ticks flow, parks with nobody, survives a broken call, logs a
 resynchronisation, runs in a context of its own). The default tests assert only what a loaded machine
 cannot break (lower bounds on lateness that the test itself causes, upper bounds on frame counts that the
-spacing rule guarantees); the wall-clock precision tests are in tests/perf/test_clock_timing.py (marker `perf`).
+spacing rule guarantees); the wall-clock precision tests are in tests/perf/test_clock_timing.py.
 """
 
 from __future__ import annotations

@@ -73,7 +73,7 @@ async def test_secrets_never_appear_in_the_logs_of_a_real_run(password_redis, tm
         assert all(line.get("call") == report.uuid for line in lines), (event, lines)
 
 
-def test_redaction_covers_nested_values_exceptions_and_library_records(restore_logging):
+def test_redaction_covers_nested_values_exceptions_and_library_records():
     stream = io.StringIO()
     logs.configure_logging("debug", "json", stream=stream)
     logs.register_settings_secrets(Settings.load({"ELEVENLABS_API_KEY": API_KEY,
@@ -105,7 +105,7 @@ def test_redaction_covers_nested_values_exceptions_and_library_records(restore_l
     assert lines[6]["level"] == "error"
 
 
-def test_a_secret_is_masked_in_its_escaped_forms_too(restore_logging):
+def test_a_secret_is_masked_in_its_escaped_forms_too():
     stream = io.StringIO()
     logs.configure_logging("info", "json", stream=stream)
     secret = 'p"ä%40ss\\word'
@@ -115,7 +115,7 @@ def test_a_secret_is_masked_in_its_escaped_forms_too(restore_logging):
         "value": "before *** after", "decoded": "***", "event": "x", "level": "info", "timestamp": None}
 
 
-def test_console_on_a_terminal_json_otherwise(restore_logging):
+def test_console_on_a_terminal_json_otherwise():
     master, slave = os.openpty()
     try:
         with os.fdopen(slave, "w", closefd=False) as terminal:
@@ -134,7 +134,7 @@ def test_console_on_a_terminal_json_otherwise(restore_logging):
     assert json.loads(stream.getvalue())["call"] == "abc"
 
 
-def test_logs_follow_stderr_when_it_is_replaced(restore_logging, monkeypatch):
+def test_logs_follow_stderr_when_it_is_replaced(monkeypatch):
     """Configured once, logging writes to whatever `sys.stderr` is now (a closed old stream is never used)."""
     import sys
 
@@ -151,7 +151,7 @@ def test_logs_follow_stderr_when_it_is_replaced(restore_logging, monkeypatch):
     assert [json.loads(line)["event"] for line in second.getvalue().splitlines()] == ["three", "four"]
 
 
-def test_the_settings_line_shows_every_unset_secret_the_same_way(restore_logging):
+def test_the_settings_line_shows_every_unset_secret_the_same_way():
     stream = io.StringIO()
     logs.configure_logging("info", "json", stream=stream)
     structlog.get_logger().info("settings", **logs.settings_for_log(Settings.load({})))
@@ -163,7 +163,7 @@ def test_the_settings_line_shows_every_unset_secret_the_same_way(restore_logging
     assert API_KEY not in stream.getvalue() and API_KEY[::-1] not in stream.getvalue()
 
 
-def test_on_a_terminal_the_settings_line_is_readable(restore_logging):
+def test_on_a_terminal_the_settings_line_is_readable():
     stream = io.StringIO()
     logs.configure_logging("info", "console", stream=stream)
     settings = logs.settings_for_log(Settings.load({"REDIS_URL": f"redis://:{PASSWORD}@127.0.0.1:6379/2"}))
@@ -177,7 +177,7 @@ def test_on_a_terminal_the_settings_line_is_readable(restore_logging):
     assert PASSWORD not in stream.getvalue()
 
 
-def test_the_cli_configures_logging_once_with_a_subcommand_default(restore_logging, capsys):
+def test_the_cli_configures_logging_once_with_a_subcommand_default(capsys):
     import argparse
     import types
 

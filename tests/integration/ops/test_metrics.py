@@ -15,6 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from support.process import ServeProcess, clean_env, get, load_fragments
 from bridge.sim.caller import place_call
 from voice.emulators.elevenlabs import DEFAULT_API_KEY, Emulator, Knobs, identify
+from voice.emulators.redis_server import free_port
 from voice.keys import call_vars_key
 
 # A synthesis first (slow emulator: a filler plays), then fragments the caller interrupts with "0".
@@ -52,12 +53,6 @@ def scrape(text: str) -> dict[tuple[str, tuple], float]:
 
 def families(text: str) -> set[str]:
     return {family.name for family in text_string_to_metric_families(text)}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.mark.slow
