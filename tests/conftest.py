@@ -10,7 +10,7 @@ live in `tests/support/` (the `serve` wrapper is `support.process.ServeProcess`)
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, MutableMapping
 from typing import Any
 
 import pytest
@@ -116,7 +116,7 @@ def restore_logging() -> Iterator[None]:
 
 
 @pytest.fixture
-def logs() -> Iterator[list[dict[str, Any]]]:
+def logs() -> Iterator[list[MutableMapping[str, Any]]]:
     """The structlog events the test emits, as dicts."""
     with capture_logs() as captured:
         yield captured

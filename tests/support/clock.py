@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from bridge.clock import MediaClock
 
@@ -20,7 +20,7 @@ class Recorder:
         self.times.append(time.monotonic())
 
 
-async def until(condition, timeout_s: float = 10.0) -> None:
+async def until(condition: Callable[[], bool], timeout_s: float = 10.0) -> None:
     """Wait for `condition()` (a generous timeout: the machine is shared)."""
     deadline = time.monotonic() + timeout_s
     while not condition():
@@ -29,9 +29,10 @@ async def until(condition, timeout_s: float = 10.0) -> None:
 
 
 async def run_for(clock: MediaClock, members: Iterable[Recorder], seconds: float) -> None:
-    members = list(members)
-    for m in members:
+    """`members` on `clock` for `seconds` of wall time."""
+    joined = list(members)
+    for m in joined:
         clock.add(m)
     await asyncio.sleep(seconds)
-    for m in members:
+    for m in joined:
         clock.discard(m)

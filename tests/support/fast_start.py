@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+from collections.abc import Awaitable, Callable
 
 from bridge.call import QUIET_FRAMES, Call
 from bridge.server import tone_frame
@@ -15,7 +16,8 @@ from support.calls import call_handler, serve_handler
 TONE = tone_frame(400)
 
 
-def speak_at_once(delay_s: float):
+def speak_at_once(delay_s: float) -> Callable[[Call], Awaitable[None]]:
+    """A handler that plays ten tone frames as soon as it runs (after `delay_s`, e.g. a Redis read)."""
     async def speak(call: Call) -> None:
         if delay_s:
             await asyncio.sleep(delay_s)  # e.g. a Redis read
@@ -53,7 +55,7 @@ async def pause_then_speak_call() -> tuple[CallReport, int, bool]:
     server = await serve_handler(pause_then_speak)
     expedite = server.clock.expedite
 
-    def counting(member) -> bool:
+    def counting(member: Call) -> bool:
         nonlocal moves
         moved = expedite(member)
         moves += moved

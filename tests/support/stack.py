@@ -56,9 +56,11 @@ class Stack:
     async def call(self, **kw: object) -> CallReport:
         kw.setdefault("keep_audio", True)
         kw.setdefault("max_wait_s", 20)
+        assert self.server is not None, "start the bridge first: await stack.start(dialogue)"
         return await place_call("127.0.0.1", self.server.port, **kw)
 
     def calls(self) -> list[Call]:
+        assert self.server is not None, "start the bridge first: await stack.start(dialogue)"
         return list(self.server.calls)
 
     async def fragment(self, name: str) -> list[bytes]:
