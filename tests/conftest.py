@@ -29,6 +29,7 @@ from voice.emulators.redis_server import RedisServer, RedisServerError, free_por
 from voice.emulators.stt import STTEmulator, mount_stt
 from voice.tts_manager import aclose_shared_client
 
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Tests marked `slow` (many seconds each) first: pytest-xdist hands tests out in this order, so the long
     ones start at once on every worker instead of trailing at the end of the run."""
@@ -57,6 +58,7 @@ def private_redis(attempts: int = 5) -> RedisServer:
                 return server
         except (RedisServerError, redis.RedisError):
             if attempt == attempts - 1:
+                server.close()
                 raise
         server.close()
     raise RedisServerError(f"no private redis-server after {attempts} attempts: another process took each port")

@@ -1,5 +1,5 @@
-"""Helpers for the end-to-end tests. The whole call path on real parts: a private Redis, the ElevenLabs emulator, the bridge's server and
-orchestrator in this process on a loopback port, and the simulated Asterisk caller."""
+"""The whole call path on real parts, for the end-to-end tests: a private Redis, the ElevenLabs emulator, the
+bridge's server and composition root in this process on a loopback port, and the simulated Asterisk caller."""
 
 from __future__ import annotations
 
