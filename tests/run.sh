@@ -20,7 +20,14 @@ fi
 if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv
 fi
-.venv/bin/python -m pip install --quiet --disable-pip-version-check -e '.[test]'
+# installed again only when pyproject.toml changed since the last install (the editable install follows the
+# sources by itself): a stamp named after the file's hash
+stamp=".venv/.installed-$(sha256sum pyproject.toml | cut -c1-16)"
+if [ ! -f "$stamp" ]; then
+  .venv/bin/python -m pip install --quiet --disable-pip-version-check -e '.[test]'
+  rm -f .venv/.installed-*
+  touch "$stamp"
+fi
 if [ "$asterisk" = 1 ]; then
   # one retry: a mirror hiccup should not fail the run
   bash tests/asterisk/chroot.sh || bash tests/asterisk/chroot.sh
