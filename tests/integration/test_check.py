@@ -23,6 +23,7 @@ from bridge.preflight import (
     run_preflight,
     url_database,
 )
+from support.process import ROOT
 from voice.cache import RedisCacheManager
 from voice.config import CacheConfig, ConfigError, TTSConfig, load
 from voice.emulators.elevenlabs import DEFAULT_API_KEY, DEFAULT_VOICES, Emulator
@@ -31,7 +32,6 @@ from voice.http import aclose_shared_client
 from voice.keys import static_key
 from voice.stt.config import STTConfig
 
-ROOT = Path(__file__).resolve().parents[2]
 FRAGMENTS = ROOT / "bridge" / "data" / "fragments"
 LLM_KEY = "llm-check-key"
 LLM_MODEL = "check-model"
@@ -68,21 +68,19 @@ async def loaded_redis(redis_url):
 
 
 @pytest.fixture
-async def emulator():
-    emu = Emulator()
-    await emu.start()
-    yield emu
-    await emu.stop()
-
-
-@pytest.fixture
 async def fake_llm():
     async with LLMEmulator(api_key=LLM_KEY, model=LLM_MODEL) as llm:
         yield llm
 
 
+# Redis timeouts for a loaded machine (the suite runs on several workers): the default quarter second can
+# pass before a busy process gets its first connection; a Redis that is down refuses at once either way.
+PATIENT_REDIS = {"redis_connect_timeout_s": 5.0, "redis_socket_timeout_s": 5.0}
+
+
 def flags(redis_url: str, emulator: Emulator, *extra: str, key: str = DEFAULT_API_KEY) -> list[str]:
-    return ["check", "--redis-url", redis_url, "--elevenlabs-base-url", emulator.url, "--elevenlabs-api-key", key,
+    return ["check", "--redis-url", redis_url, "--redis-connect-timeout", "5", "--redis-socket-timeout", "5",
+            "--elevenlabs-base-url", emulator.url, "--elevenlabs-api-key", key,
             "--elevenlabs-voice-id", DEFAULT_VOICES[0], *extra]
 
 
@@ -103,7 +101,7 @@ def line_of(lines: list[str], name: str) -> str:
 
 
 def settings_for(redis_url: str, emulator: Emulator, **tts: str) -> Settings:
-    return Settings(bridge=BridgeConfig(), cache=CacheConfig(redis_url=redis_url),
+    return Settings(bridge=BridgeConfig(), cache=CacheConfig(redis_url=redis_url, **PATIENT_REDIS),
                     tts=TTSConfig(**{"api_key": DEFAULT_API_KEY, "base_url": emulator.url,
                                      "voice_id": DEFAULT_VOICES[0], **tts}))
 
@@ -261,7 +259,8 @@ async def test_json_report(loaded_redis, emulator, capsys):
 async def test_as_a_subprocess(loaded_redis, emulator):
     """`python -m bridge check` as an operator runs it: settings from the environment; exit status 0, then 2."""
     env = {**os.environ, "REDIS_URL": loaded_redis, "ELEVENLABS_BASE_URL": emulator.url,
-           "ELEVENLABS_API_KEY": DEFAULT_API_KEY, "ELEVENLABS_VOICE_ID": DEFAULT_VOICES[0], "LOG_LEVEL": "error"}
+           "ELEVENLABS_API_KEY": DEFAULT_API_KEY, "ELEVENLABS_VOICE_ID": DEFAULT_VOICES[0], "LOG_LEVEL": "error",
+           "REDIS_CONNECT_TIMEOUT": "5", "REDIS_SOCKET_TIMEOUT": "5"}  # as PATIENT_REDIS
 
     async def run(*args: str) -> tuple[int, str, str]:
         proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "bridge", "check", *args, env=env,
@@ -310,13 +309,14 @@ async def test_a_check_that_gets_no_answer_fails_in_its_timeout(loaded_redis):
     server = await asyncio.start_server(silent, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
     try:
-        settings = Settings(bridge=BridgeConfig(), cache=CacheConfig(redis_url=loaded_redis),
+        settings = Settings(bridge=BridgeConfig(), cache=CacheConfig(redis_url=loaded_redis, **PATIENT_REDIS),
                             tts=TTSConfig(api_key="k", base_url=f"http://127.0.0.1:{port}"))
-        results = await run_preflight(settings, load_dialogue(default_dialogue_path()), timeout_s=0.5)
+        # 2 s: time enough for Redis on a loaded machine, still far below the default
+        results = await run_preflight(settings, load_dialogue(default_dialogue_path()), timeout_s=2.0)
     finally:
         server.close()
     by_name = {r.name: r for r in results}
-    assert by_name["tts-key"] == CheckResult("tts-key", "fail", "no answer within 0.5 s",
+    assert by_name["tts-key"] == CheckResult("tts-key", "fail", "no answer within 2 s",
                                              "check ELEVENLABS_BASE_URL: is the service up and reachable from "
                                              "this host?")
     assert by_name["redis"].status == "ok" and by_name["fragments"].status == "ok"

@@ -15,7 +15,7 @@ from pydantic import SecretStr
 from structlog.testing import capture_logs
 
 from bridge.config import BridgeConfig, Settings
-from flow.helpers import FRAGMENTS, Stack, wait_for
+from support.stack import FRAGMENTS, Stack, wait_for
 from voice.cache import RedisCacheManager
 from voice.config import CacheConfig, LLMConfig, TTSConfig
 from voice.emulators.elevenlabs import (

@@ -2,7 +2,8 @@
 
 `MediaSchedule` never reads the time: each test says what `now` is, so phases, joins, catch-up spacing,
 resynchronisation and the expedited first frame are checked to the microsecond instead of against a
-busy machine's wall time (the real-loop smoke tests are in tests/bridge_core/test_clock.py).
+busy machine's wall time (the real-loop tests are in tests/integration/bridge/test_clock_driver.py, the
+timing ones in tests/perf/test_clock_timing.py).
 """
 
 from __future__ import annotations
