@@ -25,12 +25,16 @@ class _LiveCollector(Collector):
         self.active_calls: Callable[[], int] = lambda: 0
         self.calls_total: Callable[[], int] = lambda: 0
         self.frames_sent: Callable[[], int] = lambda: 0
+        self.overloaded: Callable[[], bool] = lambda: False
 
     def collect(self) -> Iterable[GaugeMetricFamily | CounterMetricFamily]:
         yield GaugeMetricFamily(f"{PREFIX}_active_calls", "Calls connected now", value=self.active_calls())
         yield CounterMetricFamily(f"{PREFIX}_calls", "Calls accepted (their UUID arrived)", value=self.calls_total())
         yield CounterMetricFamily(f"{PREFIX}_frames_sent", "Audio frames written to callers",
                                   value=self.frames_sent())
+        yield GaugeMetricFamily(f"{PREFIX}_overloaded",
+                                "1 while admission is paused because the media clock cannot keep its schedule",
+                                value=int(self.overloaded()))
 
 
 class ServerView(Protocol):
@@ -39,6 +43,7 @@ class ServerView(Protocol):
     calls: Sized
     calls_total: int
     clock: Any
+    overloaded: bool
 
     def frames_sent_total(self) -> int: ...
 
@@ -86,4 +91,5 @@ class Metrics:
         self.live.active_calls = lambda: len(server.calls)
         self.live.calls_total = lambda: server.calls_total
         self.live.frames_sent = server.frames_sent_total
+        self.live.overloaded = lambda: server.overloaded
         server.clock.on_lateness = self.clock_lateness.observe
