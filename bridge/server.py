@@ -202,7 +202,7 @@ class AudioSocketServer(CallHost):
         self._port = self._server.sockets[0].getsockname()[1]
         self._accepting = True
         log.info("listening", host=self.config.host, port=self.port, max_calls=self.config.max_calls,
-                 loop=type(loop).__module__.split(".")[0])
+                 loop=type(asyncio.get_running_loop()).__module__.split(".")[0])
 
     async def _listen(self, port: int) -> asyncio.base_events.Server:
         loop = asyncio.get_running_loop()
