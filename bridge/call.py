@@ -71,6 +71,10 @@ QUIET_FRAMES = 10
 _MULAW_FRAMES = 10
 """Inbound 0x10 frames used to judge the byte rate (slin8 = 16000 B/s; μ-law mislabelled = 8000 B/s)."""
 
+_AUDIO_MESSAGE = 3 + FRAME_BYTES
+"""One inbound 20 ms slin message: what Asterisk sends 50 times a second per call."""
+_AUDIO_HEAD = AUDIO_HEADER_320
+
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class DtmfEvent:
@@ -195,6 +199,11 @@ class Call(asyncio.Protocol):
         self._rate_bytes = 0
         self._rate_t0 = 0.0
         self._warned: set[str] = set()
+        self._fast = False
+        """Inbound fast path on: established, not ended, rate judged as slin 8 kHz, nothing buffered in the
+        decoder. Whole 20 ms audio messages then skip the decoder (`data_received`)."""
+        self._batch_bytes = config.inbound_batch_ms * 2 * SAMPLE_RATE // 1000 // FRAME_BYTES * _AUDIO_MESSAGE
+        """SO_RCVLOWAT once the fast path is on (BRIDGE_INBOUND_BATCH_MS; 0: every message wakes the loop)."""
 
     # --- public API -------------------------------------------------------------------------------------
 
@@ -427,7 +436,26 @@ class Call(asyncio.Protocol):
         self._uuid_timer = loop.call_later(self._uuid_timeout, self._uuid_timed_out)
 
     def data_received(self, data: bytes) -> None:
-        if self._ended:
+        if self._fast:
+            # The hot path, 50 times a second per call: whole 20 ms slin messages and nothing buffered.
+            # No decoder, no list, no Message: count the frames, and hand the payloads over only when a
+            # listener is armed. Anything else (DTMF, a cut message, other kinds) takes the general path.
+            n = len(data)
+            if n == _AUDIO_MESSAGE and data.startswith(_AUDIO_HEAD):
+                self.frames_received += 1
+                callback = self.on_audio
+                if callback is not None:
+                    self._listen(callback, data[3:])
+                return
+            if n % _AUDIO_MESSAGE == 0 and self._all_audio(data, n):
+                self.frames_received += n // _AUDIO_MESSAGE
+                callback = self.on_audio
+                if callback is not None:
+                    for i in range(3, n, _AUDIO_MESSAGE):
+                        if self._listen(callback, data[i:i + FRAME_BYTES]) or not self._fast:
+                            break  # the listener failed, or the call ended
+                return
+        elif self._ended:
             return
         try:
             messages = self._decoder.feed(data)
@@ -436,6 +464,44 @@ class Call(asyncio.Protocol):
             self._protocol_error(exc)
             return
         self._handle(messages)
+        if (not self._fast and self._established and not self._ended and not self._rate_check
+                and self._inbound is None and not self._decoder.buffered):
+            self._fast_path_on()
+
+    @staticmethod
+    def _all_audio(data: bytes, n: int) -> bool:
+        """Whether `data` (n bytes, a multiple of one message) is only whole 20 ms slin messages."""
+        head = _AUDIO_HEAD
+        for i in range(0, n, _AUDIO_MESSAGE):
+            if not data.startswith(head, i):
+                return False
+        return True
+
+    def _listen(self, callback: Callable[[bytes, int], None], payload: bytes) -> bool:
+        """One inbound frame to the listener; a failing listener is disabled (True: stop delivering)."""
+        try:
+            callback(payload, 8000)
+        except Exception:
+            self.log.exception("on_audio callback failed; disabled for this call")
+            self.on_audio = None
+            return True
+        return False
+
+    def _fast_path_on(self) -> None:
+        """The inbound format is judged slin 8 kHz: take the fast path, and batch reads if configured.
+
+        Batching (SO_RCVLOWAT) waits for that format judgement: the first frames' timing is what judges it,
+        and the UUID must not wait for audio to pile up. The kernel still wakes the loop at once for end of
+        file or a reset; DTMF and speech arrive with the batch (up to BRIDGE_INBOUND_BATCH_MS later).
+        """
+        self._fast = True
+        if self._batch_bytes > _AUDIO_MESSAGE and self._transport is not None:
+            sock = self._transport.get_extra_info("socket")
+            if sock is not None:
+                try:
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, self._batch_bytes)
+                except (OSError, AttributeError):  # pragma: no cover - not every platform has it
+                    self._batch_bytes = 0
 
     def _handle(self, messages: list[Message]) -> None:
         for kind, payload in messages:
@@ -654,6 +720,7 @@ class Call(asyncio.Protocol):
         if self._ended:
             return
         self._ended = True
+        self._fast = False
         self.hangup_by = by
         if self._uuid_timer is not None:
             self._uuid_timer.cancel()
