@@ -67,8 +67,18 @@ class OverloadDetector:
     sample (the server asks it on a timer while paused). `since` is when the current overload began.
     """
 
-    __slots__ = ("rule", "_buckets", "_nbuckets", "_current", "_total", "_late", "_overloaded", "_calm_since",
-                 "since", "episodes")
+    __slots__ = (
+        "_buckets",
+        "_calm_since",
+        "_current",
+        "_late",
+        "_nbuckets",
+        "_overloaded",
+        "_total",
+        "episodes",
+        "rule",
+        "since",
+    )
 
     def __init__(self, rule: OverloadRule | None = None) -> None:
         self.rule = rule or OverloadRule()

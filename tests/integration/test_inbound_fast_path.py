@@ -13,7 +13,7 @@ import pytest
 
 from bridge.call import Call, DtmfEvent
 from bridge.config import BridgeConfig
-from bridge.protocol import encode, encode_uuid, Kind
+from bridge.protocol import Kind, encode, encode_uuid
 from bridge.server import AudioSocketServer
 
 MESSAGE = 323
@@ -64,7 +64,7 @@ async def wait_for(predicate, what: str, timeout_s: float = 5.0) -> None:  # typ
 async def test_fast_path_keeps_every_frame_dtmf_and_cut_messages() -> None:
     server, calls, heard = await start()
     try:
-        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        _, writer = await asyncio.open_connection("127.0.0.1", server.port)
         call = await judged(writer, calls)
         assert call._decoder.buffered == 0
         # one message per write (the hot case), then five in one write, then DTMF between frames,
@@ -105,7 +105,7 @@ async def test_fast_path_keeps_every_frame_dtmf_and_cut_messages() -> None:
 
 
 async def test_a_protocol_error_after_the_fast_path_still_ends_the_call() -> None:
-    server, calls, heard = await start()
+    server, calls, _ = await start()
     try:
         _, writer = await asyncio.open_connection("127.0.0.1", server.port)
         call = await judged(writer, calls)
