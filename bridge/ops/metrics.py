@@ -43,7 +43,9 @@ class ServerView(Protocol):
     calls: Sized
     calls_total: int
     clock: Any
-    overloaded: bool
+
+    @property
+    def overloaded(self) -> bool: ...
 
     def frames_sent_total(self) -> int: ...
 
