@@ -204,6 +204,11 @@ class Call(asyncio.Protocol):
         decoder. Whole 20 ms audio messages then skip the decoder (`data_received`)."""
         self._batch_bytes = config.inbound_batch_ms * 2 * SAMPLE_RATE // 1000 // FRAME_BYTES * _AUDIO_MESSAGE
         """SO_RCVLOWAT once the fast path is on (BRIDGE_INBOUND_BATCH_MS; 0: every message wakes the loop)."""
+        if self._batch_bytes <= _AUDIO_MESSAGE:
+            self._batch_bytes = 0
+        self._batching = False
+        """SO_RCVLOWAT is set now (audio flows); `check_inbound` clears it when audio stops."""
+        self._rx_mark = 0
 
     # --- public API -------------------------------------------------------------------------------------
 
@@ -443,6 +448,8 @@ class Call(asyncio.Protocol):
             n = len(data)
             if n == _AUDIO_MESSAGE and data.startswith(_AUDIO_HEAD):
                 self.frames_received += 1
+                if self._batch_bytes and not self._batching:  # audio flows again: batch its reads again
+                    self._batch(True)
                 callback = self.on_audio
                 if callback is not None:
                     self._listen(callback, data[3:])
@@ -495,13 +502,29 @@ class Call(asyncio.Protocol):
         file or a reset; DTMF and speech arrive with the batch (up to BRIDGE_INBOUND_BATCH_MS later).
         """
         self._fast = True
-        if self._batch_bytes > _AUDIO_MESSAGE and self._transport is not None:
-            sock = self._transport.get_extra_info("socket")
-            if sock is not None:
-                try:
-                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, self._batch_bytes)
-                except (OSError, AttributeError):  # pragma: no cover - not every platform has it
-                    self._batch_bytes = 0
+        if self._batch_bytes:
+            self._batch(True)
+
+    def check_inbound(self) -> None:
+        """The server's timer, every BRIDGE_INBOUND_BATCH_MS while batching is configured: when no audio
+        arrived over a whole period, batched reads stop (SO_RCVLOWAT back to 1 byte, which wakes the loop
+        for whatever is waiting), so a DTMF digit is not held back while the caller's audio is paused (a
+        phone with silence suppression, the gap Asterisk leaves around a digit). The next audio message
+        batches again."""
+        if self._batching and self.frames_received == self._rx_mark:
+            self._batch(False)
+        self._rx_mark = self.frames_received
+
+    def _batch(self, on: bool) -> None:
+        self._batching = on
+        sock = self._transport.get_extra_info("socket") if self._transport is not None else None
+        if sock is None:
+            return
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, self._batch_bytes if on else 1)
+        except (OSError, AttributeError):  # pragma: no cover - not every platform has it, or a closed socket
+            self._batch_bytes = 0
+            self._batching = False
 
     def _handle(self, messages: list[Message]) -> None:
         for kind, payload in messages:

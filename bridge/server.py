@@ -183,6 +183,9 @@ class AudioSocketServer(CallHost):
         self._paused = False
         """Not listening because of overload (the listening socket is closed; `_server` is None)."""
         self._overload_timer: asyncio.TimerHandle | None = None
+        self._inbound_timer: asyncio.TimerHandle | None = None
+        self._inbound_period_s = config.inbound_batch_ms / 1000 if config.inbound_batch_ms >= 40 else 0.0
+        """BRIDGE_INBOUND_BATCH_MS: how often calls with batched reads check that their audio still flows."""
         self._relisten: asyncio.Task[None] | None = None
         if self.overload is not None:
             self.clock.on_wake = self._clock_woke
@@ -201,8 +204,16 @@ class AudioSocketServer(CallHost):
         self._server = await self._listen(self.config.port)
         self._port = self._server.sockets[0].getsockname()[1]
         self._accepting = True
+        if self._inbound_period_s:
+            self._inbound_timer = asyncio.get_running_loop().call_later(self._inbound_period_s, self._check_inbound)
         log.info("listening", host=self.config.host, port=self.port, max_calls=self.config.max_calls,
                  loop=type(asyncio.get_running_loop()).__module__.split(".")[0])
+
+    def _check_inbound(self) -> None:
+        """Every batch period: each call stops batching its reads if its audio stopped (`Call.check_inbound`)."""
+        for call in self.calls:
+            call.check_inbound()
+        self._inbound_timer = asyncio.get_running_loop().call_later(self._inbound_period_s, self._check_inbound)
 
     async def _listen(self, port: int) -> asyncio.base_events.Server:
         loop = asyncio.get_running_loop()
@@ -302,9 +313,10 @@ class AudioSocketServer(CallHost):
         self._accepting = False
         if self._server is not None:
             self._server.close()
-        if self._overload_timer is not None:
-            self._overload_timer.cancel()
-            self._overload_timer = None
+        for timer in (self._overload_timer, self._inbound_timer):
+            if timer is not None:
+                timer.cancel()
+        self._overload_timer = self._inbound_timer = None
         await cancel_and_wait(self._relisten)
         log.info("stopping", calls=len(self.calls), connections=len(self.connections), grace_s=grace)
         if self.connections and grace > 0:
