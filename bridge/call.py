@@ -471,8 +471,9 @@ class Call(asyncio.Protocol):
             self._protocol_error(exc)
             return
         self._handle(messages)
-        if (not self._fast and self._established and not self._ended and not self._rate_check
-                and self._inbound is None and not self._decoder.buffered):
+        if self._ended or self._decoder.buffered:  # a message cut across reads: its rest needs the decoder
+            self._fast = False
+        elif not self._fast and self._established and not self._rate_check and self._inbound is None:
             self._fast_path_on()
 
     @staticmethod
@@ -502,7 +503,7 @@ class Call(asyncio.Protocol):
         file or a reset; DTMF and speech arrive with the batch (up to BRIDGE_INBOUND_BATCH_MS later).
         """
         self._fast = True
-        if self._batch_bytes:
+        if self._batch_bytes and not self._batching:
             self._batch(True)
 
     def check_inbound(self) -> None:

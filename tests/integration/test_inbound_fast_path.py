@@ -81,7 +81,8 @@ async def test_fast_path_keeps_every_frame_dtmf_and_cut_messages() -> None:
         cut = encode(Kind.AUDIO, audio(18))
         writer.write(cut[:100])
         await writer.drain()
-        await asyncio.sleep(0.05)
+        await wait_for(lambda: call._decoder.buffered == 100, "the first part of the cut message")
+        assert not call._fast  # the rest of a cut message must go through the decoder
         writer.write(cut[100:])
         await writer.drain()
         await asyncio.sleep(0.02)
@@ -176,3 +177,22 @@ async def test_a_digit_is_not_held_back_when_the_audio_pauses() -> None:
 def test_batch_bytes_are_whole_messages(ms: int, expected: int) -> None:
     server = AudioSocketServer(BridgeConfig().model_copy(update={"inbound_batch_ms": ms}))
     assert Call(server)._batch_bytes == expected
+
+
+def test_the_rest_of_a_cut_message_never_takes_the_fast_path() -> None:
+    # A message cut after its header: the rest (320 payload bytes) plus whole messages plus a header is a
+    # multiple of 323 bytes, and its first bytes are payload that happens to look like an audio header.
+    # Taken as whole messages it would shift the stream; the decoder must read it.
+    from bridge.sim.bench.micro import judged_call
+
+    call = judged_call()
+    heard: list[bytes] = []
+    call.on_audio = lambda payload, rate: heard.append(bytes(payload))
+    assert call._fast
+    tricky = encode(Kind.AUDIO, b"\x10\x01\x40" + bytes(317))
+    call.data_received(tricky[:3])
+    assert not call._fast and call._decoder.buffered == 3
+    call.data_received(tricky[3:] + encode(Kind.AUDIO, audio(1)) + encode(Kind.AUDIO, audio(2))[:3])
+    assert heard == [b"\x10\x01\x40" + bytes(317), audio(1)]
+    call.data_received(encode(Kind.AUDIO, audio(2))[3:])
+    assert heard[-1] == audio(2) and call._fast
