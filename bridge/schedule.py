@@ -150,6 +150,10 @@ class MediaSchedule(Generic[M]):
         self._dirty = [False] * slots
         self._last = [-math.inf] * slots
         """When each phase was last served (`now` of its tick)."""
+        self._moved_from: dict[M, float] = {}
+        """For a member expedited to another phase: when its previous phase last served it. Its new phase
+        may not have served it yet (nor anyone: `-inf`), so that phase's time alone would let a second
+        `expedite` move it right after its last frame."""
         self._t0 = 0.0
         self._k = 0
         """The next tick to serve (the driver may be sleeping toward it)."""
@@ -193,6 +197,7 @@ class MediaSchedule(Generic[M]):
     def discard(self, member: M) -> None:
         """Leave the schedule (idempotent): the member is in no tick served from now on."""
         slot = self._phase.pop(member, None)
+        self._moved_from.pop(member, None)
         if slot is not None:
             del self._slots[slot][member]
             self._dirty[slot] = True
@@ -213,7 +218,8 @@ class MediaSchedule(Generic[M]):
         nslots = self.slots
         start = self._first_open_tick(now)
         regular = start + (slot - start) % nslots  # when this member's own phase comes round
-        first = max(start, self._tick_at_or_after(self._last[slot] + self.min_gap + self.tolerance_s))
+        previous = max(self._last[slot], self._moved_from.get(member, -math.inf))  # its last frame, at most
+        first = max(start, self._tick_at_or_after(previous + self.min_gap + self.tolerance_s))
         limit = -(-len(self._phase) // nslots) + 1
         for j in range(first, regular):
             new = j % nslots
@@ -222,6 +228,7 @@ class MediaSchedule(Generic[M]):
                 self._slots[new][member] = None
                 self._dirty[slot] = self._dirty[new] = True
                 self._phase[member] = new
+                self._moved_from[member] = previous
                 self._replan(j)
                 return True
         return False
