@@ -106,3 +106,46 @@ async def test_overload_admission_is_off_when_the_setting_is_zero() -> None:
     server = AudioSocketServer(config)
     assert server.overload is not None
     assert server.overload.rule.late_s == pytest.approx(0.010) and server.overload.rule.min_calls == 50
+
+
+class _Transport:
+    """A connection the listening socket accepted in the instant the pause began."""
+
+    def __init__(self) -> None:
+        self.aborted = False
+
+    def get_extra_info(self, name: str, default: object = None) -> object:
+        return ("127.0.0.1", 40000) if name == "peername" else default
+
+    def abort(self) -> None:
+        self.aborted = True
+
+
+async def test_a_connection_accepted_as_the_pause_begins_is_closed_and_counted() -> None:
+    from bridge.call import Call
+
+    config = BridgeConfig().model_copy(update={"host": "127.0.0.1", "port": 0})
+    metrics = Metrics()
+    rule = OverloadRule(min_samples=5, min_calls=0, calm_s=0.2)
+    server = AudioSocketServer(config, metrics=metrics, overload=OverloadDetector(rule))
+    await server.start()
+    try:
+        assert server.clock.on_wake is not None
+        now = time.monotonic()
+        for k in range(10):  # the clock's wake-ups, each 50 ms late
+            server.clock.on_wake(now + k * 0.002, 0.05)
+        assert server.overloaded
+        with pytest.raises(ConnectionRefusedError):
+            await asyncio.open_connection("127.0.0.1", server.port)
+        transport = _Transport()
+        call = Call(server)
+        call.connection_made(transport)  # type: ignore[arg-type]
+        assert transport.aborted and call.ended and call.hangup_by == "rejected"
+        assert metrics.calls_rejected.labels(reason="overload")._value.get() == 1
+        assert not server.connections
+        await wait_for(lambda: not server.overloaded, 5, "admission resumed (no wake-ups: calm)")
+        await wait_for(lambda: server._server is not None, 5, "listening again")
+        _, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        writer.close()
+    finally:
+        await server.stop(0)
