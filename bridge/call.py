@@ -84,6 +84,10 @@ DTMF_FLOOD_EXCESS = 100
 EVENT_QUEUE_MAX = 64
 """Events a call may hold for its dialogue; more digits are dropped (a hang-up always gets in)."""
 
+_AUDIO_MESSAGE = 3 + FRAME_BYTES
+"""One inbound 20 ms slin message: what Asterisk sends 50 times a second per call."""
+_AUDIO_HEAD = AUDIO_HEADER_320
+
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class DtmfEvent:
@@ -259,6 +263,16 @@ class Call(asyncio.Protocol):
         self._rate_bytes = 0
         self._rate_t0 = 0.0
         self._warned: set[str] = set()
+        self._fast = False
+        """Inbound fast path on: established, not ended, rate judged as slin 8 kHz, nothing buffered in the
+        decoder. Whole 20 ms audio messages then skip the decoder (`data_received`)."""
+        self._batch_bytes = config.inbound_batch_ms * 2 * SAMPLE_RATE // 1000 // FRAME_BYTES * _AUDIO_MESSAGE
+        """SO_RCVLOWAT once the fast path is on (BRIDGE_INBOUND_BATCH_MS; 0: every message wakes the loop)."""
+        if self._batch_bytes <= _AUDIO_MESSAGE:
+            self._batch_bytes = 0
+        self._batching = False
+        """SO_RCVLOWAT is set now (audio flows); `check_inbound` clears it when audio stops."""
+        self._rx_mark = 0
 
     # --- public API -------------------------------------------------------------------------------------
 
@@ -492,7 +506,28 @@ class Call(asyncio.Protocol):
         self._uuid_timer = loop.call_later(self._uuid_timeout, self._uuid_timed_out)
 
     def data_received(self, data: bytes) -> None:
-        if self._ended:
+        if self._fast:
+            # The hot path, 50 times a second per call: whole 20 ms slin messages and nothing buffered.
+            # No decoder, no list, no Message: count the frames, and hand the payloads over only when a
+            # listener is armed. Anything else (DTMF, a cut message, other kinds) takes the general path.
+            n = len(data)
+            if n == _AUDIO_MESSAGE and data.startswith(_AUDIO_HEAD):
+                self.frames_received += 1
+                if self._batch_bytes and not self._batching:  # audio flows again: batch its reads again
+                    self._batch(True)
+                callback = self.on_audio
+                if callback is not None:
+                    self._listen(callback, data[3:])
+                return
+            if n % _AUDIO_MESSAGE == 0 and self._all_audio(data, n):
+                self.frames_received += n // _AUDIO_MESSAGE
+                callback = self.on_audio
+                if callback is not None:
+                    for i in range(3, n, _AUDIO_MESSAGE):
+                        if self._listen(callback, data[i:i + FRAME_BYTES]) or not self._fast:
+                            break  # the listener failed, or the call ended
+                return
+        elif self._ended:
             return
         if len(data) > _DECODE_SLICE:
             # A big read (up to 256 KB from uvloop: 65,000 DTMF messages) is decoded a slice at a time, so a
@@ -512,6 +547,61 @@ class Call(asyncio.Protocol):
             self._protocol_error(exc)
             return
         self._handle(messages)
+        if self._ended or self._decoder.buffered:  # a message cut across reads: its rest needs the decoder
+            self._fast = False
+        elif not self._fast and self._established and not self._rate_check and self._inbound is None:
+            self._fast_path_on()
+
+    @staticmethod
+    def _all_audio(data: bytes, n: int) -> bool:
+        """Whether `data` (n bytes, a multiple of one message) is only whole 20 ms slin messages."""
+        head = _AUDIO_HEAD
+        for i in range(0, n, _AUDIO_MESSAGE):  # noqa: SIM110 - per message: a loop beats all() of a generator
+            if not data.startswith(head, i):
+                return False
+        return True
+
+    def _listen(self, callback: Callable[[bytes, int], None], payload: bytes) -> bool:
+        """One inbound frame to the listener; a failing listener is disabled (True: stop delivering)."""
+        try:
+            callback(payload, 8000)
+        except Exception:
+            self.log.exception("on_audio callback failed; disabled for this call")
+            self.on_audio = None
+            return True
+        return False
+
+    def _fast_path_on(self) -> None:
+        """The inbound format is judged slin 8 kHz: take the fast path, and batch reads if configured.
+
+        Batching (SO_RCVLOWAT) waits for that format judgement: the first frames' timing is what judges it,
+        and the UUID must not wait for audio to pile up. The kernel still wakes the loop at once for end of
+        file or a reset; DTMF and speech arrive with the batch (up to BRIDGE_INBOUND_BATCH_MS later).
+        """
+        self._fast = True
+        if self._batch_bytes and not self._batching:
+            self._batch(True)
+
+    def check_inbound(self) -> None:
+        """The server's timer, every BRIDGE_INBOUND_BATCH_MS while batching is configured: when no audio
+        arrived over a whole period, batched reads stop (SO_RCVLOWAT back to 1 byte, which wakes the loop
+        for whatever is waiting), so a DTMF digit is not held back while the caller's audio is paused (a
+        phone with silence suppression, the gap Asterisk leaves around a digit). The next audio message
+        batches again."""
+        if self._batching and self.frames_received == self._rx_mark:
+            self._batch(False)
+        self._rx_mark = self.frames_received
+
+    def _batch(self, on: bool) -> None:
+        self._batching = on
+        sock = self._transport.get_extra_info("socket") if self._transport is not None else None
+        if sock is None:
+            return
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, self._batch_bytes if on else 1)
+        except (OSError, AttributeError):  # pragma: no cover - not every platform has it, or a closed socket
+            self._batch_bytes = 0
+            self._batching = False
 
     def _handle(self, messages: list[Message]) -> None:
         for kind, payload in messages:
@@ -752,6 +842,7 @@ class Call(asyncio.Protocol):
         if self._ended:
             return
         self._ended = True
+        self._fast = False
         self.hangup_by = by
         if self._uuid_timer is not None:
             self._uuid_timer.cancel()

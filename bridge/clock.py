@@ -56,6 +56,9 @@ class MediaClock:
         """How long each wake-up took to write its calls' frames."""
         self.on_lateness: Callable[[float], None] | None = None
         """Optional observer of each wake-up's lateness in seconds (e.g. a Prometheus histogram's observe)."""
+        self.on_wake: Callable[[float, float], None] | None = None
+        """Optional observer of each wake-up as (now, seconds behind schedule): the server's overload rule.
+        Unlike `on_lateness` a resynchronised wake-up reports how far behind it was, not 0."""
         self._sleeper: asyncio.Future[None] | None = None
         self._task: asyncio.Task[None] | None = None
 
@@ -196,6 +199,9 @@ class MediaClock:
             observer = self.on_lateness
             if observer is not None:
                 observer(tick.late)
+            watcher = self.on_wake
+            if watcher is not None:
+                watcher(now, tick.behind or tick.late)
             for member in tick.members:
                 try:
                     member.clock_tick()

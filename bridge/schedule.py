@@ -151,8 +151,9 @@ class MediaSchedule(Generic[M]):
         self._last = [-math.inf] * slots
         """When each phase was last served (`now` of its tick)."""
         self._moved_from: dict[M, float] = {}
-        """For a member that `expedite` moved: when its old phase was last served. A phase's `_last` says
-        nothing of a member that has just joined it, and a second expedite must still keep the spacing."""
+        """For a member expedited to another phase: when its previous phase last served it. Its new phase
+        may not have served it yet (nor anyone: `-inf`), so that phase's time alone would let a second
+        `expedite` move it right after its last frame."""
         self._t0 = 0.0
         self._k = 0
         """The next tick to serve (the driver may be sleeping toward it)."""
@@ -217,7 +218,7 @@ class MediaSchedule(Generic[M]):
         nslots = self.slots
         start = self._first_open_tick(now)
         regular = start + (slot - start) % nslots  # when this member's own phase comes round
-        previous = max(self._last[slot], self._moved_from.get(member, -math.inf))  # its last frame
+        previous = max(self._last[slot], self._moved_from.get(member, -math.inf))  # its last frame, at most
         first = max(start, self._tick_at_or_after(previous + self.min_gap + self.tolerance_s))
         limit = -(-len(self._phase) // nslots) + 1
         for j in range(first, regular):

@@ -7,6 +7,14 @@ keeps playing silence until one side hangs up. The handler is injected (`AudioSo
 handler)`); `voice-bridge serve` plays the dialogue (`bridge.app.BridgeApp.handle`, wired by the
 composition root `bridge.app.serve`), or a test tone or silence.
 
+Overload admission: when the media clock stops keeping its schedule (`bridge.overload.OverloadDetector`
+on each wake-up's lateness), the server stops listening until the clock has been calm for a while. A
+connect to a port nobody listens on is refused by the kernel (RST), which Asterisk's channel driver
+reports as DIALSTATUS=CHANUNAVAIL, so the dialplan can try another bridge; with `--workers N`
+(SO_REUSEPORT) the kernel sends new connections to the workers still listening. A connection accepted an
+instant before the pause is closed before its call starts (`calls_rejected_total{reason="overload"}`).
+The calls already up keep the whole core, hence exact pacing.
+
 Signals (`voice-bridge serve`): SIGTERM/SIGINT stop accepting and give calls `BRIDGE_SHUTDOWN_GRACE`
 seconds to end, then hang them up with 0x00 (a second signal hangs them up at once); SIGUSR1 logs the media
 clock's statistics (`clock_stats`: tick lateness and tick work p50/p99/max) and starts them afresh, which is
@@ -23,6 +31,7 @@ import math
 import signal
 import socket
 import sys
+import time
 from collections.abc import Awaitable, Callable, Coroutine
 from fractions import Fraction
 from typing import Any, TypeVar
@@ -36,6 +45,7 @@ from bridge.ops.gc import FullCollectionPolicy, GcPauses
 from bridge.ops.listen import ListenError, bridge_address
 from bridge.ops.metrics import Metrics
 from bridge.ops.workers import DUPLICATE_SIGNAL_S
+from bridge.overload import OverloadDetector, OverloadRule
 from bridge.protocol import FRAME_BYTES, SAMPLE_RATE
 from voice.config import describe_default, help_with_default
 from voice.tasks import cancel_and_wait
@@ -121,6 +131,19 @@ def parse_tone_hz(raw: str) -> float:
     return value
 
 
+OVERLOAD_POLL_S = 0.1
+"""While admission is paused, how often the overload rule is asked whether it may resume (it also resumes
+from the clock's own wake-ups; the timer matters when no call is left on the clock)."""
+
+
+def overload_rule(config: BridgeConfig) -> OverloadRule | None:
+    """The overload rule of the settings, or None when BRIDGE_OVERLOAD_LATE_MS is 0 (admission control off)."""
+    if not config.overload_late_ms:
+        return None
+    return OverloadRule(late_s=config.overload_late_ms / 1000, min_calls=config.overload_min_calls,
+                        calm_s=config.overload_calm_s)
+
+
 def line_test_handler(*, tone_hz: float | None = None, silence: bool = False) -> Handler | None:
     """`serve --tone HZ` / `serve --silence`: line tests without a dialogue (pacing checks, benchmarks)."""
     if tone_hz:
@@ -142,6 +165,7 @@ class AudioSocketServer(CallHost):
         handler: Handler | None = None,
         clock: MediaClock | None = None,
         metrics: Metrics | None = None,
+        overload: OverloadDetector | None = None,
     ) -> None:
         self.config = config
         self.handler: Handler = handler or silence_handler
@@ -163,7 +187,20 @@ class AudioSocketServer(CallHost):
         self.rejected_total = 0
         self._frames_of_closed = 0
         self._server: asyncio.base_events.Server | None = None
+        self._port: int | None = None
         self._accepting = False
+        rule = overload_rule(config)
+        self.overload: OverloadDetector | None = overload or (OverloadDetector(rule) if rule is not None else None)
+        """The overload rule fed by the clock's wake-ups (None: admission is never paused for lateness)."""
+        self._paused = False
+        """Not listening because of overload (the listening socket is closed; `_server` is None)."""
+        self._overload_timer: asyncio.TimerHandle | None = None
+        self._inbound_timer: asyncio.TimerHandle | None = None
+        self._inbound_period_s = config.inbound_batch_ms / 1000 if config.inbound_batch_ms >= 40 else 0.0
+        """BRIDGE_INBOUND_BATCH_MS: how often calls with batched reads check that their audio still flows."""
+        self._relisten: asyncio.Task[None] | None = None
+        if self.overload is not None:
+            self.clock.on_wake = self._clock_woke
         self._idle = asyncio.Event()
         self._idle.set()
         self._hurry = asyncio.Event()
@@ -188,19 +225,11 @@ class AudioSocketServer(CallHost):
         """
         if self._server is not None:
             return
-        loop = asyncio.get_running_loop()
         try:
-            self._server = await loop.create_server(
-                lambda: Call(self),
-                self.config.host,
-                self.config.port,
-                backlog=max(128, min(self.config.max_calls, 4096)),
-                reuse_address=True,
-                reuse_port=self.config.workers > 1 or None,  # `serve --workers N`: N processes, one port
-                start_serving=False,
-            )
+            self._server = await self._listen(self.config.port, start_serving=False)
         except OSError as exc:
             raise ListenError(bridge_address(self.config), self.config.port, exc) from None
+        self._port = self._server.sockets[0].getsockname()[1]
 
     async def start(self) -> None:
         """Take calls (binding first when `bind` was not called); logs `listening`."""
@@ -213,9 +242,28 @@ class AudioSocketServer(CallHost):
             raise ListenError(bridge_address(self.config), self.config.port, exc) from None
         self._accepting = True
         loop = asyncio.get_running_loop()
+        if self._inbound_period_s:
+            self._inbound_timer = loop.call_later(self._inbound_period_s, self._check_inbound)
         log.info("listening", host=self.config.host, port=self.port, max_calls=self.config.max_calls,
-                 max_pending=self.max_pending,
-                 loop=type(loop).__module__.split(".")[0])
+                 max_pending=self.max_pending, loop=type(loop).__module__.split(".")[0])
+
+    def _check_inbound(self) -> None:
+        """Every batch period: each call stops batching its reads if its audio stopped (`Call.check_inbound`)."""
+        for call in self.calls:
+            call.check_inbound()
+        self._inbound_timer = asyncio.get_running_loop().call_later(self._inbound_period_s, self._check_inbound)
+
+    async def _listen(self, port: int, *, start_serving: bool = True) -> asyncio.base_events.Server:
+        loop = asyncio.get_running_loop()
+        return await loop.create_server(
+            lambda: Call(self),
+            self.config.host,
+            port,
+            backlog=max(128, min(self.config.max_calls, 4096)),
+            reuse_address=True,
+            reuse_port=self.config.workers > 1 or None,  # `serve --workers N`: N processes, one port
+            start_serving=start_serving,
+        )
 
     def unbind(self) -> None:
         """Close the port of a server that never started (start-up failed after `bind`)."""
@@ -225,13 +273,80 @@ class AudioSocketServer(CallHost):
 
     @property
     def port(self) -> int:
-        if self._server is None or not self._server.sockets:
+        """The port listened on (kept while admission is paused for overload)."""
+        if self._port is None:
             raise RuntimeError("the server is not started")
-        return self._server.sockets[0].getsockname()[1]
+        return self._port
 
     @property
     def accepting(self) -> bool:
+        """Not stopping (a stop signal ends this for good); see `overloaded` for the pause."""
         return self._accepting
+
+    @property
+    def overloaded(self) -> bool:
+        """Admission is paused because the media clock cannot keep its schedule (not listening now)."""
+        return self._paused
+
+    # --- overload admission -------------------------------------------------------------------------
+
+    def _clock_woke(self, now: float, late: float) -> None:
+        """The media clock's observer: one sample per wake-up for the overload rule."""
+        if self.overload is not None and self.overload.observe(now, late, len(self.clock)):
+            self._overload_changed(now)
+
+    def _poll_overload(self) -> None:
+        self._overload_timer = None
+        if self.overload is not None and self._paused:
+            now = time.monotonic()
+            if not self.overload.overloaded(now):
+                self._overload_changed(now)
+            else:
+                self._overload_timer = asyncio.get_running_loop().call_later(OVERLOAD_POLL_S, self._poll_overload)
+
+    def _overload_changed(self, now: float) -> None:
+        assert self.overload is not None
+        total, late = self.overload.window(now)
+        if self.overload.is_overloaded and not self._paused:
+            self._paused = True
+            log.warning("admission_paused", reason="overload", calls=len(self.calls), wakeups=total,
+                        late_wakeups=late, late_ms=round(self.overload.rule.late_s * 1000, 1))
+            if self._server is not None:
+                self._server.close()  # the kernel now refuses new connections (RST): CHANUNAVAIL in Asterisk
+                self._server = None
+            if self._overload_timer is None:
+                self._overload_timer = asyncio.get_running_loop().call_later(OVERLOAD_POLL_S, self._poll_overload)
+        elif not self.overload.is_overloaded and self._paused:
+            self._paused = False
+            if self._overload_timer is not None:
+                self._overload_timer.cancel()
+                self._overload_timer = None
+            if self._accepting and self._relisten is None:
+                self._relisten = asyncio.get_running_loop().create_task(self._resume_listening(), name="relisten")
+
+    async def _resume_listening(self) -> None:
+        try:
+            server = await self._listen(self.port)
+        except OSError as exc:  # the port was taken meanwhile: stay paused and try again
+            log.error("admission_resume_failed", error=str(exc), port=self.port)
+            self._paused = True
+            if self.overload is not None:
+                self.overload.since = time.monotonic()
+            self._overload_timer = asyncio.get_running_loop().call_later(1.0, self._retry_listen)
+            return
+        finally:
+            self._relisten = None
+        if not self._accepting or self._paused:  # stopped, or overloaded again, meanwhile
+            server.close()
+            return
+        self._server = server
+        log.info("admission_resumed", calls=len(self.calls), port=self.port)
+
+    def _retry_listen(self) -> None:
+        self._overload_timer = None
+        if self._paused and self._accepting and self._relisten is None:
+            self._paused = False
+            self._relisten = asyncio.get_running_loop().create_task(self._resume_listening(), name="relisten")
 
     def hurry(self) -> None:
         """Cut a running `stop()`'s grace period short."""
@@ -243,6 +358,11 @@ class AudioSocketServer(CallHost):
         self._accepting = False
         if self._server is not None:
             self._server.close()
+        for timer in (self._overload_timer, self._inbound_timer):
+            if timer is not None:
+                timer.cancel()
+        self._overload_timer = self._inbound_timer = None
+        await cancel_and_wait(self._relisten)
         log.info("stopping", calls=len(self.calls), connections=len(self.connections), grace_s=grace)
         if self.connections and grace > 0:
             idle = asyncio.ensure_future(self._idle.wait())
@@ -287,6 +407,10 @@ class AudioSocketServer(CallHost):
     def connection_opened(self, call: Call) -> bool:
         if not self._accepting:
             self._rejected("not-accepting")
+            return False
+        if self._paused:  # accepted in the instant the pause began: closed before the call starts
+            self.rejected_total += 1
+            self._rejected("overload")
             return False
         if len(self.calls) >= self.config.max_calls:
             self.rejected_total += 1

@@ -5,9 +5,10 @@
 - `/healthz`: the process is alive and its event loop answers (a blocked loop answers nothing, which is
   what a liveness probe should see). Always 200 while it answers.
 - `/readyz`: the bridge accepts calls. 200 while it does, 503 from the moment it stops (a stop signal,
-  during the calls' grace period). The JSON body reports the dependencies too: Redis (`PING` through the
-  cache, which honours its breaker) and the TTS service (a TCP connect to `ELEVENLABS_BASE_URL`'s host,
-  which costs no API request and needs no key). A failed dependency makes the status `degraded` but keeps
+  during the calls' grace period) and while admission is paused for overload (status `overloaded`: the
+  media clock cannot keep its schedule, `bridge.server`). The JSON body reports the dependencies too:
+  Redis (`PING` through the cache, which honours its breaker) and the TTS service (a TCP connect to
+  `ELEVENLABS_BASE_URL`'s host, which costs no API request and needs no key). A failed dependency makes the status `degraded` but keeps
   200, because the bridge degrades rather than fails (Redis down: live TTS; TTS down: fallback phrase);
   `/readyz?strict=1` answers 503 for a degraded bridge too, for checks that want every part up.
 
@@ -173,10 +174,18 @@ class HealthServer:
             checks.append(self._tts_check())
         results = dict(zip(names, await asyncio.gather(*checks), strict=True))
         accepting = bool(self.server.accepting)
+        overloaded = bool(getattr(self.server, "overloaded", False))
+        if not accepting:
+            status = "stopping"
+        elif overloaded:
+            status = "overloaded"
+        else:
+            status = "ok" if all(r["ok"] for r in results.values()) else "degraded"
         return {
-            "ready": accepting,
-            "status": ("ok" if all(r["ok"] for r in results.values()) else "degraded") if accepting else "stopping",
+            "ready": accepting and not overloaded,
+            "status": status,
             "accepting": accepting,
+            "overloaded": overloaded,
             "calls": len(self.server.calls),
             "calls_total": self.server.calls_total,
             "checks": results,

@@ -30,6 +30,7 @@ class _LiveCollector(Collector):
         self.pending: Callable[[], int] = lambda: 0
         self.tasks: Callable[[], int] = _live_tasks
         self.gc: Callable[[], GcFigures | None] = lambda: None
+        self.overloaded: Callable[[], bool] = lambda: False
 
     def collect(self) -> Iterable[GaugeMetricFamily | CounterMetricFamily]:
         yield GaugeMetricFamily(f"{PREFIX}_active_calls", "Calls connected now", value=self.active_calls())
@@ -56,6 +57,10 @@ class _LiveCollector(Collector):
                 paused.add_metric(label, figures.lifetime_s[generation])
                 longest.add_metric(label, figures.lifetime_max_s[generation])
             yield from (passes, paused, longest)
+
+        yield GaugeMetricFamily(f"{PREFIX}_overloaded",
+                                "1 while admission is paused because the media clock cannot keep its schedule",
+                                value=int(self.overloaded()))
 
 
 def _live_tasks() -> int:
@@ -93,6 +98,9 @@ class ServerView(Protocol):
 
     @property
     def gc_pauses(self) -> GcFigures: ...
+
+    @property
+    def overloaded(self) -> bool: ...
 
     def frames_sent_total(self) -> int: ...
 
@@ -161,4 +169,5 @@ class Metrics:
         self.live.dtmf_dropped = server.dtmf_dropped_total
         self.live.pending = lambda: len(server.pending)
         self.live.gc = lambda: server.gc_pauses
+        self.live.overloaded = lambda: server.overloaded
         server.clock.on_lateness = self.clock_lateness.observe

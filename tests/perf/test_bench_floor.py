@@ -187,5 +187,6 @@ def test_micro_benchmarks_time_every_operation() -> None:
     from bridge.sim.bench.micro import measure
 
     figures = measure(number=200)
-    assert len(figures) == 8
+    assert len(figures) == 10
+    assert "Call.data_received of one message (no listener)" in figures
     assert all(ns > 0 for ns in figures.values())
