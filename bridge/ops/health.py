@@ -9,7 +9,8 @@
   media clock cannot keep its schedule, `bridge.server`). The JSON body reports the dependencies too:
   Redis (`PING` through the cache, which honours its breaker) and the TTS service (a TCP connect to
   `ELEVENLABS_BASE_URL`'s host, which costs no API request and needs no key). A failed dependency makes
-  the status `degraded` but keeps 200, because the bridge degrades rather than fails (Redis down: live TTS; TTS down: fallback phrase);
+  the status `degraded` but keeps 200, because the bridge degrades rather than fails (Redis down: live TTS;
+  TTS down: fallback phrase);
   `/readyz?strict=1` answers 503 for a degraded bridge too, for checks that want every part up.
 
 It runs on the bridge's own event loop: a scrape costs well under a millisecond and no call waits for it.

@@ -4,6 +4,7 @@ a clean environment for any subprocess, the sample fragments loaded into a Redis
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import json
 import os
@@ -158,6 +159,8 @@ class ServeProcess:
     async def __aexit__(self, *exc: object) -> None:
         if self._proc is not None and self._proc.returncode is None:
             self._proc.kill()
-            await self._proc.wait()
+            # bounded: a lost exit status must not hide the test's own failure behind a timeout
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._proc.wait(), 10)
         for reader in self.readers:
             reader.cancel()
