@@ -491,6 +491,10 @@ def run_event_loop(main: Coroutine[Any, Any, T]) -> T:
     return uvloop.run(main)
 
 
+_PROCESS_EXITS_AFTER_SERVE = False
+"""Set by `run` (the `serve` command): the process ends when serving ends."""
+
+
 async def serve_until_signalled(server: AudioSocketServer, config: BridgeConfig,
                                 ready: Callable[[AudioSocketServer], None] | None = None) -> None:
     """Graceful shutdown: wait for SIGTERM/SIGINT, then `server.stop(grace)`; a second signal hurries it."""
@@ -520,9 +524,12 @@ async def serve_until_signalled(server: AudioSocketServer, config: BridgeConfig,
         ready(server)
     await stop.wait()
     await server.stop(config.grace_s)
-    # Stopped: a further SIGTERM/SIGINT (systemd or a terminal repeating the request) must not kill the
-    # process with the default action once the loop has let go of its handlers; it stays pending until exit.
-    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT})
+    if _PROCESS_EXITS_AFTER_SERVE:
+        # Stopped: a further SIGTERM/SIGINT (systemd or a terminal repeating the request) must not kill the
+        # process with the default action once the loop has let go of its handlers; it stays pending until
+        # exit. Only in `voice-bridge serve`'s own process: a mask blocked in a host program (a test
+        # serving in-process) would be inherited by every process it starts afterwards.
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT})
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
@@ -540,6 +547,8 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    global _PROCESS_EXITS_AFTER_SERVE
+    _PROCESS_EXITS_AFTER_SERVE = True
     from bridge.app import load_configured_dialogue, serve
     from bridge.config import require_llm_settings
     from bridge.dialogue import DialogueError
