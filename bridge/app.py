@@ -181,6 +181,8 @@ class BridgeApp:
             tts.connection_manager.prefetch()  # connect now: the first answer finds a hot socket
             conversation = self.new_conversation(call)
         listener = self.new_listener(call) if self.dialogue.listens else None
+        if listener is not None:
+            call.read_on_arrival(True)  # the recognizer's endpointing wants each frame as it arrives
         try:
             if listener is not None:
                 listener.start(lambda run: call.start_task(run, name="stt"))

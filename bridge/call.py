@@ -19,7 +19,9 @@ word waits for no phase), or one period after its UUID if the handler has nothin
 that starts after silence (the call's first words, or after `QUIET_FRAMES` of silence) is brought forward
 (`MediaClock.expedite`) rather than waiting up to a period for the call's phase; a source that trickles
 in frame by frame is not, so it can never make the call play faster than real time.
-The socket is read for the whole call; EOF, a reset or 0x00 end the call and cancel its tasks.
+The socket is read for the whole call: by the event loop until the call is paced and its inbound format
+judged, then by the clock right after it writes the call's frame (`read_on_arrival`: a listening call keeps
+the event loop's reads); EOF, a reset or 0x00 end the call and cancel its tasks.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import asyncio
 import collections
 import contextlib
 import dataclasses
+import os
 import socket
 import time
 import uuid as uuid_module
@@ -83,6 +86,11 @@ DTMF_FLOOD_EXCESS = 100
 """Dropped digits (decaying at `DTMF_RATE_PER_S`) at which a call counts as flooding and is hung up."""
 EVENT_QUEUE_MAX = 64
 """Events a call may hold for its dialogue; more digits are dropped (a hang-up always gets in)."""
+
+_TICK_READ_BYTES = 4096
+"""One read on the clock's tick: a 20 ms period normally holds one or two 323-byte messages."""
+_TICK_READS_MAX = 16
+"""Reads a tick may make while the socket keeps filling them (a burst is drained, not left to grow)."""
 
 _AUDIO_MESSAGE = 3 + FRAME_BYTES
 """One inbound 20 ms slin message: what Asterisk sends 50 times a second per call."""
@@ -266,13 +274,11 @@ class Call(asyncio.Protocol):
         self._fast = False
         """Inbound fast path on: established, not ended, rate judged as slin 8 kHz, nothing buffered in the
         decoder. Whole 20 ms audio messages then skip the decoder (`data_received`)."""
-        self._batch_bytes = config.inbound_batch_ms * 2 * SAMPLE_RATE // 1000 // FRAME_BYTES * _AUDIO_MESSAGE
-        """SO_RCVLOWAT once the fast path is on (BRIDGE_INBOUND_BATCH_MS; 0: every message wakes the loop)."""
-        if self._batch_bytes <= _AUDIO_MESSAGE:
-            self._batch_bytes = 0
-        self._batching = False
-        """SO_RCVLOWAT is set now (audio flows); `check_inbound` clears it when audio stops."""
-        self._rx_mark = 0
+        self._tick_reads_allowed = True
+        """Whether the clock may read this call (see `read_on_arrival`)."""
+        self._tick_reads = False
+        """The clock reads the socket at the call's tick; the transport is paused for reading meanwhile."""
+        self._fd = -1
 
     # --- public API -------------------------------------------------------------------------------------
 
@@ -283,6 +289,23 @@ class Call(asyncio.Protocol):
     @property
     def queued_frames(self) -> int:
         return self._pending
+
+    def read_on_arrival(self, on: bool) -> None:
+        """Whether inbound audio must reach `on_audio` the moment it arrives (a recognizer's endpointing waits
+        for it: every millisecond of a turn counts) or may be read at the call's clock tick, 0-20 ms later.
+
+        Reading on the tick is the default once the call is paced and its inbound audio judged slin 8 kHz:
+        the clock, right after writing the call's frame, reads what the caller sent in the last period (one
+        `read(2)` of one or two messages), so the event loop never polls the socket or runs a read callback
+        per message; about a quarter of the bridge's CPU per call (docs/performance.md). A digit or the
+        start of a barge-in is seen up to one period later. Anything unusual on the socket (end of file, an
+        error) hands reading back to the event loop, which ends the call the usual way.
+        """
+        self._tick_reads_allowed = not on
+        if on:
+            self._stop_tick_reads()
+        else:
+            self._start_tick_reads()
 
     async def play(self, frame: bytes) -> None:
         """Queue one 20 ms slin frame; a short frame (the last of a prompt) is padded with zeros.
@@ -479,6 +502,46 @@ class Call(asyncio.Protocol):
         else:
             self._transport.write(SILENCE_FRAME)  # type: ignore[union-attr]
         self.frames_sent += 1
+        if self._tick_reads:
+            self._read_tick()
+
+    def _read_tick(self) -> None:
+        """What the caller sent since the last tick, read now (see `read_on_arrival`)."""
+        for _ in range(_TICK_READS_MAX):
+            try:
+                data = os.read(self._fd, _TICK_READ_BYTES)
+            except BlockingIOError:
+                return
+            except OSError:  # a reset: the event loop reads it again and ends the call the usual way
+                self._stop_tick_reads()
+                return
+            if not data:  # end of file: likewise
+                self._stop_tick_reads()
+                return
+            self.data_received(data)
+            if len(data) < _TICK_READ_BYTES or not self._tick_reads:
+                return
+
+    def _start_tick_reads(self) -> None:
+        """The clock reads from now on: the call is paced, its inbound is judged, nobody needs it sooner."""
+        if self._tick_reads or not (self._tick_reads_allowed and self._fast and self._joined) or self._ended:
+            return
+        transport = self._transport
+        sock = transport.get_extra_info("socket") if transport is not None else None
+        if transport is None or sock is None or transport.is_closing():
+            return
+        self._fd = sock.fileno()
+        transport.pause_reading()
+        self._tick_reads = True
+
+    def _stop_tick_reads(self) -> None:
+        """The event loop reads the socket again (a listener needs every frame at once, or the socket ended)."""
+        if not self._tick_reads:
+            return
+        self._tick_reads = False
+        transport = self._transport
+        if transport is not None and not transport.is_closing():
+            transport.resume_reading()
 
     # --- asyncio.Protocol ---------------------------------------------------------------------------------
 
@@ -513,8 +576,6 @@ class Call(asyncio.Protocol):
             n = len(data)
             if n == _AUDIO_MESSAGE and data.startswith(_AUDIO_HEAD):
                 self.frames_received += 1
-                if self._batch_bytes and not self._batching:  # audio flows again: batch its reads again
-                    self._batch(True)
                 callback = self.on_audio
                 if callback is not None:
                     self._listen(callback, data[3:])
@@ -572,36 +633,13 @@ class Call(asyncio.Protocol):
         return False
 
     def _fast_path_on(self) -> None:
-        """The inbound format is judged slin 8 kHz: take the fast path, and batch reads if configured.
+        """The inbound format is judged slin 8 kHz: take the fast path, and read on the tick once paced.
 
-        Batching (SO_RCVLOWAT) waits for that format judgement: the first frames' timing is what judges it,
-        and the UUID must not wait for audio to pile up. The kernel still wakes the loop at once for end of
-        file or a reset; DTMF and speech arrive with the batch (up to BRIDGE_INBOUND_BATCH_MS later).
+        Reading on the tick waits for that judgement: the first frames' arrival times are what judge it.
         """
         self._fast = True
-        if self._batch_bytes and not self._batching:
-            self._batch(True)
-
-    def check_inbound(self) -> None:
-        """The server's timer, every BRIDGE_INBOUND_BATCH_MS while batching is configured: when no audio
-        arrived over a whole period, batched reads stop (SO_RCVLOWAT back to 1 byte, which wakes the loop
-        for whatever is waiting), so a DTMF digit is not held back while the caller's audio is paused (a
-        phone with silence suppression, the gap Asterisk leaves around a digit). The next audio message
-        batches again."""
-        if self._batching and self.frames_received == self._rx_mark:
-            self._batch(False)
-        self._rx_mark = self.frames_received
-
-    def _batch(self, on: bool) -> None:
-        self._batching = on
-        sock = self._transport.get_extra_info("socket") if self._transport is not None else None
-        if sock is None:
-            return
-        try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, self._batch_bytes if on else 1)
-        except (OSError, AttributeError):  # pragma: no cover - not every platform has it, or a closed socket
-            self._batch_bytes = 0
-            self._batching = False
+        if self._tick_reads_allowed and self._joined:
+            self._start_tick_reads()
 
     def _handle(self, messages: list[Message]) -> None:
         for kind, payload in messages:
@@ -692,6 +730,8 @@ class Call(asyncio.Protocol):
         if not self._joined and not self._ended:
             self._joined = True
             self._clock.add(self)
+            if self._fast:
+                self._start_tick_reads()
 
     def _on_dtmf(self, payload: bytes) -> None:
         """One digit (the decoder checked it): past the rate limit or a full queue it is dropped and counted,
@@ -843,6 +883,7 @@ class Call(asyncio.Protocol):
             return
         self._ended = True
         self._fast = False
+        self._tick_reads = False  # the transport is closed below: nothing reads it any more
         self.hangup_by = by
         if self._uuid_timer is not None:
             self._uuid_timer.cancel()

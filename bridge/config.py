@@ -65,10 +65,6 @@ class BridgeConfig(SettingsPart):
         "BRIDGE_OVERLOAD_MIN_CALLS", 50, "calls on the media clock below which lateness never pauses admission")
     overload_calm_s: Annotated[float, between(0, 600)] = setting(
         "BRIDGE_OVERLOAD_CALM", 2.0, "seconds the media clock must keep time before a paused bridge listens again")
-    inbound_batch_ms: Annotated[int, between(0, 200)] = setting(
-        "BRIDGE_INBOUND_BATCH_MS", 0, "read a call's inbound audio in batches of this many ms (SO_RCVLOWAT, "
-        "whole 20 ms frames, 40 or more; 0 = every message): fewer wake-ups per call, but DTMF and barge-in "
-        "are seen up to this much later (twice this when the caller's audio pauses)")
     dialogue_file: str = setting("DIALOGUE_FILE", "", "dialogue map (TOML); unset: the bundled sample")
     filler_names: CsvList = setting("FILLERS", ("filler_tak", "filler_aga"),
                                     "static fragments played while a synthesis is slow")

@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
-import itertools
 import math
 import signal
 import socket
@@ -73,6 +72,8 @@ async def silence_handler(call: Call) -> None:
 
 TONE_MAX_CYCLE_FRAMES = 250
 """A test tone repeats after at most this many frames (5 s): any frequency that is a multiple of 0.2 Hz."""
+TONE_RUN_FRAMES = 250
+"""Frames of tone the handler queues at once (5 s)."""
 _FRAMES_PER_S = SAMPLE_RATE * 2 // FRAME_BYTES
 
 
@@ -109,11 +110,18 @@ def tone_frame(frequency_hz: float, amplitude: int = 8000) -> bytes:
 
 
 def tone_handler(frequency_hz: float = 400.0) -> Handler:
-    """A handler that plays a continuous test tone (its cycle of frames is computed once)."""
-    frames = tone_frames(frequency_hz)
+    """A handler that plays a continuous test tone (its cycle of frames is computed once).
+
+    The cycle, repeated to about five seconds, is queued as one list: a run the clock reads straight from
+    the shared list, as it reads a cached fragment, so the handler wakes once per run rather than every
+    couple of frames.
+    """
+    cycle = tone_frames(frequency_hz)
+    frames = cycle * max(1, -(-TONE_RUN_FRAMES // len(cycle)))
 
     async def play_tone(call: Call) -> None:
-        await call.play_frames(itertools.cycle(frames))
+        while True:
+            await call.play_frames(frames)
 
     return play_tone
 
@@ -195,9 +203,6 @@ class AudioSocketServer(CallHost):
         self._paused = False
         """Not listening because of overload (the listening socket is closed; `_server` is None)."""
         self._overload_timer: asyncio.TimerHandle | None = None
-        self._inbound_timer: asyncio.TimerHandle | None = None
-        self._inbound_period_s = config.inbound_batch_ms / 1000 if config.inbound_batch_ms >= 40 else 0.0
-        """BRIDGE_INBOUND_BATCH_MS: how often calls with batched reads check that their audio still flows."""
         self._relisten: asyncio.Task[None] | None = None
         if self.overload is not None:
             self.clock.on_wake = self._clock_woke
@@ -242,16 +247,8 @@ class AudioSocketServer(CallHost):
             raise ListenError(bridge_address(self.config), self.config.port, exc) from None
         self._accepting = True
         loop = asyncio.get_running_loop()
-        if self._inbound_period_s:
-            self._inbound_timer = loop.call_later(self._inbound_period_s, self._check_inbound)
         log.info("listening", host=self.config.host, port=self.port, max_calls=self.config.max_calls,
                  max_pending=self.max_pending, loop=type(loop).__module__.split(".")[0])
-
-    def _check_inbound(self) -> None:
-        """Every batch period: each call stops batching its reads if its audio stopped (`Call.check_inbound`)."""
-        for call in self.calls:
-            call.check_inbound()
-        self._inbound_timer = asyncio.get_running_loop().call_later(self._inbound_period_s, self._check_inbound)
 
     async def _listen(self, port: int, *, start_serving: bool = True) -> asyncio.base_events.Server:
         loop = asyncio.get_running_loop()
@@ -358,10 +355,9 @@ class AudioSocketServer(CallHost):
         self._accepting = False
         if self._server is not None:
             self._server.close()
-        for timer in (self._overload_timer, self._inbound_timer):
-            if timer is not None:
-                timer.cancel()
-        self._overload_timer = self._inbound_timer = None
+        if self._overload_timer is not None:
+            self._overload_timer.cancel()
+            self._overload_timer = None
         await cancel_and_wait(self._relisten)
         log.info("stopping", calls=len(self.calls), connections=len(self.connections), grace_s=grace)
         if self.connections and grace > 0:

@@ -1,6 +1,7 @@
 """The inbound fast path of a call over real loopback TCP: whole 20 ms slin messages skip the decoder once
-the format is judged, and nothing changes for the listener, DTMF, or messages cut across reads; with
-BRIDGE_INBOUND_BATCH_MS the socket's SO_RCVLOWAT batches reads and DTMF still arrives."""
+the format is judged, and nothing changes for the listener, DTMF, or messages cut across reads; once the
+call is paced the clock reads its socket on the call's tick (the event loop no longer polls it), and
+`read_on_arrival` gives reading back to the loop; end of file and resets still end the call."""
 
 from __future__ import annotations
 
@@ -8,8 +9,6 @@ import asyncio
 import socket
 import struct
 import uuid
-
-import pytest
 
 from bridge.call import Call, DtmfEvent
 from bridge.config import BridgeConfig
@@ -119,14 +118,14 @@ async def test_a_protocol_error_after_the_fast_path_still_ends_the_call() -> Non
         await server.stop(0)
 
 
-async def test_inbound_batching_sets_rcvlowat_and_dtmf_still_arrives() -> None:
-    server, calls, heard = await start(inbound_batch_ms=60)
+async def test_a_paced_call_is_read_on_its_tick_and_hears_everything() -> None:
+    server, calls, heard = await start()
     try:
         _, writer = await asyncio.open_connection("127.0.0.1", server.port)
         call = await judged(writer, calls)
-        sock = call._transport.get_extra_info("socket")  # type: ignore[union-attr]
-        assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT) == 3 * MESSAGE
-        # audio flows at the real rate; a digit among it arrives with the next batch
+        await wait_for(lambda: call._tick_reads, "reads on the tick")
+        assert not call._transport.is_reading()  # type: ignore[union-attr]  # the loop no longer polls it
+        # audio at the real rate with a digit among it, then a burst bigger than one tick's read
         for k in range(10, 30):
             payload = encode(Kind.AUDIO, audio(k))
             if k == 15:
@@ -134,49 +133,60 @@ async def test_inbound_batching_sets_rcvlowat_and_dtmf_still_arrives() -> None:
             writer.write(payload)
             await writer.drain()
             await asyncio.sleep(0.02)
-        await wait_for(lambda: call.frames_received >= 28, "the frames of the batches")
-        assert not call.events.empty() and call.events.get_nowait() == DtmfEvent("#")
-        first = 30 - len(heard) - (30 - call.frames_received)
-        assert [payload for payload, _ in heard] == [audio(k) for k in range(first, first + len(heard))]
-        # end of file wakes the loop at once, whatever is left below the mark
+        writer.write(b"".join(encode(Kind.AUDIO, audio(k)) for k in range(30, 60)))  # 9,690 bytes at once
+        await writer.drain()
+        await wait_for(lambda: call.frames_received == 60, "every frame")
+        assert call.events.get_nowait() == DtmfEvent("#")
+        first = 60 - len(heard)
+        assert len(heard) >= 45
+        assert [payload for payload, _ in heard] == [audio(k) for k in range(first, 60)]
+        assert call._tick_reads
+        # end of file: the tick hands reading back to the loop, which ends the call the usual way
         writer.close()
         await wait_for(lambda: call.ended, "the call to end")
-        assert call.frames_received == 30
+        assert call.hangup_by in ("caller", "caller-reset")
     finally:
         await server.stop(0)
 
 
-async def test_a_digit_is_not_held_back_when_the_audio_pauses() -> None:
-    # a phone with silence suppression, or the gap Asterisk leaves around a digit: no audio comes, so the
-    # kernel would never reach the batch's low-water mark; the server's check stops batching
-    server, calls, _ = await start(inbound_batch_ms=60)
+async def test_a_reset_while_read_on_the_tick_ends_the_call() -> None:
+    server, calls, _ = await start()
     try:
         _, writer = await asyncio.open_connection("127.0.0.1", server.port)
         call = await judged(writer, calls)
-        sock = call._transport.get_extra_info("socket")  # type: ignore[union-attr]
-        assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT) == 3 * MESSAGE
-        writer.write(encode(Kind.DTMF, b"7"))  # 4 bytes, far below the mark, and nothing after it
-        await writer.drain()
-        await wait_for(lambda: not call.events.empty(), "the digit", timeout_s=3)
-        assert call.events.get_nowait() == DtmfEvent("7")
-        assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT) == 1
-        # audio again: its reads are batched again
-        for k in range(5):
-            writer.write(encode(Kind.AUDIO, audio(k)))
-            await writer.drain()
-            await asyncio.sleep(0.02)
-        await wait_for(lambda: sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT) == 3 * MESSAGE,
-                       "batching again")
-        writer.close()
+        await wait_for(lambda: call._tick_reads, "reads on the tick")
+        sock = writer.get_extra_info("socket")
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # close() sends a RST
+        writer.transport.abort()
+        await wait_for(lambda: call.ended, "the call to end")
+        assert call.hangup_by in ("caller-reset", "caller")
+        await wait_for(lambda: not server.connections, "the connection to close")
     finally:
         await server.stop(0)
 
 
-@pytest.mark.parametrize("ms, expected", [(0, 0), (10, 0), (20, 0), (40, 2 * MESSAGE), (60, 3 * MESSAGE),
-                                          (100, 5 * MESSAGE)])
-def test_batch_bytes_are_whole_messages(ms: int, expected: int) -> None:
-    server = AudioSocketServer(BridgeConfig().model_copy(update={"inbound_batch_ms": ms}))
-    assert Call(server)._batch_bytes == expected
+async def test_read_on_arrival_gives_reading_back_to_the_loop_and_back() -> None:
+    server, calls, heard = await start()
+    try:
+        _, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        call = await judged(writer, calls)
+        await wait_for(lambda: call._tick_reads, "reads on the tick")
+        call.read_on_arrival(True)  # a recognizer's endpointing wants every frame at once
+        assert not call._tick_reads and call._transport.is_reading()  # type: ignore[union-attr]
+        writer.write(encode(Kind.AUDIO, audio(10)) + encode(Kind.DTMF, b"3"))
+        await writer.drain()
+        await wait_for(lambda: not call.events.empty(), "the digit")
+        assert call.events.get_nowait() == DtmfEvent("3") and heard[-1][0] == audio(10)
+        assert not call._tick_reads  # a paced, judged call stays read on arrival while asked to
+        call.read_on_arrival(False)
+        assert call._tick_reads and not call._transport.is_reading()  # type: ignore[union-attr]
+        writer.write(encode(Kind.AUDIO, audio(11)))
+        await writer.drain()
+        await wait_for(lambda: heard[-1][0] == audio(11), "the frame read on the tick")
+        writer.close()
+        await wait_for(lambda: call.ended, "the call to end")
+    finally:
+        await server.stop(0)
 
 
 def test_the_rest_of_a_cut_message_never_takes_the_fast_path() -> None:

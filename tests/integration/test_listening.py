@@ -114,9 +114,13 @@ hangup = true
 async def test_a_spoken_answer_picks_its_route_and_is_a_call_variable(stack):
     await stack.start(ASK)
     with capture_logs() as logs:
-        report = await stack.call(duration_s=None, say=[(1.2, "Да, конечно")])
+        placed = asyncio.ensure_future(stack.call(duration_s=None, say=[(1.2, "Да, конечно")]))
+        assert await wait_for(lambda: stack.server.calls, timeout=5)
+        [call] = stack.server.calls
+        report = await placed
     assert report.hangup == "server", report
     assert heard(report.audio) == ["Да или нет?", "Подтверждено: Да, конечно"]
+    assert not call._tick_reads_allowed  # a listening call is read as audio arrives, not on its tick
     [transcript] = events(logs, "transcript")
     assert transcript["text"] == "Да, конечно" and transcript["utterance"] == 1
     [choice] = events(logs, "spoken_choice")
