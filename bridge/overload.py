@@ -14,9 +14,15 @@ The rule (`OverloadDetector`), on the wake-ups of the last `window_s`:
   core that is saturated makes nearly every wake-up late within a window. Below `min_calls` the lateness
   is not the calls' doing (another process on the core, a busy machine) and refusing calls would not cure
   it.
-- **Leave** (hysteresis) only once the window has been calm, at most `exit_fraction` of its wake-ups late,
-  for `calm_s` without a break: admission resumes at a level well below the one that stopped it, and not
-  the instant the calls that overloaded the core have stopped being late.
+- **Enter** also when the event loop's thread used `busy_enter` of a core or more over the window (its CPU
+  time, sampled by the driver once per `bucket_s`), with `min_calls` calls up: lateness is the sign that
+  the core is already lost, and the calls admitted while it builds up start late; the loop's own CPU says
+  the core is nearly full before any frame is late, so the calls already up never see it. It cannot see a
+  neighbour taking the core (the bridge's CPU then stays low while its frames are late): the lateness rule
+  covers that.
+- **Leave** (hysteresis) only once the window has been calm, at most `exit_fraction` of its wake-ups late
+  and the loop's CPU at most `busy_exit`, for `calm_s` without a break: admission resumes at a level well
+  below the one that stopped it, and not the instant the calls that overloaded the core stop being late.
 
 It is a pure state machine: every method takes `now` (monotonic seconds), so the rule is tested with a
 fake clock. `observe()` costs O(1) per wake-up (counts per `bucket_s` slice of the window, summed as they
@@ -45,6 +51,10 @@ class OverloadRule:
     min_samples: int = 25
     min_calls: int = 50
     bucket_s: float = 0.05
+    busy_enter: float = 0.0
+    """The event loop's CPU share (of one core) over the window at which admission pauses; 0: off."""
+    busy_exit: float = 0.0
+    """The share at or below which it may resume (with calm lateness); at most `busy_enter`."""
 
     def __post_init__(self) -> None:
         if not self.late_s > 0:
@@ -54,6 +64,8 @@ class OverloadRule:
         if not 0 <= self.exit_fraction < self.enter_fraction <= 1:
             raise ValueError("need 0 <= exit_fraction < enter_fraction <= 1, got "
                              f"{self.exit_fraction} and {self.enter_fraction}")
+        if not 0 <= self.busy_exit <= self.busy_enter <= 1:
+            raise ValueError(f"need 0 <= busy_exit <= busy_enter <= 1, got {self.busy_exit} and {self.busy_enter}")
         if self.calm_s < 0 or self.min_samples < 1 or self.min_calls < 0:
             raise ValueError(f"calm_s and min_calls must be >= 0 and min_samples >= 1, got {self.calm_s}, "
                              f"{self.min_calls} and {self.min_samples}")
@@ -70,6 +82,7 @@ class OverloadDetector:
     __slots__ = (
         "_buckets",
         "_calm_since",
+        "_cpu",
         "_current",
         "_late",
         "_nbuckets",
@@ -91,6 +104,8 @@ class OverloadDetector:
         self._late = 0
         self._overloaded = False
         self._calm_since: float | None = None
+        self._cpu: list[tuple[float, float]] = []
+        """(now, the loop thread's CPU seconds) samples of the last window, oldest first (one per bucket)."""
         self.since: float | None = None
         self.episodes = 0
 
@@ -104,8 +119,22 @@ class OverloadDetector:
         self._rotate(now)
         return self._total, self._late
 
-    def observe(self, now: float, late: float, calls: int) -> bool:
-        """Record one wake-up `late` seconds behind schedule with `calls` calls on the clock; True on a change."""
+    def busy(self, now: float) -> float | None:
+        """The loop thread's CPU share of one core over the window ending at `now` (None: too few samples)."""
+        samples = self._cpu
+        while samples and samples[0][0] < now - self.rule.window_s:
+            del samples[0]
+        if len(samples) < 2 or samples[-1][0] - samples[0][0] < self.rule.window_s / 2:
+            return None
+        (t0, c0), (t1, c1) = samples[0], samples[-1]
+        return (c1 - c0) / (t1 - t0)
+
+    def observe(self, now: float, late: float, calls: int, cpu_s: float | None = None) -> bool:
+        """Record one wake-up `late` seconds behind schedule with `calls` calls on the clock, and the loop
+        thread's CPU seconds so far when the driver sampled them (about once per `bucket_s`); True on a
+        change."""
+        if cpu_s is not None:
+            self._cpu.append((now, cpu_s))
         self._rotate(now)
         bucket = self._buckets[int(self._current % self._nbuckets)]
         bucket[0] += 1
@@ -115,8 +144,9 @@ class OverloadDetector:
             self._late += 1
         if not self._overloaded:
             rule = self.rule
-            if (calls >= rule.min_calls and self._total >= rule.min_samples
-                    and self._late >= rule.enter_fraction * self._total):
+            if calls >= rule.min_calls and (
+                    (self._total >= rule.min_samples and self._late >= rule.enter_fraction * self._total)
+                    or (rule.busy_enter and cpu_s is not None and (self.busy(now) or 0.0) >= rule.busy_enter)):
                 self._overloaded = True
                 self._calm_since = None
                 self.since = now
@@ -133,7 +163,8 @@ class OverloadDetector:
         return self._overloaded
 
     def _check_exit(self, now: float) -> bool:
-        if self._late > self.rule.exit_fraction * self._total:
+        busy = self.busy(now) if self.rule.busy_enter else None
+        if self._late > self.rule.exit_fraction * self._total or (busy is not None and busy > self.rule.busy_exit):
             self._calm_since = None
             return False
         if self._calm_since is None:

@@ -144,12 +144,17 @@ OVERLOAD_POLL_S = 0.1
 from the clock's own wake-ups; the timer matters when no call is left on the clock)."""
 
 
+BUSY_HYSTERESIS = 0.15
+"""Admission paused for the loop's CPU resumes once the share is this much below BRIDGE_OVERLOAD_BUSY."""
+
+
 def overload_rule(config: BridgeConfig) -> OverloadRule | None:
     """The overload rule of the settings, or None when BRIDGE_OVERLOAD_LATE_MS is 0 (admission control off)."""
     if not config.overload_late_ms:
         return None
+    busy = config.overload_busy
     return OverloadRule(late_s=config.overload_late_ms / 1000, min_calls=config.overload_min_calls,
-                        calm_s=config.overload_calm_s)
+                        calm_s=config.overload_calm_s, busy_enter=busy, busy_exit=max(0.0, busy - BUSY_HYSTERESIS))
 
 
 def line_test_handler(*, tone_hz: float | None = None, silence: bool = False) -> Handler | None:
@@ -203,6 +208,7 @@ class AudioSocketServer(CallHost):
         self._paused = False
         """Not listening because of overload (the listening socket is closed; `_server` is None)."""
         self._overload_timer: asyncio.TimerHandle | None = None
+        self._cpu_sample_at = 0.0
         self._relisten: asyncio.Task[None] | None = None
         if self.overload is not None:
             self.clock.on_wake = self._clock_woke
@@ -288,8 +294,16 @@ class AudioSocketServer(CallHost):
     # --- overload admission -------------------------------------------------------------------------
 
     def _clock_woke(self, now: float, late: float) -> None:
-        """The media clock's observer: one sample per wake-up for the overload rule."""
-        if self.overload is not None and self.overload.observe(now, late, len(self.clock)):
+        """The media clock's observer: one sample per wake-up for the overload rule, with the loop thread's
+        CPU time once per bucket of its window (reading it is a system call: not 500 times a second)."""
+        overload = self.overload
+        if overload is None:
+            return
+        cpu = None
+        if now >= self._cpu_sample_at:
+            cpu = time.thread_time()
+            self._cpu_sample_at = now + overload.rule.bucket_s
+        if overload.observe(now, late, len(self.clock), cpu):
             self._overload_changed(now)
 
     def _poll_overload(self) -> None:
@@ -306,8 +320,10 @@ class AudioSocketServer(CallHost):
         total, late = self.overload.window(now)
         if self.overload.is_overloaded and not self._paused:
             self._paused = True
+            busy = self.overload.busy(now)
             log.warning("admission_paused", reason="overload", calls=len(self.calls), wakeups=total,
-                        late_wakeups=late, late_ms=round(self.overload.rule.late_s * 1000, 1))
+                        late_wakeups=late, late_ms=round(self.overload.rule.late_s * 1000, 1),
+                        loop_busy=None if busy is None else round(busy, 3))
             if self._server is not None:
                 self._server.close()  # the kernel now refuses new connections (RST): CHANUNAVAIL in Asterisk
                 self._server = None

@@ -149,3 +149,63 @@ def test_a_resynchronised_tick_counts_as_late() -> None:
 def test_a_bad_rule_is_refused_with_its_values(kwargs: dict[str, float]) -> None:
     with pytest.raises(ValueError, match=r"must|need"):
         OverloadRule(**kwargs)  # type: ignore[arg-type]
+
+
+BUSY_RULE = OverloadRule(late_s=0.010, window_s=0.3, enter_fraction=0.2, exit_fraction=0.02, calm_s=2.0,
+                         min_samples=25, min_calls=50, bucket_s=0.05, busy_enter=0.85, busy_exit=0.70)
+
+
+def feed_busy(detector: OverloadDetector, start: float, seconds: float, share: float, calls: int = 100,
+              cpu0: float = 0.0) -> tuple[float, float, list[float]]:
+    """Punctual wake-ups every STEP, the loop's thread using `share` of a core, its CPU time given once per
+    bucket (as the server samples it). Returns the time and CPU time after the last one, and the changes."""
+    changes = []
+    now, cpu = start, cpu0
+    next_sample = start
+    for i in range(round(seconds / STEP)):
+        now = start + i * STEP
+        cpu = cpu0 + (now - start) * share
+        sample = None
+        if now >= next_sample:
+            sample, next_sample = cpu, now + BUSY_RULE.bucket_s
+        if detector.observe(now, 0.001, calls, sample):
+            changes.append(now)
+    return now + STEP, cpu, changes
+
+
+def test_a_nearly_full_loop_pauses_admission_before_any_frame_is_late() -> None:
+    detector = OverloadDetector(BUSY_RULE)
+    now, cpu, changes = feed_busy(detector, 100.0, 5.0, share=0.6)
+    assert changes == [] and detector.busy(now - STEP) == pytest.approx(0.6)
+    _, _, changes = feed_busy(detector, now, 1.0, share=0.9, cpu0=cpu)
+    assert len(changes) == 1 and detector.is_overloaded
+    # within the window's length of the loop filling up (no lateness at all)
+    assert changes[0] - now <= BUSY_RULE.window_s + BUSY_RULE.bucket_s
+
+
+def test_busy_admission_resumes_only_well_below_the_threshold() -> None:
+    detector = OverloadDetector(BUSY_RULE)
+    now, cpu, changes = feed_busy(detector, 100.0, 1.0, share=0.95)
+    assert len(changes) == 1
+    now, cpu, changes = feed_busy(detector, now, 5.0, share=0.8, cpu0=cpu)  # below enter, above exit
+    assert changes == [] and detector.is_overloaded
+    start = now
+    now, cpu, changes = feed_busy(detector, now, 5.0, share=0.5, cpu0=cpu)
+    assert len(changes) == 1 and not detector.is_overloaded
+    assert BUSY_RULE.calm_s <= changes[0] - start <= BUSY_RULE.calm_s + BUSY_RULE.window_s + 0.1
+
+
+def test_busy_with_few_calls_or_the_rule_off_never_pauses() -> None:
+    few = OverloadDetector(BUSY_RULE)
+    _, _, changes = feed_busy(few, 100.0, 3.0, share=1.0, calls=BUSY_RULE.min_calls - 1)
+    assert changes == []
+    off = OverloadDetector(RULE)  # busy_enter 0
+    _, _, changes = feed_busy(off, 100.0, 3.0, share=1.0)
+    assert changes == []
+
+
+def test_busy_thresholds_are_checked() -> None:
+    with pytest.raises(ValueError, match="busy_exit <= busy_enter"):
+        OverloadRule(busy_enter=0.5, busy_exit=0.6)
+    with pytest.raises(ValueError, match="busy_enter <= 1"):
+        OverloadRule(busy_enter=1.5, busy_exit=0.5)
