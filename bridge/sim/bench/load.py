@@ -716,12 +716,13 @@ def _pin(server_pids: list[int], other_pids: list[int]) -> bool:
 async def run_bench(calls: int, duration_s: float, *, scenario: str = "silence", ramp_s: float = 1.0,
                     pin: bool = False, server: str = "bridge", workers: int = 1, ttfb_ms: float = 100.0,
                     stack: BenchStack | None = None, floor_binary: Path | None = None,
-                    server_args: tuple[str, ...] = ()) -> BenchResult:
+                    server_args: tuple[str, ...] = (), server_cpu: float = 1.0) -> BenchResult:
     """One run: start the server (`bridge`, `baseline` or `floor`), place `calls` calls, report.
 
     Whole-path scenarios use `stack` (Redis, emulator, fragments) when given, else start their own. The
     floor (bridge.sim.bench.floor) plays its fixed tone whatever the scenario; `floor_binary` is the built
-    floor, else it is built from the default source.
+    floor, else it is built from the default source. `server_cpu` below 1 holds the server to that share
+    of one core (`bridge.sim.bench.cgroup`: root only).
     """
     chosen = SCENARIOS[scenario]
     if duration_s < ramp_s + 2:
@@ -745,13 +746,13 @@ async def run_bench(calls: int, duration_s: float, *, scenario: str = "silence",
         if server in ("floor", "pyfloor"):
             stack = None  # the floors read nothing: they play their tone
         return await _run(chosen, scenario, calls, duration_s, ramp_s, pin, server, workers, stack, floor_binary,
-                          server_args)
+                          server_args, server_cpu)
     raise AssertionError("unreachable")  # pragma: no cover
 
 
 async def _run(chosen: Scenario, scenario: str, calls: int, duration_s: float, ramp_s: float, pin: bool,
                server: str, workers: int, stack: BenchStack | None, floor_binary: Path | None = None,
-               server_args: tuple[str, ...] = ()) -> BenchResult:
+               server_args: tuple[str, ...] = (), server_cpu: float = 1.0) -> BenchResult:
     env: dict[str, str] | None = None
     metrics_ports: list[int] = []
     serve_args = chosen.serve_args
@@ -790,6 +791,11 @@ async def _run(chosen: Scenario, scenario: str, calls: int, duration_s: float, r
     assert bridge.proc is not None and bridge.port is not None
     pinned = pin and _pin(bridge.pids, stack.pids if stack is not None else [])
     nonce = uuid_module.uuid4().hex[:8]
+    quota = contextlib.ExitStack()
+    if server_cpu < 1:
+        from bridge.sim.bench.cgroup import limit_cpu
+
+        quota.enter_context(limit_cpu(bridge.pids, server_cpu))
     try:
         await asyncio.sleep(0.5)
         rss_idle = bridge.rss_kb()
@@ -845,6 +851,7 @@ async def _run(chosen: Scenario, scenario: str, calls: int, duration_s: float, r
                 split = _first_audio_split(results, placed, await stack.emulator_requests())
     finally:
         await bridge.stop()
+        quota.close()
     refused = sum(1 for r in results if was_refused(r))
     reports = [r for r in results if isinstance(r, CallReport) and not was_refused(r)]
     errors = [f"{type(r).__name__}: {r}" for r in results if not isinstance(r, CallReport) and not was_refused(r)]

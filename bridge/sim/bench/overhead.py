@@ -151,8 +151,8 @@ def _uptime() -> str:
 
 
 async def _series(sizes: list[int], cells: tuple[Cell, ...], args: argparse.Namespace, stack: BenchStack | None,
-                  floor_binary: Path | None,
-                  everything: list[dict[str, Any]]) -> dict[tuple[int, Cell], list[BenchResult]]:
+                  floor_binary: Path | None, everything: list[dict[str, Any]],
+                  server_cpu: float = 1.0) -> dict[tuple[int, Cell], list[BenchResult]]:
     groups: dict[tuple[int, Cell], list[BenchResult]] = {}
     for calls in sizes:
         for cell in cells:
@@ -165,7 +165,7 @@ async def _series(sizes: list[int], cells: tuple[Cell, ...], args: argparse.Name
                       file=sys.stderr, flush=True)
                 result = await run_bench(calls, args.duration, scenario=cell.scenario, ramp_s=args.ramp,
                                          pin=not args.no_pin, server=cell.server, stack=stack,
-                                         floor_binary=floor_binary, server_args=cell.args)
+                                         floor_binary=floor_binary, server_args=cell.args, server_cpu=server_cpu)
                 groups[(calls, cell)].append(result)
                 everything.append(dataclasses.asdict(result))
                 if args.verbose:
@@ -191,8 +191,10 @@ async def main(args: argparse.Namespace) -> int:
         print(f"## Per-call cost ({args.repeat} runs each, medians; {args.duration:g} s calls)\n")
         print(cost_table(cost), flush=True)
         if args.overload:
-            overload = await _series([args.overload], OVERLOAD_CELLS, args, None, floor_binary, everything)
-            print(f"\n## Overload: {args.overload} calls\n")
+            overload = await _series([args.overload], OVERLOAD_CELLS, args, None, floor_binary, everything,
+                                     server_cpu=args.overload_cpu)
+            held = f", each server held to {args.overload_cpu:g} of a core" if args.overload_cpu < 1 else ""
+            print(f"\n## Overload: {args.overload} calls{held}\n")
             print(overload_table(overload), flush=True)
     if args.json:
         Path(args.json).write_text(json.dumps(everything, indent=1), encoding="utf-8")
@@ -219,6 +221,16 @@ def _count(text: str) -> int:
     return value
 
 
+def _share(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a share of a core such as 0.5, got {text!r}") from None
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"a share of a core must be above 0 and at most 1, got {value:g}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m bridge.sim.bench.overhead", description=__doc__.splitlines()[0])
     parser.add_argument("--calls", type=_sizes, default=[500, 1000], help="sizes, comma-separated [default 500,1000]")
@@ -227,6 +239,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--ramp", type=float, default=2.0, help="seconds over which the calls start [default 2]")
     parser.add_argument("--overload", type=_count, default=1300,
                         help="calls of the overload run, about 1.3x what one core paces [default 1300; 0: none]")
+    parser.add_argument("--overload-cpu", type=_share, default=1.0, metavar="SHARE",
+                        help="hold each server of the overload run to this share of a core (a cgroup CPU quota, "
+                             "root only): on a 2-core machine the callers' core cannot place 1.3x what a whole "
+                             "core paces [default 1: no quota]")
     parser.add_argument("--floor-source", type=Path, default=None, metavar="PATH",
                         help="floor.c [default ../shared/bench/floor.c relative to the repository]")
     parser.add_argument("--no-floor", action="store_true", help="leave the floor out (no C compiler here)")
