@@ -33,6 +33,7 @@ import sys
 import time
 from collections.abc import Awaitable, Callable, Coroutine
 from fractions import Fraction
+from pathlib import Path
 from typing import Any, TypeVar
 
 import structlog
@@ -146,6 +147,37 @@ from the clock's own wake-ups; the timer matters when no call is left on the clo
 
 BUSY_HYSTERESIS = 0.15
 """Admission paused for the loop's CPU resumes once the share is this much below BRIDGE_OVERLOAD_BUSY."""
+CPU_LIMIT_EVERY_S = 10.0
+"""How often the process's CPU quota is read again (a container's limit, a benchmark's cgroup)."""
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+
+
+def cpu_limit(cgroups: Path = Path("/proc/self/cgroup"), root: Path = CGROUP_ROOT) -> float:
+    """The share of one core this process may use: its cgroup's CPU quota (v2 `cpu.max`, v1
+    `cpu.cfs_quota_us` / `cpu.cfs_period_us`), at most 1 (the event loop is one thread). A container limited
+    to half a core is full at 0.5; BRIDGE_OVERLOAD_BUSY is a share of this. 1.0 when there is no quota or it
+    cannot be read."""
+    try:
+        lines = cgroups.read_text().splitlines()
+    except OSError:
+        return 1.0
+    for line in lines:
+        _, controllers, path = line.split(":", 2)
+        try:
+            if controllers == "":  # v2
+                quota, period = (root / path.lstrip("/") / "cpu.max").read_text().split()
+                if quota != "max":
+                    return min(1.0, int(quota) / int(period))
+            elif "cpu" in controllers.split(","):
+                base = root / controllers / path.lstrip("/")
+                if not base.exists():
+                    base = root / "cpu" / path.lstrip("/")
+                quota_us = int((base / "cpu.cfs_quota_us").read_text())
+                if quota_us > 0:
+                    return min(1.0, quota_us / int((base / "cpu.cfs_period_us").read_text()))
+        except (OSError, ValueError):
+            continue
+    return 1.0
 
 
 def overload_rule(config: BridgeConfig) -> OverloadRule | None:
@@ -209,6 +241,8 @@ class AudioSocketServer(CallHost):
         """Not listening because of overload (the listening socket is closed; `_server` is None)."""
         self._overload_timer: asyncio.TimerHandle | None = None
         self._cpu_sample_at = 0.0
+        self._cpu_limit = 1.0
+        self._cpu_limit_at = 0.0
         self._relisten: asyncio.Task[None] | None = None
         if self.overload is not None:
             self.clock.on_wake = self._clock_woke
@@ -301,7 +335,9 @@ class AudioSocketServer(CallHost):
             return
         cpu = None
         if now >= self._cpu_sample_at:
-            cpu = time.thread_time()
+            if now >= self._cpu_limit_at:
+                self._cpu_limit, self._cpu_limit_at = cpu_limit(), now + CPU_LIMIT_EVERY_S
+            cpu = time.thread_time() / self._cpu_limit  # the loop's CPU as a share of what it may use
             self._cpu_sample_at = now + overload.rule.bucket_s
         if overload.observe(now, late, len(self.clock), cpu):
             self._overload_changed(now)

@@ -209,3 +209,24 @@ def test_busy_thresholds_are_checked() -> None:
         OverloadRule(busy_enter=0.5, busy_exit=0.6)
     with pytest.raises(ValueError, match="busy_enter <= 1"):
         OverloadRule(busy_enter=1.5, busy_exit=0.5)
+
+
+def test_the_cpu_limit_is_read_from_the_process_cgroup(tmp_path) -> None:
+    from bridge.server import cpu_limit
+
+    proc = tmp_path / "cgroup"
+    root = tmp_path / "fs"
+    (root / "bench").mkdir(parents=True)
+    proc.write_text("0::/bench\n")
+    (root / "bench" / "cpu.max").write_text("50000 100000\n")  # v2: half a core
+    assert cpu_limit(proc, root) == 0.5
+    (root / "bench" / "cpu.max").write_text("max 100000\n")
+    assert cpu_limit(proc, root) == 1.0
+    (root / "cpu,cpuacct" / "pod").mkdir(parents=True)  # v1
+    proc.write_text("4:memory:/x\n3:cpu,cpuacct:/pod\n")
+    (root / "cpu,cpuacct" / "pod" / "cpu.cfs_quota_us").write_text("2500\n")
+    (root / "cpu,cpuacct" / "pod" / "cpu.cfs_period_us").write_text("10000\n")
+    assert cpu_limit(proc, root) == 0.25
+    (root / "cpu,cpuacct" / "pod" / "cpu.cfs_quota_us").write_text("400000\n")  # four cores: the loop is one
+    assert cpu_limit(proc, root) == 1.0
+    assert cpu_limit(tmp_path / "missing", root) == 1.0
