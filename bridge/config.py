@@ -64,9 +64,9 @@ class BridgeConfig(SettingsPart):
     overload_min_calls: Annotated[int, between(0, 100000)] = setting(
         "BRIDGE_OVERLOAD_MIN_CALLS", 50, "calls on the media clock below which lateness never pauses admission")
     overload_busy: Annotated[float, between(0, 1)] = setting(
-        "BRIDGE_OVERLOAD_BUSY", 0.85, "share of one core the event loop may use (over 0.3 s, with "
+        "BRIDGE_OVERLOAD_BUSY", 0.9, "share of one core the event loop may use (over 0.3 s, with "
         "BRIDGE_OVERLOAD_MIN_CALLS calls up) before new connections are refused, before any frame is late; "
-        "admission resumes at 0.15 below it; 0 = only lateness pauses admission")
+        "admission resumes at 0.1 below it; 0 = only lateness pauses admission")
     overload_calm_s: Annotated[float, between(0, 600)] = setting(
         "BRIDGE_OVERLOAD_CALM", 2.0, "seconds the media clock must keep time before a paused bridge listens again")
     dialogue_file: str = setting("DIALOGUE_FILE", "", "dialogue map (TOML); unset: the bundled sample")

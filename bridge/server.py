@@ -145,7 +145,7 @@ OVERLOAD_POLL_S = 0.1
 from the clock's own wake-ups; the timer matters when no call is left on the clock)."""
 
 
-BUSY_HYSTERESIS = 0.15
+BUSY_HYSTERESIS = 0.1
 """Admission paused for the loop's CPU resumes once the share is this much below BRIDGE_OVERLOAD_BUSY."""
 CPU_LIMIT_EVERY_S = 10.0
 """How often the process's CPU quota is read again (a container's limit, a benchmark's cgroup)."""
