@@ -502,12 +502,7 @@ class Call(asyncio.Protocol):
         else:
             self._transport.write(SILENCE_FRAME)  # type: ignore[union-attr]
         self.frames_sent += 1
-        if self._tick_reads:
-            self._read_tick()
-
-    def _read_tick(self) -> None:
-        """What the caller sent since the last tick, read now (see `read_on_arrival`)."""
-        for _ in range(_TICK_READS_MAX):
+        if self._tick_reads:  # what the caller sent since the last tick (see `read_on_arrival`)
             try:
                 data = os.read(self._fd, _TICK_READ_BYTES)
             except BlockingIOError:
@@ -515,11 +510,28 @@ class Call(asyncio.Protocol):
             except OSError:  # a reset: the event loop reads it again and ends the call the usual way
                 self._stop_tick_reads()
                 return
-            if not data:  # end of file: likewise
+            if (len(data) == _AUDIO_MESSAGE and self._fast and self.on_audio is None
+                    and data.startswith(_AUDIO_HEAD)):
+                self.frames_received += 1  # the usual period: one 20 ms message, and nobody listening
+                return
+            self._read_more(data)
+
+    def _read_more(self, data: bytes) -> None:
+        """The rest of a tick's read: anything but one plain message goes through `data_received`, and a
+        full read is followed by more (a burst is drained now rather than left to grow)."""
+        for _ in range(_TICK_READS_MAX):
+            if not data:  # end of file: the event loop reads it again and ends the call the usual way
                 self._stop_tick_reads()
                 return
             self.data_received(data)
             if len(data) < _TICK_READ_BYTES or not self._tick_reads:
+                return
+            try:
+                data = os.read(self._fd, _TICK_READ_BYTES)
+            except BlockingIOError:
+                return
+            except OSError:
+                self._stop_tick_reads()
                 return
 
     def _start_tick_reads(self) -> None:
