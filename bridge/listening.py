@@ -39,6 +39,7 @@ from voice.stt import (
     STTError,
     UtteranceEnded,
 )
+from voice.stt.vad import FrameClassifier
 from voice.tasks import cancel_and_wait
 
 __all__ = ["Goto", "Inbound", "Listener", "ListeningStep", "TurnClock", "TurnLatency", "Utterance", "VariableStore"]
@@ -50,31 +51,39 @@ KEEP_UTTERANCES = 32
 
 
 class FrameSink(Protocol):
-    def __call__(self, frame: bytes, rate: int, /) -> None: ...
+    def __call__(self, frame: bytes, rate: int, voiced: bool | None, /) -> None: ...
 
 
 class Inbound:
-    """The call's `on_audio` callback: inbound audio as 20 ms 8 kHz slin frames, handed to each sink.
+    """The call's `on_audio` callback: inbound audio as 20 ms 8 kHz slin frames, handed to each sink with
+    the frame's VAD decision.
 
     AudioSocket's usual 320-byte slin8 frame passes straight through (the hot path, 50 times a second);
-    other rates (0x11-0x18, slin16 mislabelled) are resampled and re-framed first.
+    other rates (0x11-0x18, slin16 mislabelled) are resampled and re-framed first. `vad`, the call's one
+    voice activity detector, classifies each frame once, and every sink (the barge-in detector, the
+    recognizer's endpointer) gets that decision: one webrtcvad pass and one noise floor a frame, not one per
+    sink. Without it the sinks get None and judge for themselves.
     """
 
-    def __init__(self, sinks: Sequence[FrameSink]) -> None:
+    def __init__(self, sinks: Sequence[FrameSink], vad: FrameClassifier | None = None) -> None:
         self.sinks = tuple(sinks)
+        self.vad = vad
         self._resampler: Resampler | None = None
         self._framer = Framer(FRAME_BYTES)
 
     def __call__(self, payload: bytes, rate: int) -> None:
+        vad = self.vad
         if rate == SAMPLE_RATE and len(payload) == FRAME_BYTES:
+            voiced = vad.is_speech(payload) if vad is not None else None
             for sink in self.sinks:
-                sink(payload, SAMPLE_RATE)
+                sink(payload, SAMPLE_RATE, voiced)
             return
         if self._resampler is None or self._resampler.rate != rate:
             self._resampler = Resampler(rate)
         for frame in self._framer.feed(self._resampler.feed(payload)):
+            voiced = vad.is_speech(frame) if vad is not None else None
             for sink in self.sinks:
-                sink(frame, SAMPLE_RATE)
+                sink(frame, SAMPLE_RATE, voiced)
 
 
 @dataclasses.dataclass
@@ -111,10 +120,10 @@ class Listener:
         """Whether speech can be heard now (a recognizer that is starting counts: frames are buffered)."""
         return self.state in ("starting", "ready")
 
-    def feed(self, frame: bytes, rate: int) -> None:
-        """One inbound 20 ms 8 kHz frame (an `Inbound` sink)."""
+    def feed(self, frame: bytes, rate: int, voiced: bool | None = None) -> None:
+        """One inbound 20 ms 8 kHz frame (an `Inbound` sink), with the call's VAD decision when it has one."""
         if self.recognizer is not None and self.state in ("starting", "ready"):
-            self.recognizer.feed(frame)
+            self.recognizer.feed(frame, voiced)
 
     def commit(self) -> None:
         """End the caller's utterance now (it reached the node's `max_s`)."""
