@@ -41,9 +41,11 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import random
 import sys
 import time
+from pathlib import Path
 
 import httpx
 import structlog
@@ -149,7 +151,14 @@ def turn_legs(spoke: float, wire: float, commit: dict[str, float], llm: dict, pi
     return {name: value * 1000 for name, value in figures.items()}
 
 
-async def run(args: argparse.Namespace, tts_url: str, stt_url: str, llm_url: str, redis_url: str) -> dict:
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (Linux /proc), to tell a busy emulator from a slow bridge."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def run(args: argparse.Namespace, tts_url: str, stt_url: str, llm_url: str, redis_url: str,
+              emulators: dict[str, int]) -> dict:
     phrases = {n: first_phrase(ANSWER.format(n=n)) for n in range(args.calls)}
     settings = Settings(
         bridge=BridgeConfig(port=0, grace_s=0, filler_after_s=0, log_level="warning", max_calls=10 * args.calls),
@@ -173,14 +182,20 @@ async def run(args: argparse.Namespace, tts_url: str, stt_url: str, llm_url: str
     fixed_s = (args.end_silence_ms + args.stt_final_ms + args.tts_ttfb_ms) / 1000
     try:
         cpu_s = wall_s = 0.0
+        emulator_cpu_s = dict.fromkeys(emulators, 0.0)
         for round_ in range(args.rounds + 1):  # round 0 warms up
             for control in (llm_control, tts_control, stt_control):
                 await control.post("/_emulator/reset")
+            if round_ == 1:
+                server.clock.reset_stats()
             cpu0, wall0 = time.process_time(), time.monotonic()
+            emulator_cpu0 = {name: cpu_seconds(pid) for name, pid in emulators.items()}
             results = await place_callers(server.port, args.calls, seed=round_, spread_s=args.spread_s)
             if round_:
                 cpu_s += time.process_time() - cpu0
                 wall_s += time.monotonic() - wall0
+                for name, pid in emulators.items():
+                    emulator_cpu_s[name] += cpu_seconds(pid) - emulator_cpu0[name]
             requests = {e["prompt"]: e for e in (await llm_control.get("/_emulator/stats")).json()["log"]}
             commits = {e["text"]: e for e in (await stt_control.get("/_emulator/stats")).json()["commit_log"]}
             generations = {e["text"]: e for e in (await tts_control.get("/_emulator/stats")).json()["ws_audio_log"]}
@@ -220,7 +235,9 @@ async def run(args: argparse.Namespace, tts_url: str, stt_url: str, llm_url: str
             "stt_final_ms": args.stt_final_ms, "llm_first_ms": args.llm_first_ms, "tts_ttfb_ms": args.tts_ttfb_ms,
             "tts_format": args.tts_format, "spread_s": args.spread_s,
             "bridge_cpu_share": round(cpu_s / wall_s, 3) if wall_s else None,
-            "clock_resyncs": server.clock.stats().get("resyncs") if hasattr(server.clock, "stats") else None,
+            "emulators_cpu_share": {name: round(cpu / wall_s, 3) for name, cpu in emulator_cpu_s.items()}
+            if wall_s else None,
+            "clock": server.clock.stats(),
             "latency": {name: percentiles(values) for name, values in rows.items() if values}}
 
 
@@ -262,7 +279,8 @@ def main(argv: list[str] | None = None) -> int:
           EmulatorProcess("--log-level", "warning", "--ttfb-ms", str(args.tts_ttfb_ms)) as tts,
           EmulatorProcess(*stt_args, module="voice.emulators.stt") as stt,
           LLMProcess(*llm_args) as llm):
-        result = runner(run(args, tts.url, stt.url, llm.url, redis_server.url))
+        pids = {"tts": tts.process.pid, "stt": stt.process.pid, "llm": llm.process.pid}  # type: ignore[union-attr]
+        result = runner(run(args, tts.url, stt.url, llm.url, redis_server.url, pids))
     if args.json:
         print(json.dumps(result, indent=2, ensure_ascii=False))
         return 0
@@ -271,7 +289,9 @@ def main(argv: list[str] | None = None) -> int:
           f"endpointing {args.end_silence_ms} ms, STT final "
           f"{args.stt_final_ms:g} ms, LLM first piece {args.llm_first_ms:g} ms, TTS TTFB {args.tts_ttfb_ms:g} ms")
     print(f"the bridge's process used {result['bridge_cpu_share']} of a core while the calls ran")
-    print(f"the media clock resynchronised {result['clock_resyncs']} times")
+    clock = result["clock"]
+    print(f"the emulators' processes used {result['emulators_cpu_share']} of a core; the media clock "
+          f"resynchronised {clock['resyncs']} times, its lateness {clock['lateness']}")
     print(f"{'':<12}{'n':>6}{'p50':>9}{'p90':>9}{'p99':>9}{'max':>9}")
     for name, p in result["latency"].items():
         print(f"{name:<12}{p['n']:>6}{p['p50_ms']:>9.2f}{p['p90_ms']:>9.2f}{p['p99_ms']:>9.2f}{p['max_ms']:>9.2f}")
