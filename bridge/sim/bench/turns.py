@@ -43,6 +43,7 @@ import json
 import logging
 import os
 import random
+import resource
 import sys
 import time
 from pathlib import Path
@@ -157,6 +158,12 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def runqueue_wait_s(pid: int | str = "self") -> float:
+    """Seconds the process's main thread has waited for a CPU while runnable (/proc/PID/schedstat): on a
+    shared machine, the time other processes took from it (a stall the bridge did not cause)."""
+    return int(Path(f"/proc/{pid}/schedstat").read_text().split()[1]) / 1e9
+
+
 async def run(args: argparse.Namespace, tts_url: str, stt_url: str, llm_url: str, redis_url: str,
               emulators: dict[str, int]) -> dict:
     phrases = {n: first_phrase(ANSWER.format(n=n)) for n in range(args.calls)}
@@ -181,18 +188,23 @@ async def run(args: argparse.Namespace, tts_url: str, stt_url: str, llm_url: str
     stt_control = httpx.AsyncClient(base_url=stt_url)
     fixed_s = (args.end_silence_ms + args.stt_final_ms + args.tts_ttfb_ms) / 1000
     try:
-        cpu_s = wall_s = 0.0
-        emulator_cpu_s = dict.fromkeys(emulators, 0.0)
+        cpu_s = wall_s = waited_s = 0.0
+        emulator_cpu_s = dict.fromkeys([*emulators, "callers"], 0.0)
         for round_ in range(args.rounds + 1):  # round 0 warms up
             for control in (llm_control, tts_control, stt_control):
                 await control.post("/_emulator/reset")
             if round_ == 1:
                 server.clock.reset_stats()
-            cpu0, wall0 = time.process_time(), time.monotonic()
+            cpu0, wall0, waited0 = time.process_time(), time.monotonic(), runqueue_wait_s()
+            children0 = resource.getrusage(resource.RUSAGE_CHILDREN)  # the callers' process, once it ended
             emulator_cpu0 = {name: cpu_seconds(pid) for name, pid in emulators.items()}
             results = await place_callers(server.port, args.calls, seed=round_, spread_s=args.spread_s)
             if round_:
                 cpu_s += time.process_time() - cpu0
+                waited_s += runqueue_wait_s() - waited0
+                children = resource.getrusage(resource.RUSAGE_CHILDREN)
+                emulator_cpu_s["callers"] += (children.ru_utime + children.ru_stime
+                                              - children0.ru_utime - children0.ru_stime)
                 wall_s += time.monotonic() - wall0
                 for name, pid in emulators.items():
                     emulator_cpu_s[name] += cpu_seconds(pid) - emulator_cpu0[name]
@@ -235,6 +247,7 @@ async def run(args: argparse.Namespace, tts_url: str, stt_url: str, llm_url: str
             "stt_final_ms": args.stt_final_ms, "llm_first_ms": args.llm_first_ms, "tts_ttfb_ms": args.tts_ttfb_ms,
             "tts_format": args.tts_format, "spread_s": args.spread_s,
             "bridge_cpu_share": round(cpu_s / wall_s, 3) if wall_s else None,
+            "bridge_runqueue_wait_share": round(waited_s / wall_s, 3) if wall_s else None,
             "emulators_cpu_share": {name: round(cpu / wall_s, 3) for name, cpu in emulator_cpu_s.items()}
             if wall_s else None,
             "clock": server.clock.stats(),
@@ -288,9 +301,10 @@ def main(argv: list[str] | None = None) -> int:
           f"speaking over {args.spread_s:g} s x {result['rounds']} rounds, {result['failures']} failed; "
           f"endpointing {args.end_silence_ms} ms, STT final "
           f"{args.stt_final_ms:g} ms, LLM first piece {args.llm_first_ms:g} ms, TTS TTFB {args.tts_ttfb_ms:g} ms")
-    print(f"the bridge's process used {result['bridge_cpu_share']} of a core while the calls ran")
+    print(f"the bridge's process used {result['bridge_cpu_share']} of a core while the calls ran, and waited for "
+          f"a CPU {result['bridge_runqueue_wait_share']} of the time (other processes on the machine)")
     clock = result["clock"]
-    print(f"the emulators' processes used {result['emulators_cpu_share']} of a core; the media clock "
+    print(f"the other processes used {result['emulators_cpu_share']} of a core; the media clock "
           f"resynchronised {clock['resyncs']} times, its lateness {clock['lateness']}")
     print(f"{'':<12}{'n':>6}{'p50':>9}{'p90':>9}{'p99':>9}{'max':>9}")
     for name, p in result["latency"].items():
