@@ -47,6 +47,8 @@ from voice.http import aclose_shared_client, shared_http_client
 from voice.keys import profile_tag
 from voice.llm import ConversationManager, OpenAICompatibleSource, TextSource
 from voice.stt import create_recognizer
+from voice.stt.base import voice_activity_detector
+from voice.stt.vad import FrameClassifier
 from voice.synthesis import SynthesisHub
 from voice.tasks import cancel_and_wait
 from voice.tts_manager.connection_manager import WebSocketConnectionManager
@@ -156,7 +158,14 @@ class BridgeApp:
                           metrics=self.metrics, log=call.log, loudness=self.loudness)
         variables = CallVariables(str(call.uuid), self.dialogue.vars, self.fragments, call.log)
         detector = self.new_detector()
-        call.on_audio = Inbound([detector.feed, listener.feed] if listener is not None else [detector.feed])
+        # one VAD pass a frame, shared by the barge-in detector and the recognizer's endpointer (Inbound)
+        vad: FrameClassifier | None = None
+        if isinstance(detector, VadBargeIn):
+            vad = detector.vad
+        elif listener is not None and listener.recognizer is not None:
+            vad = voice_activity_detector(self.settings.stt)
+        call.on_audio = Inbound([detector.feed, listener.feed] if listener is not None else [detector.feed],
+                                vad=vad)
         playlist = Playlist(call, speaker, answers, fragments=self.fragments,
                             synthesis=Synthesizer(self.hub, tts, self.tts_profile), variables=variables,
                             detector=detector, filler_after_s=config.filler_after_s, metrics=self.metrics)

@@ -15,10 +15,10 @@ import asyncio
 from typing import Protocol
 
 from voice.audio import rms
-from voice.stt.base import endpointer_config
+from voice.stt.base import endpointer_config, voice_activity_detector
 from voice.stt.config import STTConfig
 from voice.stt.endpointer import BargeIn, Endpointer
-from voice.stt.vad import FrameClassifier, VoiceActivityDetector
+from voice.stt.vad import FrameClassifier
 
 __all__ = ["BARGE_IN_MODES", "BargeInDetector", "SpeechDetector", "VadBargeIn", "barge_in_mode"]
 
@@ -43,7 +43,7 @@ class BargeInDetector(Protocol):
 
     def disarm(self) -> None: ...
 
-    def feed(self, payload: bytes, rate: int) -> None: ...
+    def feed(self, payload: bytes, rate: int, voiced: bool | None = None) -> None: ...
 
 
 class SpeechDetector:
@@ -67,7 +67,8 @@ class SpeechDetector:
     def disarm(self) -> None:
         self.armed = False
 
-    def feed(self, payload: bytes, rate: int) -> None:
+    def feed(self, payload: bytes, rate: int, voiced: bool | None = None) -> None:
+        """`voiced` (a VAD's decision) is not what energy detection goes by: ignored."""
         if not self.armed:
             return
         if rms(payload) >= self.threshold:
@@ -85,8 +86,10 @@ class VadBargeIn:
     an utterance but is too short to interrupt; steady line noise is under the floor.
 
     Fed with 20 ms 8 kHz slin frames all the time (the noise floor must follow the line even while no
-    prompt plays); it fires only while armed. Its own VAD, not the recognizer's: it works without one, and
-    the cost (a few µs a frame) is measured by `voice-bridge bench stt` / the VAD benchmark.
+    prompt plays); it fires only while armed. Its VAD (`vad`) is the call's one VAD: `Inbound` classifies
+    each frame once with it and hands the decision to this detector and to the recognizer's endpointer
+    (one webrtcvad pass a frame, not two); fed without a decision, it classifies the frame itself, so it
+    works without a recognizer.
     """
 
     def __init__(self, vad: FrameClassifier, endpointer: Endpointer) -> None:
@@ -97,8 +100,7 @@ class VadBargeIn:
 
     @classmethod
     def from_config(cls, stt: STTConfig) -> VadBargeIn:
-        vad = VoiceActivityDetector("pcm_8000", aggressiveness=stt.stt_vad_aggressiveness, min_rms=stt.stt_vad_min_rms)
-        return cls(vad, Endpointer(endpointer_config(stt)))
+        return cls(voice_activity_detector(stt), Endpointer(endpointer_config(stt)))
 
     def arm(self) -> None:
         self.detected = asyncio.Event()
@@ -107,8 +109,10 @@ class VadBargeIn:
     def disarm(self) -> None:
         self.armed = False
 
-    def feed(self, payload: bytes, rate: int) -> None:
-        for decision in self.endpointer.update(self.vad.is_speech(payload)):
+    def feed(self, payload: bytes, rate: int, voiced: bool | None = None) -> None:
+        if voiced is None:
+            voiced = self.vad.is_speech(payload)
+        for decision in self.endpointer.update(voiced):
             if isinstance(decision, BargeIn) and self.armed:
                 self.armed = False
                 self.detected.set()

@@ -39,6 +39,7 @@ from voice.stt import (
     STTError,
     UtteranceEnded,
 )
+from voice.stt.vad import FrameClassifier
 from voice.tasks import cancel_and_wait
 
 __all__ = ["Goto", "Inbound", "Listener", "ListeningStep", "TurnClock", "TurnLatency", "Utterance", "VariableStore"]
@@ -50,31 +51,39 @@ KEEP_UTTERANCES = 32
 
 
 class FrameSink(Protocol):
-    def __call__(self, frame: bytes, rate: int, /) -> None: ...
+    def __call__(self, frame: bytes, rate: int, voiced: bool | None, /) -> None: ...
 
 
 class Inbound:
-    """The call's `on_audio` callback: inbound audio as 20 ms 8 kHz slin frames, handed to each sink.
+    """The call's `on_audio` callback: inbound audio as 20 ms 8 kHz slin frames, handed to each sink with
+    the frame's VAD decision.
 
     AudioSocket's usual 320-byte slin8 frame passes straight through (the hot path, 50 times a second);
-    other rates (0x11-0x18, slin16 mislabelled) are resampled and re-framed first.
+    other rates (0x11-0x18, slin16 mislabelled) are resampled and re-framed first. `vad`, the call's one
+    voice activity detector, classifies each frame once, and every sink (the barge-in detector, the
+    recognizer's endpointer) gets that decision: one webrtcvad pass and one noise floor a frame, not one per
+    sink. Without it the sinks get None and judge for themselves.
     """
 
-    def __init__(self, sinks: Sequence[FrameSink]) -> None:
+    def __init__(self, sinks: Sequence[FrameSink], vad: FrameClassifier | None = None) -> None:
         self.sinks = tuple(sinks)
+        self.vad = vad
         self._resampler: Resampler | None = None
         self._framer = Framer(FRAME_BYTES)
 
     def __call__(self, payload: bytes, rate: int) -> None:
+        vad = self.vad
         if rate == SAMPLE_RATE and len(payload) == FRAME_BYTES:
+            voiced = vad.is_speech(payload) if vad is not None else None
             for sink in self.sinks:
-                sink(payload, SAMPLE_RATE)
+                sink(payload, SAMPLE_RATE, voiced)
             return
         if self._resampler is None or self._resampler.rate != rate:
             self._resampler = Resampler(rate)
         for frame in self._framer.feed(self._resampler.feed(payload)):
+            voiced = vad.is_speech(frame) if vad is not None else None
             for sink in self.sinks:
-                sink(frame, SAMPLE_RATE)
+                sink(frame, SAMPLE_RATE, voiced)
 
 
 @dataclasses.dataclass
@@ -104,6 +113,7 @@ class Listener:
         self.utterances: dict[int, Utterance] = {}
         self.changed = asyncio.Event()
         """Set on every event (a new utterance, an end, a transcript, a failure); the step clears it."""
+        self._wakers: list[asyncio.Future[None]] = []
         self._task: asyncio.Task[None] | None = None
 
     @property
@@ -111,10 +121,10 @@ class Listener:
         """Whether speech can be heard now (a recognizer that is starting counts: frames are buffered)."""
         return self.state in ("starting", "ready")
 
-    def feed(self, frame: bytes, rate: int) -> None:
-        """One inbound 20 ms 8 kHz frame (an `Inbound` sink)."""
+    def feed(self, frame: bytes, rate: int, voiced: bool | None = None) -> None:
+        """One inbound 20 ms 8 kHz frame (an `Inbound` sink), with the call's VAD decision when it has one."""
         if self.recognizer is not None and self.state in ("starting", "ready"):
-            self.recognizer.feed(frame)
+            self.recognizer.feed(frame, voiced)
 
     def commit(self) -> None:
         """End the caller's utterance now (it reached the node's `max_s`)."""
@@ -152,7 +162,22 @@ class Listener:
         if self.recognizer is not None:
             await self.recognizer.close()
         await cancel_and_wait(self._task)
+        self._signal()
+
+    def waker(self) -> asyncio.Future[None]:
+        """A future resolved, synchronously, at the next event: the step awaits it directly, so a final
+        transcript reaches the dialogue in one turn of the event loop (an `Event.wait()` task and
+        `asyncio.wait` took three or four, each as long as the loop's backlog at 100 calls)."""
+        waker = asyncio.get_running_loop().create_future()
+        self._wakers.append(waker)
+        return waker
+
+    def _signal(self) -> None:
         self.changed.set()
+        wakers, self._wakers = self._wakers, []
+        for waker in wakers:
+            if not waker.done():
+                waker.set_result(None)
 
     def begin(self) -> int:
         """A node starts listening: the first utterance it takes (the one under way or awaiting its text,
@@ -203,7 +228,7 @@ class Listener:
             self.log.info("transcript", text=event.text, utterance=event.utterance)
         elif isinstance(event, BargeInDetected):
             return
-        self.changed.set()
+        self._signal()
 
     def _failed(self, stage: str, exc: BaseException, code: str | None, *, logged: bool = False) -> None:
         if self.state == "closed":
@@ -212,7 +237,7 @@ class Listener:
         self.metrics.stt_errors.labels(error=type(exc).__name__).inc()
         if not logged:
             self.log.warning("stt_failed", stage=stage, error=str(exc), error_type=type(exc).__name__, code=code)
-        self.changed.set()
+        self._signal()
 
 
 class VariableStore(Protocol):
@@ -345,16 +370,35 @@ class ListeningStep:
         return None
 
     async def _next_event(self, timeout: float | None) -> DtmfEvent | HangupEvent | None:
-        """The caller's next digit or hang-up; None when the listener changed or the time is up."""
-        getting = asyncio.ensure_future(self.call.events.get())
-        changed = asyncio.ensure_future(self.listener.changed.wait())
+        """The caller's next digit or hang-up; None when the listener changed or the time is up.
+
+        One future wakes the step, whichever comes first: the listener resolves it itself (no task between
+        a transcript and the dialogue), the digit getter's completion, or the timer. A getter still waiting
+        is cancelled and left to finish: a cancelled `Queue.get` leaves its item in the queue.
+        """
+        if self.listener.changed.is_set():
+            self.listener.changed.clear()
+            return None
+        loop = asyncio.get_running_loop()
+        events = self.call.events
+        if not events.empty():
+            return events.get_nowait()
+        wake = self.listener.waker()
+
+        def wake_up(*_: object) -> None:
+            if not wake.done():
+                wake.set_result(None)
+
+        getting = asyncio.ensure_future(events.get())
+        getting.add_done_callback(wake_up)
+        timer = loop.call_later(timeout, wake_up) if timeout is not None else None
         try:
-            await asyncio.wait({getting, changed}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+            await wake
         finally:
-            for task in (getting, changed):
-                if not task.done():
-                    task.cancel()
-            await asyncio.gather(getting, changed, return_exceptions=True)
+            if timer is not None:
+                timer.cancel()
+            if not getting.done():
+                getting.cancel()
         self.listener.changed.clear()
         if getting.done() and not getting.cancelled():
             return getting.result()

@@ -97,11 +97,18 @@ class CallReport:
     arrivals_ms: list[float] = dataclasses.field(default_factory=list, repr=False)
     """Arrival time of each received audio message, ms after the UUID was sent."""
     silent_frames: int = 0
+    uuid_at: float = 0.0
+    """time.monotonic() as the UUID went out (CLOCK_MONOTONIC: benchmarks compare it with other processes')."""
+    said_ms: list[float] = dataclasses.field(default_factory=list, repr=False)
+    """For each `say` text, when its last frame was written, ms after the UUID (the end of the caller's speech
+    as sent, not as scheduled: the shared ticker's phase and lateness included)."""
 
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
         data.pop("audio")
         data.pop("arrivals_ms")
+        data.pop("said_ms")
+        data.pop("uuid_at")
         data["dtmf_sent"] = [[t, d] for t, d in self.dtmf_sent]
         return data
 
@@ -322,6 +329,8 @@ class _CallerProtocol(asyncio.Protocol):
         self.bytes = 0
         self.frames_sent = 0
         self.dtmf_sent: list[tuple[float, str]] = []
+        self.said_last = frozenset(first + len(frames) - 1 for first, frames in script.said)
+        self.said_at: list[float] = []
         self.hangup: str | None = None
         self.error: str | None = None
         self.received_hangup = False
@@ -356,6 +365,8 @@ class _CallerProtocol(asyncio.Protocol):
         if msg is not None:
             write(msg)
             self.frames_sent += 1
+            if k in self.said_last:
+                self.said_at.append(time.monotonic())
 
     def finish(self, hangup: str, error: str | None = None) -> None:
         """End the call (idempotent): like Asterisk, just close the socket."""
@@ -454,6 +465,8 @@ class _CallerProtocol(asyncio.Protocol):
             audio=b"".join(self.audio),
             arrivals_ms=[round((t - t0) * 1000, 3) for t in arrivals] if self.keep_audio else [],
             silent_frames=self.silent_frames,
+            uuid_at=t0,
+            said_ms=[round((t - t0) * 1000, 3) for t in self.said_at],
         )
 
 

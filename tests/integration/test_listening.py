@@ -218,6 +218,15 @@ LONG_ANSWER = "Это очень длинный ответ, который го�
 async def test_speech_barges_into_an_answer_and_is_heard(stack):
     stack.llm.set_knobs(answer=LONG_ANSWER)
     await stack.start(BARGE)
+    inbound = []
+    new_runner = stack.runtime.new_runner
+
+    def runner(call, *args, **kw):
+        made = new_runner(call, *args, **kw)
+        inbound.append(call.on_audio)
+        return made
+
+    stack.runtime.new_runner = runner
     with capture_logs() as logs:
         # "вопрос" ends about 1.5 s in; the answer starts about 0.5 s later and lasts several seconds
         report = await stack.call(duration_s=None, say=[(1.0, "вопрос"), (3.0, "стоп, подождите")])
@@ -229,6 +238,11 @@ async def test_speech_barges_into_an_answer_and_is_heard(stack):
     assert barge["by"] == "speech"
     [entry] = stack.llm.stats.log
     assert entry["prompt"] == "вопрос"
+    # one VAD pass a frame: the call's inbound audio is classified by the barge-in detector's VAD, and the
+    # recognizer is handed that decision
+    [audio] = inbound
+    detector, listener = (sink.__self__ for sink in audio.sinks)
+    assert audio.vad is detector.vad and listener.recognizer is not None
 
 
 async def test_a_blip_does_not_stop_the_answer(stack):

@@ -12,12 +12,15 @@ from collections.abc import AsyncIterator
 import pytest
 
 from bridge.barge_in import SpeechDetector, VadBargeIn, barge_in_mode
-from bridge.dialogue import Listen
-from bridge.listening import Inbound, Listener, TurnClock
+from bridge.call import DtmfEvent
+from bridge.dialogue import Listen, Node
+from bridge.listening import Goto, Inbound, Listener, ListeningStep, TurnClock
 from bridge.ops.metrics import Metrics
 from voice.audio import to_frames
 from voice.emulators.tone_code import synthesize_pcm
 from voice.stt import STTConfig
+from voice.stt.base import RecognizerBase, endpointer_config, voice_activity_detector
+from voice.stt.endpointer import Endpointer
 from voice.stt.errors import STTServerError
 from voice.stt.events import (
     FinalTranscript,
@@ -73,7 +76,7 @@ class ScriptedRecognizer:
         if self.fail_start:
             raise STTServerError("emulated 503", http_status=503)
 
-    def feed(self, frame: bytes) -> None:
+    def feed(self, frame: bytes, voiced: bool | None = None) -> None:
         self.fed += 1
 
     def commit(self) -> None:
@@ -246,7 +249,7 @@ def test_barge_in_mode_auto_follows_the_recognizer_setting():
 
 def test_inbound_passes_slin8_through_and_brings_16k_to_8k_frames():
     got: list[tuple[int, int]] = []
-    inbound = Inbound([lambda frame, rate: got.append((len(frame), rate))])
+    inbound = Inbound([lambda frame, rate, voiced: got.append((len(frame), rate))])
     inbound(SILENCE, 8000)
     assert got == [(320, 8000)]
     got.clear()
@@ -254,3 +257,112 @@ def test_inbound_passes_slin8_through_and_brings_16k_to_8k_frames():
     for _ in range(10):
         inbound(tone, 16000)  # 20 ms of slin16 each
     assert len(got) in (9, 10) and all(item == (320, 8000) for item in got)
+
+
+class CountingVad:
+    """A real VoiceActivityDetector that counts its passes (what the test is about)."""
+
+    def __init__(self, stt: STTConfig) -> None:
+        self.vad = voice_activity_detector(stt)
+        self.calls = 0
+
+    def is_speech(self, frame: bytes) -> bool:
+        self.calls += 1
+        return self.vad.is_speech(frame)
+
+
+class LocalRecognizer(RecognizerBase):
+    """The shared recognizer part (VAD, endpointer, events) with no service behind it."""
+
+    async def start(self) -> None:
+        pass
+
+
+def recorded(endpointer: Endpointer, seen: list[bool]) -> None:
+    update = endpointer.update
+
+    def record(voiced: bool) -> list:
+        seen.append(voiced)
+        return update(voiced)
+
+    endpointer.update = record  # type: ignore[method-assign]
+
+
+async def test_inbound_classifies_each_frame_once_for_the_barge_in_detector_and_the_endpointer():
+    """One VAD pass a frame (the call's VAD, in Inbound), not one per sink: the detector and the
+    recognizer's endpointer see the same decisions, and neither runs its own VAD."""
+    stt = STTConfig(stt_provider="elevenlabs")
+    shared = CountingVad(stt)
+    detector = VadBargeIn(CountingVad(stt), Endpointer(endpointer_config(stt)))
+    recognizer = LocalRecognizer(stt, "pcm_8000")
+    recognizer.vad = CountingVad(stt)  # type: ignore[assignment]
+    listener = Listener(recognizer, metrics=Metrics(), log=Log(), clock=lambda: 0.0)
+    by_detector: list[bool] = []
+    by_recognizer: list[bool] = []
+    recorded(detector.endpointer, by_detector)
+    recorded(recognizer.endpointer, by_recognizer)
+    inbound = Inbound([detector.feed, listener.feed], vad=shared)
+    detector.arm()
+    frames = [SILENCE] * 20 + tone_frames("подождите, пожалуйста") + [SILENCE] * 40
+    for frame in frames:
+        inbound(frame, 8000)
+    assert shared.calls == len(frames)
+    assert detector.vad.calls == 0 and recognizer.vad.calls == 0  # type: ignore[attr-defined]
+    assert by_detector == by_recognizer and len(by_detector) == len(frames) and any(by_detector)
+    assert detector.detected.is_set(), "the shared decisions still make a barge-in"
+    events = []
+    while not recognizer._queue.empty():
+        events.append(recognizer._queue.get_nowait())
+    assert [type(e).__name__ for e in events] == ["SpeechStarted", "BargeInDetected", "UtteranceEnded"]
+    await recognizer.close()
+
+
+def test_without_a_shared_decision_each_sink_classifies_for_itself():
+    stt = STTConfig(stt_provider="elevenlabs")
+    detector = VadBargeIn(CountingVad(stt), Endpointer(endpointer_config(stt)))
+    Inbound([detector.feed])(SILENCE, 8000)
+    assert detector.vad.calls == 1  # type: ignore[attr-defined]
+
+
+class FakeCall:
+    """What ListeningStep needs of a call: its events, whether it ended, its log."""
+
+    def __init__(self) -> None:
+        self.events: asyncio.Queue = asyncio.Queue()
+        self.ended = False
+        self.log = Log()
+
+
+async def test_a_final_transcript_reaches_the_dialogue_in_one_turn_of_the_event_loop():
+    """The listener wakes the waiting step itself: each task hop between the transcript and the LLM request
+    costs a turn of the loop, as long as the loop's backlog (10-40 ms each at 100 calls in a burst)."""
+    recognizer = ScriptedRecognizer()
+    listener = Listener(recognizer, metrics=Metrics(), log=Log(), clock=lambda: 1.0)
+    listener.state = "ready"
+    variables = type("Vars", (), {"values": {}})()
+    step = ListeningStep(FakeCall(), listener, variables, final_timeout_s=5.0, metrics=Metrics())  # type: ignore[arg-type]
+    node = Node("ask", listen=Listen(into="reply"), next="answer")
+    task = asyncio.ensure_future(step.run(node))
+    await settle()
+    assert not task.done()
+    for event in (SpeechStarted(1, 5), UtteranceEnded(1, 40, "silence"), FinalTranscript(1, "да")):
+        listener._on_event(event)
+    await asyncio.sleep(0)
+    assert task.done(), "the step needed more than one turn of the loop to hear the transcript"
+    assert task.result() == Goto("answer") and variables.values == {"reply": "да"}
+
+
+async def test_a_digit_while_listening_is_taken_and_none_is_lost():
+    call = FakeCall()
+    listener = Listener(ScriptedRecognizer(), metrics=Metrics(), log=Log(), clock=lambda: 1.0)
+    listener.state = "ready"
+    variables = type("Vars", (), {"values": {}})()
+    step = ListeningStep(call, listener, variables, final_timeout_s=5.0, metrics=Metrics())  # type: ignore[arg-type]
+    node = Node("ask", listen=Listen(into="reply"), dtmf={"1": "one"}, next="answer")
+    task = asyncio.ensure_future(step.run(node))
+    await settle()
+    listener._on_event(SpeechStarted(1, 5))  # the step re-waits: its digit getter is cancelled and replaced
+    await settle()
+    call.events.put_nowait(DtmfEvent("1"))
+    assert await asyncio.wait_for(task, 1) == "1"
+    assert call.events.empty()

@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 
 import pytest
+from pydantic import SecretStr
 
-from voice.config import ConfigError, load
+from voice.config import ConfigError, TTSConfig, load
+from voice.stt import create_recognizer
 from voice.stt.config import STTConfig
 from voice.stt.errors import (
     STTAuthError,
@@ -22,6 +24,7 @@ from voice.stt.errors import (
     error_from_openai_http,
     error_from_scribe_message,
 )
+from voice.stt.scribe import ScribeRealtimeRecognizer
 
 
 @pytest.mark.parametrize(("kind", "cls", "retryable"), [
@@ -84,10 +87,25 @@ def test_config_defaults_and_environment():
 @pytest.mark.parametrize(("env", "name"), [
     ({"STT_PROVIDER": "google"}, "STT_PROVIDER"), ({"STT_END_SILENCE_MS": "5"}, "STT_END_SILENCE_MS"),
     ({"STT_COMMIT": "auto"}, "STT_COMMIT"), ({"STT_OPENAI_BASE_URL": "ftp://x"}, "STT_OPENAI_BASE_URL"),
+    ({"STT_BASE_URL": "ws://stt:8766"}, "STT_BASE_URL"), ({"STT_BASE_URL": "http://"}, "STT_BASE_URL"),
 ])
 def test_bad_settings_are_named(env, name):
     with pytest.raises(ConfigError, match=name):
         load(STTConfig, env)
+
+
+def test_scribe_connects_to_stt_base_url_or_else_the_tts_base_url():
+    """STT_BASE_URL lets Scribe live elsewhere than TTS (a second emulator); empty (the default) keeps one
+    base URL for both, and the recognizer's WebSocket URL follows."""
+    tts = TTSConfig(api_key=SecretStr("k"), base_url="http://tts.local:8765")
+    default = load(STTConfig, {"STT_PROVIDER": "elevenlabs"})
+    assert default.stt_base_url == "" and default.scribe_base_url(tts.base_url) == "http://tts.local:8765"
+    own = load(STTConfig, {"STT_PROVIDER": "elevenlabs", "STT_BASE_URL": " https://stt.local:9000/ "})
+    assert own.scribe_base_url(tts.base_url) == "https://stt.local:9000"
+    recognizer = create_recognizer(own, tts)
+    assert isinstance(recognizer, ScribeRealtimeRecognizer)
+    assert recognizer.url.startswith("wss://stt.local:9000/v1/speech-to-text/realtime?")
+    assert create_recognizer(default, tts).url.startswith("ws://tts.local:8765/")  # type: ignore[attr-defined]
 
 
 def test_cross_field_checks_name_the_settings():

@@ -121,7 +121,9 @@ class Stats:
     ws_generations: int = 0  # texts generated over WebSockets
     ws_max_message_bytes: int = 0  # the largest message the emulator sent on a WebSocket
     ws_audio_log: deque = dataclasses.field(default_factory=lambda: deque(maxlen=1000))  # per generation:
-    # text and `first_audio_at` (time.monotonic() as its first audio message went out; benchmarks)
+    # `text`, `text_at` (the message that completed the text arrived: its flush, a full chunk schedule or the
+    # end of input) and `first_audio_at` (its first audio message went out); time.monotonic(), comparable
+    # across processes, so a benchmark can subtract what the service itself took
     ws_close_codes: Counter = dataclasses.field(default_factory=Counter)  # close codes the emulator sent
     ws_first_messages: deque = dataclasses.field(default_factory=lambda: deque(maxlen=100))
     ws_queries: deque = dataclasses.field(default_factory=lambda: deque(maxlen=100))
@@ -677,7 +679,8 @@ class _Session:
         query = request.query
         self.output_format = query.get("output_format", DEFAULT_FORMAT)
         self.auto_mode = query.get("auto_mode", "false").lower() == "true"
-        self.queue: asyncio.Queue[str | None] = asyncio.Queue()
+        self.queue: asyncio.Queue[tuple[str, float] | None] = asyncio.Queue()
+        self.received_at = 0.0  # time.monotonic() of the client message being handled
         self.sender: asyncio.Task[None] | None = None
         self.buffer = ""
         self.schedule = [120, 160, 250, 290]
@@ -742,6 +745,7 @@ class _Session:
             if msg.type is not WSMsgType.TEXT:
                 await self.fail(1008, "invalid_input_message", INVALID_MESSAGE)
                 return
+            self.received_at = time.monotonic()
             emu.stats.ws_messages += 1
             if self.ended:
                 continue  # nothing counts after the end of input
@@ -817,7 +821,7 @@ class _Session:
 
     def _generate(self, text: str) -> None:
         if text.strip():
-            self.queue.put_nowait(text.strip())
+            self.queue.put_nowait((text.strip(), self.received_at))
 
     async def _send_audio(self) -> None:
         """Speak queued texts in order; after the end of input: `isFinal`, then close 1000."""
@@ -828,9 +832,10 @@ class _Session:
         emu = self.emu
         first = True
         while True:
-            text = await self.queue.get()
-            if text is None:
+            item = await self.queue.get()
+            if item is None:
                 break
+            text, text_at = item
             if first and emu.knobs.ttfb_ms > 0:
                 await asyncio.sleep(emu.knobs.ttfb_ms / 1000)
             emu.stats.ws_generations += 1
@@ -841,7 +846,7 @@ class _Session:
                 return
             emu._enter_generation()
             try:
-                if not await self._send_generation(text, first):
+                if not await self._send_generation(text, first, text_at):
                     return
             finally:
                 emu.stats.concurrent -= 1
@@ -851,7 +856,7 @@ class _Session:
                                                "alignment": None}))
         await self.close(1000)
 
-    async def _send_generation(self, text: str, first: bool) -> bool:
+    async def _send_generation(self, text: str, first: bool, text_at: float) -> bool:
         """Send one text's audio; False when a knob ended the connection."""
         knobs = self.emu.knobs
         audio = synthesize(text, self.output_format)
@@ -865,21 +870,21 @@ class _Session:
         for chunk in chunks:
             if 0 <= knobs.abort_after_bytes < sent + len(chunk):
                 if knobs.abort_after_bytes > sent:
-                    await self._send_chunk(text, chunk[: knobs.abort_after_bytes - sent], sent)
+                    await self._send_chunk(text, chunk[: knobs.abort_after_bytes - sent], sent, text_at)
                 await _abort(self.request)
                 return False
             if first and knobs.ws_error_code > 0 and sent >= knobs.ws_error_after_bytes:
                 await self.fail(knobs.ws_error_code, "internal_error", "An internal server error occurred.")
                 return False
             await self.emu._pace(start, sent, bytes_per_s)
-            await self._send_chunk(text, chunk, sent)
+            await self._send_chunk(text, chunk, sent, text_at)
             sent += len(chunk)
         return True
 
     def _chunks_of(self, audio: bytes) -> Iterator[bytes]:
         return self.emu._chunks(audio)
 
-    async def _send_chunk(self, text: str, chunk: bytes, offset: int) -> None:
+    async def _send_chunk(self, text: str, chunk: bytes, offset: int, text_at: float) -> None:
         message: dict[str, Any] = {"audio": base64.b64encode(chunk).decode("ascii"), "isFinal": None}
         if self.emu.knobs.alignment:
             alignment = _alignment(text, offset, len(chunk), _bytes_per_second(self.output_format))
@@ -888,7 +893,7 @@ class _Session:
         payload = json.dumps(message)
         self.emu.stats.ws_max_message_bytes = max(self.emu.stats.ws_max_message_bytes, len(payload))
         if offset == 0:
-            self.emu.stats.ws_audio_log.append({"text": text, "first_audio_at": time.monotonic()})
+            self.emu.stats.ws_audio_log.append({"text": text, "text_at": text_at, "first_audio_at": time.monotonic()})
         await self.ws.send_str(payload)
 
 
@@ -1065,8 +1070,10 @@ class EmulatorProcess:
     """
 
     def __init__(self, *args: str, host: str = "127.0.0.1", port: int = 0, env: dict[str, str] | None = None,
-                 start_timeout_s: float = 20.0) -> None:
-        self.args = [sys.executable, "-m", "voice.emulators.elevenlabs", "--host", host, "--port", str(port), *args]
+                 start_timeout_s: float = 20.0, module: str = "voice.emulators.elevenlabs") -> None:
+        """`module`: another emulator with the same command line (`--host`, `--port`, "listening on URL"),
+        e.g. `voice.emulators.stt` alone, in a process of its own."""
+        self.args = [sys.executable, "-m", module, "--host", host, "--port", str(port), *args]
         self.env = env
         self.start_timeout_s = start_timeout_s
         self.url = ""

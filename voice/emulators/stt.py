@@ -29,6 +29,7 @@ import dataclasses
 import io
 import json
 import sys
+import time
 import uuid
 import wave
 from array import array
@@ -85,7 +86,10 @@ class STTStats:
     ws_queries: deque = dataclasses.field(default_factory=lambda: deque(maxlen=100))
     ws_close_codes: Counter = dataclasses.field(default_factory=Counter)
     transcripts: deque = dataclasses.field(default_factory=lambda: deque(maxlen=1000))  # committed texts
-    commit_log: deque = dataclasses.field(default_factory=lambda: deque(maxlen=1000))  # {text, at}: monotonic
+    commit_log: deque = dataclasses.field(default_factory=lambda: deque(maxlen=1000))
+    """Per committed transcript: `text`, `commit_at` (the commit message was received) and `final_at` (the
+    `committed_transcript` went out), both `time.monotonic()` (CLOCK_MONOTONIC: comparable with the other
+    processes' stamps on one machine), so a benchmark can subtract the time the service really took."""
     http_requests: int = 0
     http_status: Counter = dataclasses.field(default_factory=Counter)
     http_requests_log: deque = dataclasses.field(default_factory=lambda: deque(maxlen=100))
@@ -396,7 +400,7 @@ class _RealtimeSession:
             async for msg in self.ws:
                 if msg.type != WSMsgType.TEXT:
                     continue
-                if not await self._on_message(msg.data):
+                if not await self._on_message(msg.data, time.monotonic()):
                     return
         finally:
             self.out.put_nowait(None)
@@ -414,12 +418,14 @@ class _RealtimeSession:
             delay = item.pop("_delay_ms", 0.0)
             if delay:
                 await asyncio.sleep(delay / 1000)
-            if item["message_type"] == "committed_transcript":
-                self.emu.stats.commit_log.append({"text": item["text"], "at": asyncio.get_running_loop().time()})
+            commit_at = item.pop("_commit_at", None)
+            if commit_at is not None:
+                self.emu.stats.commit_log.append({"text": item["text"], "commit_at": commit_at,
+                                                  "final_at": time.monotonic()})
             with contextlib.suppress(Exception):
                 await self.ws.send_json(item)
 
-    async def _on_message(self, raw: str) -> bool:
+    async def _on_message(self, raw: str, received_at: float) -> bool:
         knobs = self.emu.knobs
         try:
             data = json.loads(raw)
@@ -460,10 +466,10 @@ class _RealtimeSession:
         if self.vad and self.listener.heard and self.listener.silent_frames >= self.vad_frames:
             commit = True
         if commit:
-            return await self._commit()
+            return await self._commit(received_at)
         return True
 
-    async def _commit(self) -> bool:
+    async def _commit(self, received_at: float) -> bool:
         knobs = self.emu.knobs
         text = self.listener.commit()
         if knobs.transcript:
@@ -479,7 +485,7 @@ class _RealtimeSession:
             return False
         self.emu.stats.transcripts.append(text)
         self.out.put_nowait({"message_type": "committed_transcript", "text": text,
-                             "_delay_ms": knobs.final_delay_ms})
+                             "_delay_ms": knobs.final_delay_ms, "_commit_at": received_at})
         return True
 
 

@@ -46,7 +46,8 @@ def create_recognizer(stt: STTConfig, tts: TTSConfig, audio_format: str = "pcm_8
         from voice.stt.scribe import ScribeRealtimeRecognizer
 
         return ScribeRealtimeRecognizer(
-            stt, api_key=tts.api_key.get_secret_value(), base_url=tts.base_url, audio_format=audio_format
+            stt, api_key=tts.api_key.get_secret_value(), base_url=stt.scribe_base_url(tts.base_url),
+            audio_format=audio_format,
         )
     if stt.stt_provider == "openai":
         from voice.stt.openai import OpenAITranscriber

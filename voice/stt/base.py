@@ -34,7 +34,7 @@ from voice.stt.events import (
 )
 from voice.stt.vad import VoiceActivityDetector, check_format
 
-__all__ = ["RecognizerBase", "SpeechRecognizer", "endpointer_config"]
+__all__ = ["RecognizerBase", "SpeechRecognizer", "endpointer_config", "voice_activity_detector"]
 
 log = structlog.get_logger(__name__)
 
@@ -50,8 +50,10 @@ class SpeechRecognizer(Protocol):
         """Connect (or get ready); raises a typed STTError when the service cannot be had."""
         ...
 
-    def feed(self, frame: bytes) -> None:
-        """One 20 ms inbound frame in `audio_format`. Never blocks; ignored after close or failure."""
+    def feed(self, frame: bytes, voiced: bool | None = None) -> None:
+        """One 20 ms inbound frame in `audio_format`. Never blocks; ignored after close or failure.
+        `voiced`: the frame's VAD decision when the caller already has it (the bridge classifies each
+        inbound frame once for the recognizer and the barge-in detector); None: the recognizer's own VAD."""
         ...
 
     def commit(self) -> None:
@@ -65,6 +67,12 @@ class SpeechRecognizer(Protocol):
     async def close(self) -> None:
         """Stop everything (idempotent): no task, socket or request left running."""
         ...
+
+
+def voice_activity_detector(config: STTConfig, audio_format: str = "pcm_8000") -> VoiceActivityDetector:
+    """A call's VAD as the settings tune it (`STT_VAD_AGGRESSIVENESS`, `STT_VAD_MIN_RMS`)."""
+    return VoiceActivityDetector(audio_format, aggressiveness=config.stt_vad_aggressiveness,
+                                 min_rms=config.stt_vad_min_rms)
 
 
 def endpointer_config(config: STTConfig) -> EndpointerConfig:
@@ -88,8 +96,8 @@ class RecognizerBase:
         check_format(audio_format)
         self.config = config
         self.audio_format = audio_format
-        self.vad = VoiceActivityDetector(audio_format, aggressiveness=config.stt_vad_aggressiveness,
-                                         min_rms=config.stt_vad_min_rms)
+        self.vad = voice_activity_detector(config, audio_format)
+        """Used only for frames fed without a decision (`feed(frame)`)."""
         self.endpointer = Endpointer(endpointer_config(config))
         self.utterance = 0
         self.closed = False
@@ -98,10 +106,12 @@ class RecognizerBase:
 
     # --- the call's side ----------------------------------------------------------------------------------
 
-    def feed(self, frame: bytes) -> None:
+    def feed(self, frame: bytes, voiced: bool | None = None) -> None:
         if self.closed or self.failed is not None:
             return
-        for decision in self.endpointer.update(self.vad.is_speech(frame)):
+        if voiced is None:
+            voiced = self.vad.is_speech(frame)
+        for decision in self.endpointer.update(voiced):
             self._decide(decision)
         self._on_frame(frame)
 

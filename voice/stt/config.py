@@ -16,14 +16,17 @@ flags and overrides are keyed by field name across every settings part:
 | vad_aggressiveness | `STT_VAD_AGGRESSIVENESS` | 2: webrtcvad mode 0-3 (3 rejects the most non-speech) |
 | vad_min_rms | `STT_VAD_MIN_RMS` | 200: frames quieter than this are never speech (line hiss) |
 | chunk_ms | `STT_CHUNK_MS` | 100: audio per Scribe WebSocket message (a commit sends what is pending at once) |
+| base_url | `STT_BASE_URL` | empty = `ELEVENLABS_BASE_URL`: where Scribe realtime is (a separate STT emulator) |
 | openai_base_url | `STT_OPENAI_BASE_URL` | `https://api.openai.com/v1` (a self-hosted Whisper server's `/v1`) |
 | openai_api_key | `STT_OPENAI_API_KEY` | empty (no `Authorization` header) |
 | connect_timeout_s | `STT_CONNECT_TIMEOUT` | 3.0 |
 | request_timeout_s | `STT_REQUEST_TIMEOUT` | 10.0: one transcription request, or the wait for `session_started` |
 | max_retries | `STT_MAX_RETRIES` | 1: retries of a connection or a 429/5xx before anything was transcribed |
 
-The ElevenLabs recognizer takes its key and base URL from `TTSConfig` (`ELEVENLABS_API_KEY`,
-`ELEVENLABS_BASE_URL`; the wss URL is derived): one account, one emulator in tests.
+The ElevenLabs recognizer takes its key from `TTSConfig` (`ELEVENLABS_API_KEY`: one account) and its base
+URL from `STT_BASE_URL`, or `ELEVENLABS_BASE_URL` when that is empty (the wss URL is derived): one setting
+in production, and the benchmarks can run the STT emulator in a process of its own so that its CPU does not
+delay the TTS emulator's answers (`scribe_base_url`).
 """
 
 from __future__ import annotations
@@ -64,6 +67,8 @@ class STTConfig(SettingsPart):
         "STT_VAD_MIN_RMS", 200, "frames below this RMS are never speech (line noise)")
     stt_chunk_ms: Annotated[int, between(20, 1000)] = setting(
         "STT_CHUNK_MS", 100, "audio per Scribe WebSocket message, in ms (a multiple of 20)")
+    stt_base_url: Annotated[str, url("http", "https", optional=True)] = setting(
+        "STT_BASE_URL", "", "ElevenLabs speech-to-text API base; empty = ELEVENLABS_BASE_URL")
     stt_openai_base_url: Annotated[str, url("http", "https")] = setting(
         "STT_OPENAI_BASE_URL", "https://api.openai.com/v1",
         "OpenAI-compatible API base with /v1 (a self-hosted Whisper server)")
@@ -93,6 +98,10 @@ class STTConfig(SettingsPart):
     def model_id(self) -> str:
         """The model asked for: `stt_model`, or the provider's default."""
         return self.stt_model or DEFAULT_MODELS[self.stt_provider]
+
+    def scribe_base_url(self, tts_base_url: str) -> str:
+        """Where the Scribe realtime session connects: `STT_BASE_URL`, else the TTS base URL."""
+        return self.stt_base_url or tts_base_url
 
     @property
     def openai_api_key(self) -> str:

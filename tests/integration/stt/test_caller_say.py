@@ -37,6 +37,12 @@ async def test_said_text_arrives_at_its_time_and_reads_back():
     listener = ToneListener()
     listener.feed(audio)
     assert listener.commit() == "да нет, спасибо"
+    # the end of each text as sent (benchmarks time the caller's end of speech from it): its last frame
+    lasts = [i for i in range(1, len(frames)) if any(frames[i - 1]) and not any(frames[i])]
+    last_frames = [lasts[0] - 1, len(frames) - 1 - next(i for i, f in enumerate(reversed(frames)) if any(f))]
+    assert len(report.said_ms) == 2 and report.uuid_at > 0
+    for said, index in zip(report.said_ms, last_frames, strict=True):
+        assert index * 20 <= said < index * 20 + 50  # the ticker's phase and lateness, not the schedule's
 
 
 def test_say_option_parses_and_names_bad_items():

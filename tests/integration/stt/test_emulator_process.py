@@ -54,3 +54,34 @@ async def test_the_stt_emulator_alone_in_process_has_its_control_endpoints():
         r = await client.post(f"{emu.url}/v1/audio/transcriptions", headers={"Authorization": "Bearer x"},
                               data={"model": "whisper-1"}, files={"file": ("a.wav", b"RIFF")})
         assert r.status_code == 401
+
+
+async def test_a_recognizer_reaches_an_stt_emulator_of_its_own_and_the_commit_and_final_are_stamped():
+    """STT_BASE_URL points Scribe at a second emulator (the TTS base URL is nowhere); the emulator stamps,
+    on CLOCK_MONOTONIC, when the commit arrived and when the final went out, over its control endpoint."""
+    import time
+
+    from voice.emulators.stt import STTEmulator, STTKnobs
+
+    async with STTEmulator(api_key=DEFAULT_API_KEY, knobs=STTKnobs(final_delay_ms=80)) as emu:
+        stt = STTConfig(stt_provider="elevenlabs", stt_base_url=emu.url)
+        recognizer = create_recognizer(stt, TTSConfig(api_key=DEFAULT_API_KEY, base_url="http://127.0.0.1:9"))
+        await recognizer.start()
+        try:
+            for frame in spoken("да"):
+                recognizer.feed(frame)
+            before_commit = time.monotonic()
+            recognizer.commit()
+            async with asyncio.timeout(10):
+                async for event in recognizer.events():
+                    if isinstance(event, FinalTranscript):
+                        break
+            after_final = time.monotonic()
+        finally:
+            await recognizer.close()
+        async with httpx.AsyncClient() as client:
+            log = (await client.get(f"{emu.url}/_emulator/stats")).json()["commit_log"]
+    assert [entry["text"] for entry in log] == ["да"]
+    entry = log[0]
+    assert before_commit - 1.0 < entry["commit_at"] <= entry["final_at"] <= after_final
+    assert entry["final_at"] - entry["commit_at"] >= 0.08  # the knob's delay is inside the service's time

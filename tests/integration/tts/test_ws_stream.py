@@ -103,6 +103,28 @@ async def test_a_turn_speaks_every_piece_and_ends_with_none(emulator, tts_config
         await tts.aclose()
 
 
+async def test_each_generation_is_stamped_when_its_text_arrived_and_its_first_audio_went_out(emulator, tts_config):
+    """Benchmarks subtract the service's own time (TTFB knob and the emulator's CPU) from a turn: per
+    generation, CLOCK_MONOTONIC stamps of the text's arrival and of its first audio message."""
+    import time
+
+    emulator.set_knobs(ttfb_ms=60)
+    tts = manager(tts_config)
+    try:
+        before = time.monotonic()
+        await speak(tts, PIECES)
+        after = time.monotonic()
+    finally:
+        await tts.aclose()
+    log = emulator.stats.snapshot()["ws_audio_log"]
+    assert [entry["text"] for entry in log] == [p.strip() for p in PIECES]
+    first = log[0]
+    assert before <= first["text_at"] <= first["first_audio_at"] <= after
+    assert first["first_audio_at"] - first["text_at"] >= 0.06  # the TTFB is the service's time
+    assert all(e["text_at"] <= e["first_audio_at"] for e in log)
+    assert log[1]["text_at"] > first["text_at"]  # its own message, not the first one's
+
+
 async def test_the_spent_socket_is_replaced_in_the_background(emulator, tts_config):
     tts = manager(tts_config)
     try:
