@@ -164,8 +164,17 @@ class BridgeApp:
             vad = detector.vad
         elif listener is not None and listener.recognizer is not None:
             vad = voice_activity_detector(self.settings.stt)
-        call.on_audio = Inbound([detector.feed, listener.feed] if listener is not None else [detector.feed],
-                                vad=vad)
+        inbound = Inbound([detector.feed, listener.feed] if listener is not None else [detector.feed], vad=vad)
+        if vad is None and isinstance(detector, SpeechDetector) and (listener is None or listener.recognizer is None):
+            # only the energy detector looks at the caller's audio, and only while armed: until then the
+            # call hands no frame over (its inbound fast path just counts them)
+            def hear(armed: bool) -> None:
+                call.on_audio = inbound if armed else None
+
+            detector.on_armed = hear
+            call.on_audio = None
+        else:
+            call.on_audio = inbound
         playlist = Playlist(call, speaker, answers, fragments=self.fragments,
                             synthesis=Synthesizer(self.hub, tts, self.tts_profile), variables=variables,
                             detector=detector, filler_after_s=config.filler_after_s, metrics=self.metrics)
@@ -190,7 +199,7 @@ class BridgeApp:
             tts.connection_manager.prefetch()  # connect now: the first answer finds a hot socket
             conversation = self.new_conversation(call)
         listener = self.new_listener(call) if self.dialogue.listens else None
-        if listener is not None:
+        if listener is not None and listener.recognizer is not None:
             call.read_on_arrival(True)  # the recognizer's endpointing wants each frame as it arrives
         try:
             if listener is not None:

@@ -12,6 +12,7 @@ Two detectors (`BARGE_IN_MODE`): `SpeechDetector` counts loud frames (energy: li
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Protocol
 
 from voice.audio import rms
@@ -49,7 +50,9 @@ class BargeInDetector(Protocol):
 class SpeechDetector:
     """Energy-based caller speech detection on inbound frames: `min_ms` of frames at or above `threshold` RMS.
 
-    Called for every inbound frame, so it does one C call (`rms`) and two compares.
+    Called for every inbound frame while armed, so it does one C call (`rms`) and two compares. Disarmed it
+    needs no frame at all: `on_armed` (when set) hears each arm and disarm, so the call can stop handing
+    frames over while no prompt can be interrupted.
     """
 
     def __init__(self, threshold: int, min_ms: int) -> None:
@@ -57,15 +60,20 @@ class SpeechDetector:
         self.min_ms = min_ms
         self.armed = False
         self.detected = asyncio.Event()
+        self.on_armed: Callable[[bool], None] | None = None
         self._loud_ms = 0.0
 
     def arm(self) -> None:
         self._loud_ms = 0.0
         self.detected = asyncio.Event()
         self.armed = True
+        if self.on_armed is not None:
+            self.on_armed(True)
 
     def disarm(self) -> None:
         self.armed = False
+        if self.on_armed is not None:
+            self.on_armed(False)
 
     def feed(self, payload: bytes, rate: int, voiced: bool | None = None) -> None:
         """`voiced` (a VAD's decision) is not what energy detection goes by: ignored."""

@@ -120,7 +120,14 @@ def last_sound_before(report, start_ms: float, end_ms: float) -> float:
 async def test_caller_speech_stops_the_prompt(stack):
     await stack.start(BARGE)
     speak_at = 1.0
-    report = await stack.call(duration_s=None, speech_at=speak_at, speech_s=0.5)
+    placed = asyncio.ensure_future(stack.call(duration_s=None, speech_at=speak_at, speech_s=0.5))
+    listening: set[bool] = set()  # whether the call hands its inbound frames to the detector
+    while not placed.done():
+        listening.update(call.on_audio is not None for call in stack.calls())
+        await asyncio.sleep(0.02)
+    report = await placed
+    # handed over while the prompt could be interrupted, not during the goodbye (no barge-in there)
+    assert listening == {True, False}
     frames = frames_of(report.audio)
     assert report.hangup == "server"
     # the prompt was playing before the caller spoke ...
