@@ -9,7 +9,7 @@ cores changes the figures: take final figures when it is low.
     .venv/bin/python bridge/sim/bench/series.py --scenarios all-static --calls 100,500,1000 --baseline \
         [--workers 1,2] [--repeat 3] [--duration 10 --ramp 2] [--pin] [--json out.json]
 
-The markdown table it prints is the one in README ("Benchmarks", "The whole call path").
+The markdown table it prints is the one in docs/benchmarks.md ("The whole call path").
 """
 
 from __future__ import annotations
