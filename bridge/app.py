@@ -297,7 +297,7 @@ def _freeze_startup_objects() -> None:
     (`gc.freeze`), and a full pass is considered a hundred times less often (the third threshold: after
     1000 middle-generation passes instead of 10; young cyclic garbage is still collected as before). Left as they
     were, passes of 20-50 ms came every time the heap grew by a quarter, i.e. several times while a
-    thousand calls start, and each one is a gap every call hears (measured in docs/benchmarks.md, "The whole call path").
+    thousand calls start, and each one is a gap every call hears (docs/benchmarks.md, "The whole call path").
     """
     gc.collect()
     gc.freeze()
