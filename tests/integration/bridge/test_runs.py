@@ -4,6 +4,7 @@ barge-in and hang-up behaviour as frame by frame, with one producer wake-up for 
 from __future__ import annotations
 
 import asyncio
+from unittest import mock
 
 from bridge.call import Call, CallEnded
 from bridge.config import BridgeConfig
@@ -33,16 +34,16 @@ async def test_a_run_is_heard_whole_in_order_and_returns_with_at_most_a_queue_le
     left_at_return: list[int] = []
     wakeups = 0
 
+    space = Call._space
+
+    async def counting_space(self: Call) -> None:
+        nonlocal wakeups
+        wakeups += 1
+        await space(self)
+
     async def play(call: Call) -> None:
-        space = call._space
-
-        async def counting_space() -> None:
-            nonlocal wakeups
-            wakeups += 1
-            await space()
-
-        call._space = counting_space  # type: ignore[method-assign]
-        await call.play_frames(run)
+        with mock.patch.object(Call, "_space", counting_space):
+            await call.play_frames(run)
         left_at_return.append(call.queued_frames)
 
     report = await _call(play, 1.2)
