@@ -483,7 +483,26 @@ class Call(asyncio.Protocol):
     # --- the media clock's side -------------------------------------------------------------------------
 
     def clock_tick(self) -> None:
-        """Write exactly one frame: the next queued one, else silence. Called by the media clock only."""
+        """Write exactly one frame: the next queued one, else silence. Called by the media clock only.
+
+        A call read on its tick is read first: what the caller sent since the last tick may be a hang-up or
+        the end of the connection, and nothing must be written after it (Asterisk answers a frame sent after
+        its FIN with a RST, and the bridge's own FIN is then never sent).
+        """
+        if self._tick_reads:  # see `read_on_arrival`
+            try:
+                data = os.read(self._fd, _TICK_READ_BYTES)
+            except BlockingIOError:
+                pass
+            except OSError:  # a reset: the event loop reads it again and ends the call the usual way
+                self._stop_tick_reads()
+                return
+            else:
+                if (len(data) == _AUDIO_MESSAGE and self._fast and self.on_audio is None
+                        and data.startswith(_AUDIO_HEAD)):
+                    self.frames_received += 1  # the usual period: one 20 ms message, and nobody listening
+                elif not self._read_more(data):
+                    return  # the caller is gone
         if self._ended:
             return
         if self._fade_tail is not None:  # a prompt was cut last tick: its fade-out goes before anything new
@@ -515,37 +534,27 @@ class Call(asyncio.Protocol):
         else:
             self._transport.write(SILENCE_FRAME)  # type: ignore[union-attr]
         self.frames_sent += 1
-        if self._tick_reads:  # what the caller sent since the last tick (see `read_on_arrival`)
-            try:
-                data = os.read(self._fd, _TICK_READ_BYTES)
-            except BlockingIOError:
-                return
-            except OSError:  # a reset: the event loop reads it again and ends the call the usual way
-                self._stop_tick_reads()
-                return
-            if (len(data) == _AUDIO_MESSAGE and self._fast and self.on_audio is None
-                    and data.startswith(_AUDIO_HEAD)):
-                self.frames_received += 1  # the usual period: one 20 ms message, and nobody listening
-                return
-            self._read_more(data)
 
-    def _read_more(self, data: bytes) -> None:
+    def _read_more(self, data: bytes) -> bool:
         """The rest of a tick's read: anything but one plain message goes through `data_received`, and a
-        full read is followed by more (a burst is drained now rather than left to grow)."""
+        full read is followed by more (a burst is drained now rather than left to grow). False when the
+        connection ended (end of file, an error): the event loop reads that again and ends the call the
+        usual way, sending our FIN."""
         for _ in range(_TICK_READS_MAX):
-            if not data:  # end of file: the event loop reads it again and ends the call the usual way
+            if not data:
                 self._stop_tick_reads()
-                return
+                return False
             self.data_received(data)
             if len(data) < _TICK_READ_BYTES or not self._tick_reads:
-                return
+                return True
             try:
                 data = os.read(self._fd, _TICK_READ_BYTES)
             except BlockingIOError:
-                return
+                return True
             except OSError:
                 self._stop_tick_reads()
-                return
+                return False
+        return True
 
     def _start_tick_reads(self) -> None:
         """The clock reads from now on: the call is paced, its inbound is judged, nobody needs it sooner."""

@@ -149,6 +149,32 @@ async def test_a_paced_call_is_read_on_its_tick_and_hears_everything() -> None:
         await server.stop(0)
 
 
+async def test_nothing_is_written_after_the_callers_fin_and_ours_follows() -> None:
+    # Asterisk closes the connection when the phone hangs up; a frame written after its FIN is answered with
+    # a RST, and then our own FIN is never sent. Read on the tick, the end of file is read before the frame.
+    server, calls, _ = await start()
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        call = await judged(writer, calls)
+        await wait_for(lambda: call._tick_reads, "reads on the tick")
+        await asyncio.sleep(0.1)
+        while True:  # what the bridge wrote before our FIN
+            try:
+                await asyncio.wait_for(reader.read(65536), 0.005)
+            except TimeoutError:
+                break
+        sent = call.frames_sent  # the bridge runs in this event loop: no tick between here and our FIN
+        writer.write_eof()  # FIN (on loopback it is in the bridge's socket when this returns); we keep reading
+        while await asyncio.wait_for(reader.read(65536), 2):
+            pass  # frames written before our FIN; then b"": the bridge's FIN, not a reset
+        await wait_for(lambda: call.ended, "the call to end")
+        assert call.hangup_by == "caller"
+        assert call.frames_sent == sent  # the tick read the end of file before writing
+        writer.close()
+    finally:
+        await server.stop(0)
+
+
 async def test_a_reset_while_read_on_the_tick_ends_the_call() -> None:
     server, calls, _ = await start()
     try:
