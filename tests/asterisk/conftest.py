@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -13,6 +14,10 @@ import pytest
 from asterisk.harness import Stack
 from asterisk.listen import Heard
 from asterisk.phone import CallView, Capture, Phone, Spec, audiosocket_connections, call_view
+
+SETTLE_S = 0.25
+"""After the phones are done, how long the capture goes on: the bridge reads a paced call on its media clock's
+tick, so it sees Asterisk close the AudioSocket connection and sends its own FIN up to 20 ms later."""
 
 TIMINGS: list[dict] = []
 
@@ -75,6 +80,7 @@ class Calls:
             self.phones.append(phone)
             phones.append(phone.start())
         statuses = [phone.wait(timeout) for phone in phones]
+        time.sleep(SETTLE_S)  # the last TCP segments of calls the phones ended (the bridge's FIN) are captured too
         packets = capture.stop()
         self.captures.remove(capture)
         for proc in self.stack.procs:

@@ -523,15 +523,20 @@ def audiosocket_connections(packets: list[Packet]) -> list[dict[str, float | int
         else:
             continue
         c = conns.setdefault(port, {"port": port, "syn": None, "asterisk_close": None, "bridge_close": None,
-                                    "bridge_last_payload": None})
+                                    "asterisk_reset": None, "bridge_last_payload": None,
+                                    "bridge_payloads_after_asterisk_close": 0})
         if p.tcp_flags & SYN and not from_bridge and c["syn"] is None:
             c["syn"] = p.t
         if p.tcp_flags & (FIN | RST):
             key = "bridge_close" if from_bridge else "asterisk_close"
             if c[key] is None:
                 c[key] = p.t
+        if p.tcp_flags & RST and not from_bridge and c["asterisk_reset"] is None:
+            c["asterisk_reset"] = p.t
         if from_bridge and p.payload:
             c["bridge_last_payload"] = p.t
+            if c["asterisk_close"] is not None:
+                c["bridge_payloads_after_asterisk_close"] += 1  # type: ignore[operator]
     return list(conns.values())
 
 

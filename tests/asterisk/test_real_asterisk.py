@@ -127,13 +127,19 @@ def test_the_phones_bye_ends_the_bridges_call(stack, calls, extension):
     assert find_first(heard, fragment("hello"), extension) is not None  # it was a real call
     assert view.bye_from_asterisk_t is None
     (conn,) = [c for c in r.audiosocket if c["syn"] is not None]
-    # Asterisk closes the AudioSocket connection, and the bridge ends its side of the call and stops sending
+    # Asterisk closes the AudioSocket connection, and the bridge ends its side of the call and stops sending.
+    # The bridge reads a paced call on its media clock's tick: it sees the FIN up to 20 ms later, and a frame
+    # it wrote in that tick (when a last audio message came just before the FIN, one read returns the
+    # message and the next the end of file) is answered by Asterisk's kernel with a RST, which tears the
+    # connection down instead of the bridge's own FIN. Either way: at most that one frame, then nothing.
     assert conn["asterisk_close"] is not None and conn["asterisk_close"] - view.bye_from_phone_t <= 1.0
-    assert conn["bridge_close"] is not None and conn["bridge_close"] - view.bye_from_phone_t <= 2.0, conn
-    assert conn["bridge_last_payload"] <= conn["bridge_close"]
+    closed = conn["bridge_close"] or conn["asterisk_reset"]
+    assert closed is not None and closed - view.bye_from_phone_t <= 2.0, conn
+    assert conn["bridge_last_payload"] <= closed and conn["bridge_payloads_after_asterisk_close"] <= 1, conn
     print(f"phone BYE, {extension}: Asterisk closed the AudioSocket connection after "
-          f"{(conn['asterisk_close'] - view.bye_from_phone_t) * 1000:.1f} ms, the bridge its side after "
-          f"{(conn['bridge_close'] - view.bye_from_phone_t) * 1000:.1f} ms")
+          f"{(conn['asterisk_close'] - view.bye_from_phone_t) * 1000:.1f} ms, the connection was torn down after "
+          f"{(closed - view.bye_from_phone_t) * 1000:.1f} ms (by the bridge's "
+          f"{'FIN' if conn['bridge_close'] else 'frame, answered with a RST'})")
     assert all(rtp.t <= view.bye_ok_t + 0.2 for rtp in view.heard)
 
 
