@@ -123,6 +123,10 @@ def _fade_out(payload: bytes) -> bytes:
     return np.rint(samples * _FADE).astype("<i2").tobytes()
 
 
+def _discard(data: bytes) -> None:
+    """The write of a call with no transport (not connected yet, or gone)."""
+
+
 def _pad(frame: bytes) -> bytes:
     """A short frame padded with zeros to 20 ms; b"" stays b"" (nothing to play)."""
     n = len(frame)
@@ -223,7 +227,7 @@ class Call(asyncio.Protocol):
         "_fast", "_fd", "_group", "_held_inbound", "_host", "_inbound", "_join_timer", "_joined", "_keys",
         "_low_water", "_outbound_limit", "_outq", "_pending", "_rate_bytes", "_rate_check", "_rate_frames",
         "_rate_t0", "_root", "_space_waiter", "_spoke_at", "_tasks", "_tick_reads", "_tick_reads_allowed",
-        "_transport", "_uuid_timeout", "_uuid_timer", "_warned", "connected_at", "dtmf_dropped", "events",
+        "_transport", "_uuid_timeout", "_uuid_timer", "_warned", "_write", "connected_at", "dtmf_dropped", "events",
         "frames_received", "frames_sent", "hangup_by", "hung_up", "log", "on_audio", "peer",
         "speech_frames_sent", "started_at", "uuid",
     )
@@ -251,6 +255,8 @@ class Call(asyncio.Protocol):
         self.connected_at = 0.0
         self.started_at: float | None = None
         self._transport: asyncio.Transport | None = None
+        self._write: Callable[[bytes], object] = _discard
+        """The transport's `write`, bound once (the tick calls it for every call every 20 ms)."""
         self._decoder = Decoder(expect_uuid=True)
         self._established = False
         self._ended = False
@@ -506,7 +512,7 @@ class Call(asyncio.Protocol):
         if self._ended:
             return
         if self._fade_tail is not None:  # a prompt was cut last tick: its fade-out goes before anything new
-            self._transport.write(self._fade_tail)  # type: ignore[union-attr]
+            self._write(self._fade_tail)
             self._fade_tail = None
             self.frames_sent += 1
             return
@@ -515,10 +521,10 @@ class Call(asyncio.Protocol):
             head = q[0]
             if head.__class__ is bytes:
                 q.popleft()
-                self._transport.write(head)  # type: ignore[union-attr]
+                self._write(head)
             else:  # a run: its next frame, straight from the shared list
                 i = head.next  # type: ignore[union-attr]
-                self._transport.write(AUDIO_HEADER_320 + head.frames[i])  # type: ignore[union-attr]
+                self._write(AUDIO_HEADER_320 + head.frames[i])  # type: ignore[union-attr]
                 i += 1
                 if i == head.end:  # type: ignore[union-attr]
                     q.popleft()
@@ -532,7 +538,7 @@ class Call(asyncio.Protocol):
             if not pending and self._drain_waiter is not None:
                 self._wake_drain()
         else:
-            self._transport.write(SILENCE_FRAME)  # type: ignore[union-attr]
+            self._write(SILENCE_FRAME)
         self.frames_sent += 1
 
     def _read_more(self, data: bytes) -> bool:
@@ -582,6 +588,7 @@ class Call(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # a stream transport, by duck typing: uvloop's transports are not subclasses of asyncio.Transport
         self._transport = tcp = cast(asyncio.Transport, transport)
+        self._write = tcp.write
         peername = transport.get_extra_info("peername")
         self.peer = f"{peername[0]}:{peername[1]}" if peername else "?"
         self.log = _log.bind(peer=self.peer)
@@ -727,6 +734,7 @@ class Call(asyncio.Protocol):
                 self.log.warning("connection_failed", error=repr(exc))
             self._end(by, send_hangup=False)
         self._transport = None  # the transport and its protocol no longer hold each other
+        self._write = _discard
         self._host.connection_closed(self)
 
     def pause_writing(self) -> None:
