@@ -588,7 +588,6 @@ class Call(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # a stream transport, by duck typing: uvloop's transports are not subclasses of asyncio.Transport
         self._transport = tcp = cast(asyncio.Transport, transport)
-        self._write = tcp.write
         peername = transport.get_extra_info("peername")
         self.peer = f"{peername[0]}:{peername[1]}" if peername else "?"
         self.log = _log.bind(peer=self.peer)
@@ -603,6 +602,7 @@ class Call(asyncio.Protocol):
         # The kernel's send buffer is capped likewise (left alone it grows to megabytes, i.e. minutes of
         # audio, before a stuck peer shows in user space); audio needs 16 KB/s, so this costs nothing.
         tcp.set_write_buffer_limits(high=self._outbound_limit)
+        self._write = tcp.write
         sock = transport.get_extra_info("socket")
         if sock is not None:
             with contextlib.suppress(OSError):  # not every platform lets us
