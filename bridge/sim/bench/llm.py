@@ -31,7 +31,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import logging
 import random
 import statistics
 import subprocess
@@ -40,7 +39,6 @@ import time
 import uuid
 
 import httpx
-import structlog
 from pydantic import SecretStr
 
 from bridge.app import BridgeApp
@@ -49,6 +47,7 @@ from bridge.dialogue import parse_dialogue
 from bridge.ops.metrics import Metrics
 from bridge.protocol import Decoder, Kind, encode_uuid
 from bridge.server import AudioSocketServer
+from bridge.sim.bench.process import loop_runner, quiet_logs
 from voice.cache import RedisCacheManager
 from voice.config import CacheConfig, LLMConfig, TTSConfig
 from voice.emulators.elevenlabs import DEFAULT_API_KEY, DEFAULT_VOICES, EmulatorProcess
@@ -203,18 +202,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-uvloop", action="store_true", help="use the default asyncio loop")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     args = parser.parse_args(argv)
-    structlog.configure(
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
-        wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING),
-    )
-    runner = asyncio.run
-    if not args.no_uvloop:
-        try:
-            import uvloop
-
-            runner = uvloop.run
-        except ImportError:
-            pass
+    quiet_logs()
+    runner = loop_runner(args.no_uvloop)
     llm_args = ["--answer", ANSWER, "--first-piece-delay-ms", str(args.llm_first_delay_ms),
                 "--piece-delay-ms", str(args.llm_piece_delay_ms)]
     with RedisServer() as redis_server, EmulatorProcess("--log-level", "warning", "--ttfb-ms",

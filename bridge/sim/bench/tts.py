@@ -14,17 +14,15 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
-import logging
 import statistics
 import sys
 import time
 
 import httpx
-import structlog
 from pydantic import SecretStr
 
+from bridge.sim.bench.process import loop_runner, quiet_logs
 from voice.audio import FrameStream
 from voice.config import OUTPUT_FORMATS, TTSConfig
 from voice.emulators.elevenlabs import DEFAULT_API_KEY, EmulatorProcess, synthesize
@@ -122,20 +120,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-uvloop", action="store_true", help="use the default asyncio loop")
     parser.add_argument("--json", action="store_true", help="print JSON instead of tables")
     args = parser.parse_args(argv)
-    structlog.configure(
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
-        wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING),
-    )
+    quiet_logs()
     formats = [f for f in args.formats.split(",") if f]
 
-    runner = asyncio.run
-    if not args.no_uvloop:
-        try:
-            import uvloop
-
-            runner = uvloop.run
-        except ImportError:
-            pass
+    runner = loop_runner(args.no_uvloop)
     with EmulatorProcess("--log-level", "warning") as emulator:
         lat = runner(latency(emulator.url, formats, args.requests))
     costs = [conversion_cost(f) for f in OUTPUT_FORMATS]

@@ -40,7 +40,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import logging
 import os
 import random
 import resource
@@ -49,7 +48,6 @@ import time
 from pathlib import Path
 
 import httpx
-import structlog
 from pydantic import SecretStr
 
 from bridge.app import BridgeApp, _freeze_startup_objects
@@ -58,6 +56,7 @@ from bridge.dialogue import parse_dialogue
 from bridge.ops.metrics import Metrics
 from bridge.server import AudioSocketServer
 from bridge.sim.bench.llm import LLMProcess, first_phrase, percentiles
+from bridge.sim.bench.process import loop_runner, quiet_logs
 from bridge.sim.caller import place_call, sender_stats
 from voice.cache import RedisCacheManager
 from voice.config import CacheConfig, LLMConfig, TTSConfig
@@ -273,18 +272,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.callers:  # the callers' process
         print(json.dumps(asyncio.run(callers(args.callers, args.calls, args.seed, args.spread_s))))
         return 0
-    structlog.configure(
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
-        wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING),
-    )
-    runner = asyncio.run
-    if not args.no_uvloop:
-        try:
-            import uvloop
-
-            runner = uvloop.run
-        except ImportError:
-            pass
+    quiet_logs()
+    runner = loop_runner(args.no_uvloop)
     llm_args = ["--knobs", json.dumps({"answers": answers(args.calls)}, ensure_ascii=False),
                 "--first-piece-delay-ms", str(args.llm_first_ms), "--piece-delay-ms", "10"]
     stt_args = ["--api-key", DEFAULT_API_KEY, "--knobs", json.dumps({"final_delay_ms": args.stt_final_ms})]
