@@ -20,7 +20,7 @@ that starts after silence (the call's first words, or after `QUIET_FRAMES` of si
 (`MediaClock.expedite`) rather than waiting up to a period for the call's phase; a source that trickles
 in frame by frame is not, so it can never make the call play faster than real time.
 The socket is read for the whole call: by the event loop until the call is paced and its inbound format
-judged, then by the clock right after it writes the call's frame (`read_on_arrival`: a listening call keeps
+judged, then by the clock just before it writes the call's frame (`read_on_arrival`: a listening call keeps
 the event loop's reads); EOF, a reset or 0x00 end the call and cancel its tasks.
 """
 
@@ -123,10 +123,6 @@ def _fade_out(payload: bytes) -> bytes:
     return np.rint(samples * _FADE).astype("<i2").tobytes()
 
 
-def _discard(data: bytes) -> None:
-    """The write of a call with no transport (not connected yet, or gone)."""
-
-
 def _pad(frame: bytes) -> bytes:
     """A short frame padded with zeros to 20 ms; b"" stays b"" (nothing to play)."""
     n = len(frame)
@@ -227,7 +223,7 @@ class Call(asyncio.Protocol):
         "_fast", "_fd", "_group", "_held_inbound", "_host", "_inbound", "_join_timer", "_joined", "_keys",
         "_low_water", "_outbound_limit", "_outq", "_pending", "_rate_bytes", "_rate_check", "_rate_frames",
         "_rate_t0", "_root", "_space_waiter", "_spoke_at", "_tasks", "_tick_reads", "_tick_reads_allowed",
-        "_transport", "_uuid_timeout", "_uuid_timer", "_warned", "_write", "connected_at", "dtmf_dropped", "events",
+        "_transport", "_uuid_timeout", "_uuid_timer", "_warned", "connected_at", "dtmf_dropped", "events",
         "frames_received", "frames_sent", "hangup_by", "hung_up", "log", "on_audio", "peer",
         "speech_frames_sent", "started_at", "uuid",
     )
@@ -255,8 +251,6 @@ class Call(asyncio.Protocol):
         self.connected_at = 0.0
         self.started_at: float | None = None
         self._transport: asyncio.Transport | None = None
-        self._write: Callable[[bytes], object] = _discard
-        """The transport's `write`, bound once (the tick calls it for every call every 20 ms)."""
         self._decoder = Decoder(expect_uuid=True)
         self._established = False
         self._ended = False
@@ -314,7 +308,7 @@ class Call(asyncio.Protocol):
         for it: every millisecond of a turn counts) or may be read at the call's clock tick, 0-20 ms later.
 
         Reading on the tick is the default once the call is paced and its inbound audio judged slin 8 kHz:
-        the clock, right after writing the call's frame, reads what the caller sent in the last period (one
+        the clock, just before writing the call's frame, reads what the caller sent in the last period (one
         `read(2)` of one or two messages), so the event loop never polls the socket or runs a read callback
         per message; about a quarter of the bridge's CPU per call (docs/performance.md). A digit or the
         start of a barge-in is seen up to one period later. Anything unusual on the socket (end of file, an
@@ -512,7 +506,7 @@ class Call(asyncio.Protocol):
         if self._ended:
             return
         if self._fade_tail is not None:  # a prompt was cut last tick: its fade-out goes before anything new
-            self._write(self._fade_tail)
+            self._transport.write(self._fade_tail)  # type: ignore[union-attr]
             self._fade_tail = None
             self.frames_sent += 1
             return
@@ -521,10 +515,10 @@ class Call(asyncio.Protocol):
             head = q[0]
             if head.__class__ is bytes:
                 q.popleft()
-                self._write(head)
+                self._transport.write(head)  # type: ignore[union-attr]
             else:  # a run: its next frame, straight from the shared list
                 i = head.next  # type: ignore[union-attr]
-                self._write(AUDIO_HEADER_320 + head.frames[i])  # type: ignore[union-attr]
+                self._transport.write(AUDIO_HEADER_320 + head.frames[i])  # type: ignore[union-attr]
                 i += 1
                 if i == head.end:  # type: ignore[union-attr]
                     q.popleft()
@@ -538,7 +532,7 @@ class Call(asyncio.Protocol):
             if not pending and self._drain_waiter is not None:
                 self._wake_drain()
         else:
-            self._write(SILENCE_FRAME)
+            self._transport.write(SILENCE_FRAME)  # type: ignore[union-attr]
         self.frames_sent += 1
 
     def _read_more(self, data: bytes) -> bool:
@@ -602,7 +596,6 @@ class Call(asyncio.Protocol):
         # The kernel's send buffer is capped likewise (left alone it grows to megabytes, i.e. minutes of
         # audio, before a stuck peer shows in user space); audio needs 16 KB/s, so this costs nothing.
         tcp.set_write_buffer_limits(high=self._outbound_limit)
-        self._write = tcp.write
         sock = transport.get_extra_info("socket")
         if sock is not None:
             with contextlib.suppress(OSError):  # not every platform lets us
@@ -679,8 +672,7 @@ class Call(asyncio.Protocol):
         Reading on the tick waits for that judgement: the first frames' arrival times are what judge it.
         """
         self._fast = True
-        if self._tick_reads_allowed and self._joined:
-            self._start_tick_reads()
+        self._start_tick_reads()
 
     def _handle(self, messages: list[Message]) -> None:
         for kind, payload in messages:
@@ -734,7 +726,6 @@ class Call(asyncio.Protocol):
                 self.log.warning("connection_failed", error=repr(exc))
             self._end(by, send_hangup=False)
         self._transport = None  # the transport and its protocol no longer hold each other
-        self._write = _discard
         self._host.connection_closed(self)
 
     def pause_writing(self) -> None:
@@ -772,8 +763,7 @@ class Call(asyncio.Protocol):
         if not self._joined and not self._ended:
             self._joined = True
             self._clock.add(self)
-            if self._fast:
-                self._start_tick_reads()
+            self._start_tick_reads()
 
     def _on_dtmf(self, payload: bytes) -> None:
         """One digit (the decoder checked it): past the rate limit or a full queue it is dropped and counted,

@@ -29,13 +29,6 @@ __all__ = ["Histogram", "MediaClock", "Member"]
 
 log = structlog.get_logger(__name__)
 
-EARLY_S = 0.001
-"""A wake-up this close to its due time counts as on time. The event loop's timers have a resolution of a
-millisecond (libuv rounds, so uvloop wakes up to ~0.5 ms early about a third of the time): sleeping again
-for the remaining fraction would cost a whole extra turn of the loop (an `epoll_wait`, a timer, a future)
-several hundred times a second, for a frame that may as well leave a fraction of a millisecond early."""
-
-
 def _wake_up(future: asyncio.Future[None]) -> None:
     if not future.done():
         future.set_result(None)
@@ -195,10 +188,8 @@ class MediaClock:
                 await self._sleep(loop, None)
                 continue
             now = mono()
-            if wake - EARLY_S < now < wake:  # woken a little early by the timer: on time
-                now = wake
             tick = take_due(now)
-            if tick is None:  # not due yet
+            if tick is None:  # not due yet (woken early by more than the schedule's tolerance)
                 await self._sleep(loop, wake - now)
                 continue
             if tick.behind:
