@@ -416,10 +416,10 @@ class Call(asyncio.Protocol):
         if self._ended:
             raise CallEnded(f"call {self.uuid} has hung up")
 
-    def run(self, handler: Callable[[Call], Awaitable[None]]) -> None:
+    def run(self, handler: Callable[[Call], Awaitable[None]]) -> asyncio.Task[None]:
         """Start the call's task tree: a root task holding an `asyncio.TaskGroup`, `handler(call)` its first
         task. Everything the call does runs in that group, so a hang-up (which cancels the group's tasks)
-        ends the whole tree, and the root ends only when the last of them has."""
+        ends the whole tree, and the root (returned) ends only when the last of them has."""
         if self._root is not None:
             raise RuntimeError(f"call {self.uuid} is already running")
 
@@ -434,8 +434,9 @@ class Call(asyncio.Protocol):
                 self.start_task(handle(), name="handler")
             self._group = None
 
-        self._root = asyncio.get_running_loop().create_task(tree(), name=f"call:{self.uuid}")
-        self._root.add_done_callback(self._root_done)
+        self._root = root = asyncio.get_running_loop().create_task(tree(), name=f"call:{self.uuid}")
+        root.add_done_callback(self._root_done)
+        return root
 
     def start_task(self, coro: Coroutine[Any, Any, Any], *, name: str = "task") -> asyncio.Task[Any]:
         """Run `coro` as a task of the call's group: hang-up cancels it; if it fails, the call is hung up.

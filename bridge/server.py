@@ -220,6 +220,9 @@ class AudioSocketServer(CallHost):
         if metrics is not None:
             metrics.watch(self)
         self.calls: set[Call] = set()
+        self._trees: set[asyncio.Task[None]] = set()
+        """The task trees of calls still running, their connection closed or not: a call that has hung up
+        may still be cleaning up (closing its TTS WebSocket, its last log line), and `stop` waits for that."""
         """Live calls: their UUID has arrived and they have not hung up."""
         self.connections: set[Call] = set()
         """Every open connection, established or not."""
@@ -420,10 +423,10 @@ class AudioSocketServer(CallHost):
             finally:
                 await cancel_and_wait(idle, hurry)
         remaining = list(self.connections)
-        tasks = [task for call in remaining for task in call.tasks]
+        tasks = {task for call in remaining for task in call.tasks} | self._trees
         for call in remaining:
             call._end("shutdown", send_hangup=call.uuid is not None)
-        if tasks:
+        if tasks:  # the calls just hung up, and those that ended before but are still cleaning up
             await asyncio.wait(tasks, timeout=5)
         await self.clock.stop()
         log.info("stopped", hung_up=len(remaining), calls_total=self.calls_total,
@@ -502,7 +505,9 @@ class AudioSocketServer(CallHost):
     def call_ready(self, call: Call) -> None:
         self.calls.add(call)
         self.calls_total += 1
-        call.run(self.handler)
+        tree = call.run(self.handler)
+        self._trees.add(tree)
+        tree.add_done_callback(self._trees.discard)
 
     def call_ended(self, call: Call) -> None:
         self.calls.discard(call)

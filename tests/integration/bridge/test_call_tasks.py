@@ -9,6 +9,7 @@ from structlog.testing import capture_logs
 
 from bridge.call import Call
 from bridge.protocol import Kind, encode
+from bridge.sim.caller import place_call
 from support.calls import uuid_message, wait_until
 from voice.tasks import cancel_and_wait, task_group
 
@@ -123,3 +124,22 @@ async def test_task_group_lets_an_outside_cancellation_win_over_a_failure_it_cau
     task.cancel()  # ... in the same loop iteration as the dialogue is cancelled
     with pytest.raises(asyncio.CancelledError):
         await task
+
+
+async def test_stop_waits_for_a_call_that_hung_up_but_is_still_cleaning_up(start_server):
+    # the dialogue's cleanup (closing a WebSocket, its last log line) runs after the connection has closed;
+    # a server stopped meanwhile must let it finish rather than end the process under it
+    cleaned: list[str] = []
+
+    async def handler(call):
+        try:
+            await call.hangup()
+        finally:
+            await asyncio.sleep(0.3)  # e.g. closing the call's TTS WebSocket
+            cleaned.append("done")
+
+    server = await start_server(handler)
+    report = await place_call("127.0.0.1", server.port, duration_s=None, max_wait_s=5)
+    assert report.hangup == "server" and not server.connections
+    await server.stop(0)
+    assert cleaned == ["done"]
