@@ -870,6 +870,10 @@ async def _run(chosen: Scenario, scenario: str, calls: int, duration_s: float, r
     cpu_user = cpu_b[0] - cpu_a[0]
     cpu_window = cpu_user + cpu_b[1] - cpu_a[1]
     callers_cpu = (usage1.ru_utime + usage1.ru_stime) - (usage0.ru_utime + usage0.ru_stime)
+    # The call-seconds actually live inside the CPU window, from each call's own span (UUID sent, then its
+    # duration), not calls x window: a server slow to bring its calls up would otherwise look cheaper.
+    live_s = sum(max(0.0, min(t_b, r.uuid_at + r.duration_s) - max(t_a, r.uuid_at))
+                 for r in reports if r.uuid_at)
     completed = sum(1 for r in reports if r.hangup == "caller" and not r.error)
     admitted = calls - refused
     return BenchResult(
@@ -893,8 +897,7 @@ async def _run(chosen: Scenario, scenario: str, calls: int, duration_s: float, r
         clock_resyncs=(window or {}).get("resyncs"),
         server_cpu_percent=round(100 * cpu_window / window_s, 1) if window_s > 0 else None,
         server_cpu_user_percent=round(100 * cpu_user / window_s, 1) if window_s > 0 else None,
-        server_cpu_ms_per_call_s=(round(1000 * cpu_window / (window_s * admitted), 4)
-                                  if window_s > 0 and admitted else None),
+        server_cpu_ms_per_call_s=(round(1000 * cpu_window / live_s, 4) if live_s > 0 else None),
         server_rss_idle_mb=round(rss_idle / 1024, 1),
         server_rss_kb_per_call=round((rss_load - rss_idle) / max(1, admitted), 1),
         callers_cpu_percent=round(100 * callers_cpu / (wall1 - wall0), 1),
