@@ -10,7 +10,8 @@ callback per read) and the object the dialogue works with (`bridge.interfaces.Ca
   (more tasks in that group: cancelled at hang-up; a failure hangs the call up), `await hangup()`,
   `hung_up`, `ended`, `hangup_by`, `frames_sent`.
 
-Only the media clock writes audio (`clock_tick()`, one frame per tick: queued speech, else silence). The
+Only the media clock writes audio: the call's `bridge.outlet.Outlet` (the C tick where it was built) holds
+the outbound queue and is the clock's member, one frame per tick: queued speech, else silence. The
 queue is a few frames deep, so `play()` waits for the clock and a barge-in drops at most that much. A whole
 list of frames (a cached fragment) is queued as one run the clock reads straight from the list: no copy,
 and its producer is woken once, when the run is nearly played, instead of every couple of frames.
@@ -27,7 +28,6 @@ the event loop's reads); EOF, a reset or 0x00 end the call and cancel its tasks.
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import dataclasses
 import os
@@ -40,13 +40,13 @@ from typing import TYPE_CHECKING, Any, cast
 import numpy as np
 import structlog
 
+from bridge.outlet import Outlet, PyOutlet
 from bridge.protocol import (
     AUDIO_HEADER_320,
     FRAME_BYTES,
     HANGUP_MESSAGE,
     SAMPLE_RATE,
     SAMPLE_RATES,
-    SILENCE_FRAME,
     Decoder,
     IncompleteMessage,
     Kind,
@@ -131,17 +131,6 @@ def _pad(frame: bytes) -> bytes:
     return bytes(frame) + bytes(FRAME_BYTES - n) if n else b""
 
 
-class _Run:
-    """Frames the clock takes one by one straight from the producer's list (shared, never modified)."""
-
-    __slots__ = ("frames", "next", "end")
-
-    def __init__(self, frames: list[bytes]) -> None:
-        self.frames = frames
-        self.next = 0
-        self.end = len(frames)
-
-
 class KeyRateLimit:
     """A token bucket on one call's inbound control messages (DTMF), sans I/O: `now` is given, in seconds.
 
@@ -215,17 +204,16 @@ class CallHost:
 class Call(asyncio.Protocol):
     """One AudioSocket call. Created by the server for each connection; handed to the handler after the UUID."""
 
-    # Slots, not a dict: the clock's tick reads a dozen of these per call every 20 ms, for every call, and
-    # with hundreds of calls each call's state is cold in the cache by its next tick; fixed offsets are
-    # fewer cache lines and no hashing.
+    # Slots, not a dict: the inbound path reads several of these per call for every message it handles, and
+    # with hundreds of calls each call's state is cold in the cache by then; fixed offsets are fewer cache
+    # lines and no hashing.
     __slots__ = (
-        "_abort_timer", "_clock", "_decoder", "_depth", "_drain_waiter", "_ended", "_established", "_fade_tail",
-        "_fast", "_fd", "_group", "_held_inbound", "_host", "_inbound", "_join_timer", "_joined", "_keys",
-        "_low_water", "_outbound_limit", "_outq", "_pending", "_rate_bytes", "_rate_check", "_rate_frames",
-        "_rate_t0", "_root", "_space_waiter", "_spoke_at", "_tasks", "_tick_reads", "_tick_reads_allowed",
-        "_transport", "_uuid_timeout", "_uuid_timer", "_warned", "connected_at", "dtmf_dropped", "events",
-        "frames_received", "frames_sent", "hangup_by", "hung_up", "log", "on_audio", "peer",
-        "speech_frames_sent", "started_at", "uuid",
+        "_abort_timer", "_clock", "_decoder", "_depth", "_drain_waiter", "_ended", "_established", "_fast",
+        "_group", "_held_inbound", "_host", "_inbound", "_join_timer", "_joined", "_keys", "_low_water",
+        "_on_audio", "_out", "_outbound_limit", "_rate_bytes", "_rate_check", "_rate_frames", "_rate_t0", "_root",
+        "_space_waiter", "_tasks", "_tick_reads", "_tick_reads_allowed", "_transport", "_uuid_timeout",
+        "_uuid_timer", "_warned", "connected_at", "dtmf_dropped", "events", "hangup_by", "hung_up", "log", "peer",
+        "started_at", "uuid",
     )
 
     sample_rate: int = SAMPLE_RATE
@@ -242,23 +230,20 @@ class Call(asyncio.Protocol):
         self.dtmf_dropped = 0
         """Digits discarded by the rate limit or a full event queue (`voicebridge_dtmf_dropped_total`)."""
         self._keys = KeyRateLimit()
-        self.on_audio: Callable[[bytes, int], None] | None = None
+        self._on_audio: Callable[[bytes, int], None] | None = None
         self.hung_up = asyncio.Event()
         self.hangup_by: str | None = None
-        self.frames_sent = 0
-        self.speech_frames_sent = 0
-        self.frames_received = 0
         self.connected_at = 0.0
         self.started_at: float | None = None
         self._transport: asyncio.Transport | None = None
         self._decoder = Decoder(expect_uuid=True)
         self._established = False
         self._ended = False
-        self._outq: collections.deque[bytes | _Run] = collections.deque()
-        self._pending = 0
-        """Frames queued, counting every frame of a run that is still to play."""
         self._depth = config.queue_frames
         self._low_water = config.queue_frames // 2
+        outlet = Outlet if config.native_tick else PyOutlet
+        self._out = outlet(self._tick_read, self._on_level, self._write_blocked, self._low_water)
+        """The outbound queue and the clock's tick (`bridge.outlet`): the clock's member for this call."""
         self._space_waiter: asyncio.Future[None] | None = None
         self._drain_waiter: asyncio.Future[None] | None = None
         self._root: asyncio.Task[None] | None = None
@@ -268,13 +253,10 @@ class Call(asyncio.Protocol):
         self._uuid_timer: asyncio.TimerHandle | None = None
         self._join_timer: asyncio.TimerHandle | None = None
         self._joined = False
-        self._spoke_at = -QUIET_FRAMES
-        """`frames_sent` when the last speech frame went out (the first words always count as a start)."""
+        self._out.spoke_at = -QUIET_FRAMES  # the first words always count as an utterance's start
         self._abort_timer: asyncio.TimerHandle | None = None
         self._outbound_limit = config.outbound_limit_bytes
         self._uuid_timeout = config.first_message_timeout_s
-        self._fade_tail: bytes | None = None
-        """A faded copy of the frame a cut prompt would have played next; sent by the next silent tick."""
         self._rate_check = True
         self._inbound: str | None = None
         """How 0x10 audio is read once judged: None = slin 8 kHz as labelled, "ulaw", or "slin16"."""
@@ -290,8 +272,8 @@ class Call(asyncio.Protocol):
         self._tick_reads_allowed = True
         """Whether the clock may read this call (see `read_on_arrival`)."""
         self._tick_reads = False
-        """The clock reads the socket at the call's tick; the transport is paused for reading meanwhile."""
-        self._fd = -1
+        """The clock reads and writes the socket itself at the call's tick (the outlet's `fd`); the transport is
+        paused for reading meanwhile."""
 
     # --- public API -------------------------------------------------------------------------------------
 
@@ -301,7 +283,30 @@ class Call(asyncio.Protocol):
 
     @property
     def queued_frames(self) -> int:
-        return self._pending
+        return self._out.pending
+
+    @property
+    def frames_sent(self) -> int:
+        return self._out.frames_sent
+
+    @property
+    def speech_frames_sent(self) -> int:
+        return self._out.speech_frames_sent
+
+    @property
+    def frames_received(self) -> int:
+        return self._out.frames_received
+
+    @property
+    def on_audio(self) -> Callable[[bytes, int], None] | None:
+        """Called with each inbound audio payload (slin) and its sample rate; None: nobody listens, and the
+        clock's tick only counts a plain 20 ms message."""
+        return self._on_audio
+
+    @on_audio.setter
+    def on_audio(self, callback: Callable[[bytes, int], None] | None) -> None:
+        self._on_audio = callback
+        self._out.count_plain = self._fast and callback is None
 
     def read_on_arrival(self, on: bool) -> None:
         """Whether inbound audio must reach `on_audio` the moment it arrives (a recognizer's endpointing waits
@@ -339,7 +344,7 @@ class Call(asyncio.Protocol):
         """
         if type(frames) is list and len(frames) > self._depth and all(len(f) == FRAME_BYTES for f in frames):
             return await self._play_run(frames)
-        queue = self._outq
+        out = self._out
         depth = self._depth
         header = AUDIO_HEADER_320
         count = 0
@@ -350,25 +355,24 @@ class Call(asyncio.Protocol):
                 frame = _pad(frame)
                 if not frame:
                     continue
-            while self._pending >= depth:
+            while out.pending >= depth:
                 await self._space()
-            if not self._pending:
+            if not out.pending:
                 self._starting()
-            queue.append(header + frame)
-            self._pending += 1
+            out.push(header + frame)
             count += 1
         return count
 
     async def _play_run(self, frames: list[bytes]) -> int:
         if self._ended:
             raise CallEnded(f"call {self.uuid} has hung up")
-        while self._pending >= self._depth:  # behind no more than a full queue, as a single frame would be
+        out = self._out
+        while out.pending >= self._depth:  # behind no more than a full queue, as a single frame would be
             await self._space()
-        if not self._pending:
+        if not out.pending:
             self._starting()
-        self._outq.append(_Run(frames))
-        self._pending += len(frames)
-        while self._pending > self._depth:
+        out.push_run(frames)
+        while out.pending > self._depth:
             await self._space()
         return len(frames)
 
@@ -377,6 +381,7 @@ class Call(asyncio.Protocol):
         waiter = self._space_waiter
         if waiter is None:
             waiter = self._space_waiter = asyncio.get_running_loop().create_future()
+            self._out.space_waiting = True
         await waiter
         if self._ended:
             raise CallEnded(f"call {self.uuid} has hung up")
@@ -385,8 +390,8 @@ class Call(asyncio.Protocol):
         """Audio is queued while nothing was: the first frame ever, an utterance's start, or an underrun."""
         if not self._joined:
             self._join_clock()
-        elif self.frames_sent - self._spoke_at >= QUIET_FRAMES:
-            self._clock.expedite(self)  # out at the soonest phase pacing allows
+        elif self._out.frames_sent - self._out.spoke_at >= QUIET_FRAMES:
+            self._clock.expedite(self._out)  # out at the soonest phase pacing allows
 
     def clear_audio(self) -> int:
         """Barge-in: drop every queued frame (the clock goes on with silence); returns how many were dropped.
@@ -396,22 +401,21 @@ class Call(asyncio.Protocol):
         `FADE_SAMPLES` ramped down to zero, then silence) instead of being dropped: the waveform goes on where
         it was and dies away in a few ms.
         """
-        dropped = self._pending
-        q = self._outq
-        if q and self._spoke_at == self.frames_sent - 1:  # speech went out last tick: the cut is audible
-            head = q[0]
-            payload = head[-FRAME_BYTES:] if head.__class__ is bytes else head.frames[head.next]  # type: ignore[union-attr]
-            self._fade_tail = AUDIO_HEADER_320 + _fade_out(payload)
-            dropped -= 1
-        self._outq.clear()
-        self._pending = 0
+        out = self._out
+        dropped = out.pending
+        if dropped and out.spoke_at == out.frames_sent - 1:  # speech went out last tick: the cut is audible
+            payload = out.head_payload()
+            if payload is not None:
+                out.fade = AUDIO_HEADER_320 + _fade_out(payload)
+                dropped -= 1
+        out.clear()
         self._wake_space()
         self._wake_drain()
         return dropped
 
     async def drained(self) -> None:
         """Return once every queued frame has been written. Raises CallEnded if the call hangs up first."""
-        while self._pending:
+        while self._out.pending:
             await self._wait(space=False)
         if self._ended:
             raise CallEnded(f"call {self.uuid} has hung up")
@@ -481,66 +485,13 @@ class Call(asyncio.Protocol):
     def __repr__(self) -> str:
         return f"<Call {self.uuid} from {self.peer}{' ended' if self._ended else ''}>"
 
-    # --- the media clock's side -------------------------------------------------------------------------
+    # --- the media clock's side: the outlet ticks; these are its callbacks -------------------------------
 
-    def clock_tick(self) -> None:
-        """Write exactly one frame: the next queued one, else silence. Called by the media clock only.
-
-        A call read on its tick is read first: what the caller sent since the last tick may be a hang-up or
-        the end of the connection, and nothing must be written after it (Asterisk answers a frame sent after
-        its FIN with a RST, and the bridge's own FIN is then never sent).
-        """
-        if self._tick_reads:  # see `read_on_arrival`
-            try:
-                data = os.read(self._fd, _TICK_READ_BYTES)
-            except BlockingIOError:
-                pass
-            except OSError:  # a reset: the event loop reads it again and ends the call the usual way
-                self._stop_tick_reads()
-                return
-            else:
-                if (len(data) == _AUDIO_MESSAGE and self._fast and self.on_audio is None
-                        and data.startswith(_AUDIO_HEAD)):
-                    self.frames_received += 1  # the usual period: one 20 ms message, and nobody listening
-                elif not self._read_more(data):
-                    return  # the caller is gone
-        if self._ended:
-            return
-        if self._fade_tail is not None:  # a prompt was cut last tick: its fade-out goes before anything new
-            self._transport.write(self._fade_tail)  # type: ignore[union-attr]
-            self._fade_tail = None
-            self.frames_sent += 1
-            return
-        q = self._outq
-        if q:
-            head = q[0]
-            if head.__class__ is bytes:
-                q.popleft()
-                self._transport.write(head)  # type: ignore[union-attr]
-            else:  # a run: its next frame, straight from the shared list
-                i = head.next  # type: ignore[union-attr]
-                self._transport.write(AUDIO_HEADER_320 + head.frames[i])  # type: ignore[union-attr]
-                i += 1
-                if i == head.end:  # type: ignore[union-attr]
-                    q.popleft()
-                else:
-                    head.next = i  # type: ignore[union-attr]
-            pending = self._pending = self._pending - 1
-            self.speech_frames_sent += 1
-            self._spoke_at = self.frames_sent
-            if self._space_waiter is not None and pending <= self._low_water:
-                self._wake_space()
-            if not pending and self._drain_waiter is not None:
-                self._wake_drain()
-        else:
-            self._transport.write(SILENCE_FRAME)  # type: ignore[union-attr]
-        self.frames_sent += 1
-
-    def _read_more(self, data: bytes) -> bool:
-        """The rest of a tick's read: anything but one plain message goes through `data_received`, and a
-        full read is followed by more (a burst is drained now rather than left to grow). False when the
-        connection ended (end of file, an error): the event loop reads that again and ends the call the
-        usual way, sending our FIN."""
+    def _tick_read(self, data: bytes) -> bool:
+        """What the clock's read on the tick found, when it was not one plain message (`Outlet.clock_tick`):
+        it goes through `data_received`, and a full read is followed by more (a burst is drained now rather
+        than left to grow). False when the connection ended (b"": end of file or an error): the event loop
+        reads that again and ends the call the usual way, sending our FIN, and nothing is written meanwhile."""
         for _ in range(_TICK_READS_MAX):
             if not data:
                 self._stop_tick_reads()
@@ -549,7 +500,7 @@ class Call(asyncio.Protocol):
             if len(data) < _TICK_READ_BYTES or not self._tick_reads:
                 return True
             try:
-                data = os.read(self._fd, _TICK_READ_BYTES)
+                data = os.read(self._out.fd, _TICK_READ_BYTES)
             except BlockingIOError:
                 return True
             except OSError:
@@ -557,23 +508,43 @@ class Call(asyncio.Protocol):
                 return False
         return True
 
+    def _write_blocked(self, rest: bytes) -> None:
+        """The kernel did not take a whole frame on the tick: the event loop takes the socket back, and its
+        transport buffers the rest (and ends the call if the peer has stopped reading: `pause_writing`)."""
+        self._stop_tick_reads()
+        transport = self._transport
+        if transport is not None:
+            transport.write(rest)
+
+    def _on_level(self) -> None:
+        """The clock took the queue down to the low-water mark, or emptied it: wake who waits for that."""
+        out = self._out
+        if out.space_waiting and out.pending <= self._low_water:
+            self._wake_space()
+        if out.drain_waiting and not out.pending:
+            self._wake_drain()
+
     def _start_tick_reads(self) -> None:
-        """The clock reads from now on: the call is paced, its inbound is judged, nobody needs it sooner."""
+        """The clock reads and writes the socket itself from now on: the call is paced, its inbound is judged,
+        nobody needs it sooner, and the transport holds nothing unsent (its bytes must go out first)."""
         if self._tick_reads or not (self._tick_reads_allowed and self._fast and self._joined) or self._ended:
             return
         transport = self._transport
         sock = transport.get_extra_info("socket") if transport is not None else None
-        if transport is None or sock is None or transport.is_closing():
+        if (transport is None or sock is None or transport.is_closing()
+                or transport.get_write_buffer_size()):
             return
-        self._fd = sock.fileno()
         transport.pause_reading()
+        self._out.fd = sock.fileno()
         self._tick_reads = True
 
     def _stop_tick_reads(self) -> None:
-        """The event loop reads the socket again (a listener needs every frame at once, or the socket ended)."""
+        """The event loop reads and writes the socket again (a listener needs every frame at once, the socket
+        ended, or the kernel's buffer is full)."""
         if not self._tick_reads:
             return
         self._tick_reads = False
+        self._out.fd = -1
         transport = self._transport
         if transport is not None and not transport.is_closing():
             transport.resume_reading()
@@ -596,6 +567,7 @@ class Call(asyncio.Protocol):
         # The peer must not make us buffer without bound: past the limit pause_writing() drops the call.
         # The kernel's send buffer is capped likewise (left alone it grows to megabytes, i.e. minutes of
         # audio, before a stuck peer shows in user space); audio needs 16 KB/s, so this costs nothing.
+        self._out.write = tcp.write
         tcp.set_write_buffer_limits(high=self._outbound_limit)
         sock = transport.get_extra_info("socket")
         if sock is not None:
@@ -610,14 +582,14 @@ class Call(asyncio.Protocol):
             # listener is armed. Anything else (DTMF, a cut message, other kinds) takes the general path.
             n = len(data)
             if n == _AUDIO_MESSAGE and data.startswith(_AUDIO_HEAD):
-                self.frames_received += 1
-                callback = self.on_audio
+                self._out.frames_received += 1
+                callback = self._on_audio
                 if callback is not None:
                     self._listen(callback, data[3:])
                 return
             if n % _AUDIO_MESSAGE == 0 and self._all_audio(data, n):
-                self.frames_received += n // _AUDIO_MESSAGE
-                callback = self.on_audio
+                self._out.frames_received += n // _AUDIO_MESSAGE
+                callback = self._on_audio
                 if callback is not None:
                     for i in range(3, n, _AUDIO_MESSAGE):
                         if self._listen(callback, data[i:i + FRAME_BYTES]) or not self._fast:
@@ -645,6 +617,7 @@ class Call(asyncio.Protocol):
         self._handle(messages)
         if self._ended or self._decoder.buffered:  # a message cut across reads: its rest needs the decoder
             self._fast = False
+            self._out.count_plain = False
         elif not self._fast and self._established and not self._rate_check and self._inbound is None:
             self._fast_path_on()
 
@@ -673,14 +646,15 @@ class Call(asyncio.Protocol):
         Reading on the tick waits for that judgement: the first frames' arrival times are what judge it.
         """
         self._fast = True
+        self._out.count_plain = self._on_audio is None
         self._start_tick_reads()
 
     def _handle(self, messages: list[Message]) -> None:
         for kind, payload in messages:
             if kind == Kind.AUDIO and not self._rate_check and len(payload) == FRAME_BYTES:
                 # the hot path: 50 times a second per call
-                self.frames_received += 1
-                callback = self.on_audio
+                self._out.frames_received += 1
+                callback = self._on_audio
                 if callback is not None:
                     try:
                         callback(payload, SAMPLE_RATE)
@@ -763,7 +737,7 @@ class Call(asyncio.Protocol):
             self._join_timer = None
         if not self._joined and not self._ended:
             self._joined = True
-            self._clock.add(self)
+            self._clock.add(self._out)
             self._start_tick_reads()
 
     def _on_dtmf(self, payload: bytes) -> None:
@@ -791,7 +765,7 @@ class Call(asyncio.Protocol):
             if n < 2:
                 return
             payload = payload[:-1]
-        self.frames_received += 1
+        self._out.frames_received += 1
         if self._rate_check:
             self._check_rate(kind, n, time.monotonic())
             if kind == Kind.AUDIO and n != FRAME_BYTES:
@@ -814,7 +788,7 @@ class Call(asyncio.Protocol):
                 payload = decode_ulaw(payload)
             else:
                 rate = 16000
-        callback = self.on_audio
+        callback = self._on_audio
         if callback is not None:
             try:
                 callback(payload, rate)
@@ -881,16 +855,22 @@ class Call(asyncio.Protocol):
         if waiter is None:
             waiter = asyncio.get_running_loop().create_future()
             setattr(self, attr, waiter)
+            if space:
+                self._out.space_waiting = True
+            else:
+                self._out.drain_waiting = True
         await waiter
         if self._ended:
             raise CallEnded(f"call {self.uuid} has hung up")
 
     def _wake_space(self) -> None:
+        self._out.space_waiting = False
         waiter, self._space_waiter = self._space_waiter, None
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
 
     def _wake_drain(self) -> None:
+        self._out.drain_waiting = False
         waiter, self._drain_waiter = self._drain_waiter, None
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
@@ -917,6 +897,8 @@ class Call(asyncio.Protocol):
         self._ended = True
         self._fast = False
         self._tick_reads = False  # the transport is closed below: nothing reads it any more
+        out = self._out
+        out.close()  # nothing more is written or read on the tick; its counters stay
         self.hangup_by = by
         if self._uuid_timer is not None:
             self._uuid_timer.cancel()
@@ -924,7 +906,7 @@ class Call(asyncio.Protocol):
         if self._join_timer is not None:
             self._join_timer.cancel()
             self._join_timer = None
-        self._clock.discard(self)
+        self._clock.discard(out)
         transport = self._transport
         if transport is not None and not transport.is_closing():
             if abort:
@@ -935,8 +917,6 @@ class Call(asyncio.Protocol):
                 transport.close()
                 if transport.get_write_buffer_size():
                     self._abort_timer = asyncio.get_running_loop().call_later(CLOSE_TIMEOUT_S, transport.abort)
-        self._outq.clear()
-        self._pending = 0
         self._fail_waiters()
         current = asyncio.current_task()
         for task in list(self._tasks):

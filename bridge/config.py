@@ -56,6 +56,9 @@ class BridgeConfig(SettingsPart):
         "BRIDGE_OUTBOUND_LIMIT", 64 * 1024, "bytes a peer may leave unread before its call is dropped")
     first_message_timeout_s: Annotated[float, between(0.1, 600)] = setting(
         "BRIDGE_UUID_TIMEOUT", 5.0, "seconds a new connection has to send its UUID")
+    native_tick: bool = setting(
+        "BRIDGE_NATIVE_TICK", True, "pace calls with the C tick (bridge._outlet) where it was built; false = the "
+        "pure-Python reference (same behaviour, more CPU per call)")
     queue_frames: Annotated[int, between(1, 500)] = setting(
         "BRIDGE_QUEUE_FRAMES", 4, "20 ms frames a call may queue ahead of the clock (small: barge-in cuts fast)")
     overload_late_ms: Annotated[float, between(0, 1000)] = setting(

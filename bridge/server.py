@@ -45,6 +45,7 @@ from bridge.ops.gc import FullCollectionPolicy, GcPauses
 from bridge.ops.listen import ListenError, bridge_address
 from bridge.ops.metrics import Metrics
 from bridge.ops.workers import DUPLICATE_SIGNAL_S
+from bridge.outlet import NATIVE
 from bridge.overload import OverloadDetector, OverloadRule
 from bridge.protocol import FRAME_BYTES, SAMPLE_RATE
 from voice.config import describe_default, help_with_default
@@ -291,7 +292,8 @@ class AudioSocketServer(CallHost):
         self._accepting = True
         loop = asyncio.get_running_loop()
         log.info("listening", host=self.config.host, port=self.port, max_calls=self.config.max_calls,
-                 max_pending=self.max_pending, loop=type(loop).__module__.split(".")[0])
+                 max_pending=self.max_pending, loop=type(loop).__module__.split(".")[0],
+                 tick="native" if NATIVE and self.config.native_tick else "python")
 
     async def _listen(self, port: int, *, start_serving: bool = True) -> asyncio.base_events.Server:
         loop = asyncio.get_running_loop()

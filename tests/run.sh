@@ -20,9 +20,9 @@ fi
 if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv
 fi
-# installed again only when pyproject.toml changed since the last install (the editable install follows the
-# sources by itself): a stamp named after the file's hash
-stamp=".venv/.installed-$(sha256sum pyproject.toml | cut -c1-16)"
+# installed again only when pyproject.toml or the C tick changed since the last install (the editable install
+# follows the Python sources by itself; the extension is compiled by the install): a stamp named after their hash
+stamp=".venv/.installed-$(cat pyproject.toml bridge/_outlet.c | sha256sum | cut -c1-16)"
 if [ ! -f "$stamp" ]; then
   .venv/bin/python -m pip install --quiet --disable-pip-version-check -e '.[test]'
   rm -f .venv/.installed-*

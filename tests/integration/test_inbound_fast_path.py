@@ -1,7 +1,8 @@
 """The inbound fast path of a call over real loopback TCP: whole 20 ms slin messages skip the decoder once
 the format is judged, and nothing changes for the listener, DTMF, or messages cut across reads; once the
 call is paced the clock reads its socket on the call's tick (the event loop no longer polls it), and
-`read_on_arrival` gives reading back to the loop; end of file and resets still end the call."""
+`read_on_arrival` gives reading back to the loop; end of file and resets still end the call. The tests of
+a served call run with the C tick and with the pure-Python outlet (`BRIDGE_NATIVE_TICK=false`)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ import asyncio
 import socket
 import struct
 import uuid
+
+import pytest
 
 from bridge.call import Call, DtmfEvent
 from bridge.config import BridgeConfig
@@ -23,7 +26,13 @@ def audio(k: int) -> bytes:
     return struct.pack("<160h", *([k % 30000] * 160))
 
 
-async def start(**overrides: object) -> tuple[AudioSocketServer, list[Call], list[tuple[bytes, int]]]:
+@pytest.fixture(params=[True, False], ids=["native-tick", "python-tick"])
+def native_tick(request: pytest.FixtureRequest) -> bool:
+    return bool(request.param)
+
+
+async def start(native_tick: bool, **overrides: object) -> tuple[AudioSocketServer, list[Call],
+                                                                  list[tuple[bytes, int]]]:
     calls: list[Call] = []
     heard: list[tuple[bytes, int]] = []
 
@@ -32,7 +41,8 @@ async def start(**overrides: object) -> tuple[AudioSocketServer, list[Call], lis
         call.on_audio = lambda payload, rate: heard.append((bytes(payload), rate))
         await call.hung_up.wait()
 
-    config = BridgeConfig().model_copy(update={"host": "127.0.0.1", "port": 0, **overrides})
+    config = BridgeConfig().model_copy(update={"host": "127.0.0.1", "port": 0, "native_tick": native_tick,
+                                               **overrides})
     server = AudioSocketServer(config, handler)
     await server.start()
     return server, calls, heard
@@ -60,8 +70,8 @@ async def wait_for(predicate, what: str, timeout_s: float = 5.0) -> None:  # typ
     raise AssertionError(f"timed out waiting for {what}")
 
 
-async def test_fast_path_keeps_every_frame_dtmf_and_cut_messages() -> None:
-    server, calls, heard = await start()
+async def test_fast_path_keeps_every_frame_dtmf_and_cut_messages(native_tick: bool) -> None:
+    server, calls, heard = await start(native_tick)
     try:
         _, writer = await asyncio.open_connection("127.0.0.1", server.port)
         call = await judged(writer, calls)
@@ -104,8 +114,8 @@ async def test_fast_path_keeps_every_frame_dtmf_and_cut_messages() -> None:
         await server.stop(0)
 
 
-async def test_a_protocol_error_after_the_fast_path_still_ends_the_call() -> None:
-    server, calls, _ = await start()
+async def test_a_protocol_error_after_the_fast_path_still_ends_the_call(native_tick: bool) -> None:
+    server, calls, _ = await start(native_tick)
     try:
         _, writer = await asyncio.open_connection("127.0.0.1", server.port)
         call = await judged(writer, calls)
@@ -118,8 +128,8 @@ async def test_a_protocol_error_after_the_fast_path_still_ends_the_call() -> Non
         await server.stop(0)
 
 
-async def test_a_paced_call_is_read_on_its_tick_and_hears_everything() -> None:
-    server, calls, heard = await start()
+async def test_a_paced_call_is_read_on_its_tick_and_hears_everything(native_tick: bool) -> None:
+    server, calls, heard = await start(native_tick)
     try:
         _, writer = await asyncio.open_connection("127.0.0.1", server.port)
         call = await judged(writer, calls)
@@ -149,10 +159,10 @@ async def test_a_paced_call_is_read_on_its_tick_and_hears_everything() -> None:
         await server.stop(0)
 
 
-async def test_nothing_is_written_after_the_callers_fin_and_ours_follows() -> None:
+async def test_nothing_is_written_after_the_callers_fin_and_ours_follows(native_tick: bool) -> None:
     # Asterisk closes the connection when the phone hangs up; a frame written after its FIN is answered with
     # a RST, and then our own FIN is never sent. Read on the tick, the end of file is read before the frame.
-    server, calls, _ = await start()
+    server, calls, _ = await start(native_tick)
     try:
         reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
         call = await judged(writer, calls)
@@ -175,8 +185,8 @@ async def test_nothing_is_written_after_the_callers_fin_and_ours_follows() -> No
         await server.stop(0)
 
 
-async def test_a_reset_while_read_on_the_tick_ends_the_call() -> None:
-    server, calls, _ = await start()
+async def test_a_reset_while_read_on_the_tick_ends_the_call(native_tick: bool) -> None:
+    server, calls, _ = await start(native_tick)
     try:
         _, writer = await asyncio.open_connection("127.0.0.1", server.port)
         call = await judged(writer, calls)
@@ -191,8 +201,8 @@ async def test_a_reset_while_read_on_the_tick_ends_the_call() -> None:
         await server.stop(0)
 
 
-async def test_read_on_arrival_gives_reading_back_to_the_loop_and_back() -> None:
-    server, calls, heard = await start()
+async def test_read_on_arrival_gives_reading_back_to_the_loop_and_back(native_tick: bool) -> None:
+    server, calls, heard = await start(native_tick)
     try:
         _, writer = await asyncio.open_connection("127.0.0.1", server.port)
         call = await judged(writer, calls)

@@ -39,17 +39,18 @@ def uuid_message(call_uuid: uuid.UUID | None = None) -> bytes:
     return encode_uuid(call_uuid or uuid.uuid4())
 
 
-async def serve_handler(handler: Handler | None) -> AudioSocketServer:
-    """A started server on a free loopback port with `handler` for every call (the caller stops it)."""
-    server = AudioSocketServer(BridgeConfig(host="127.0.0.1", port=0), handler)
+async def serve_handler(handler: Handler | None, *, native_tick: bool = True) -> AudioSocketServer:
+    """A started server on a free loopback port with `handler` for every call (the caller stops it);
+    `native_tick=False` paces its calls with the pure-Python outlet."""
+    server = AudioSocketServer(BridgeConfig(host="127.0.0.1", port=0, native_tick=native_tick), handler)
     await server.start()
     return server
 
 
-async def call_handler(handler: Handler | None, duration_s: float | None,
+async def call_handler(handler: Handler | None, duration_s: float | None, *, native_tick: bool = True,
                        **kwargs: Any) -> tuple[CallReport, AudioSocketServer]:
     """One call placed on a server of its own running `handler`; the report and the (stopped) server."""
-    server = await serve_handler(handler)
+    server = await serve_handler(handler, native_tick=native_tick)
     try:
         report = await place_call("127.0.0.1", server.port, duration_s=duration_s, **{"max_wait_s": 10, **kwargs})
     finally:

@@ -1,10 +1,13 @@
 """A list of frames plays as one run the clock reads straight from the list: same sound, same order, same
-barge-in and hang-up behaviour as frame by frame, with one producer wake-up for the whole run."""
+barge-in and hang-up behaviour as frame by frame, with one producer wake-up for the whole run. Every test
+runs with the C tick and with the pure-Python outlet (`BRIDGE_NATIVE_TICK=false`)."""
 
 from __future__ import annotations
 
 import asyncio
 from unittest import mock
+
+import pytest
 
 from bridge.call import Call, CallEnded
 from bridge.config import BridgeConfig
@@ -23,12 +26,17 @@ def heard(audio: bytes) -> list[int]:
     return [int.from_bytes(f[:2], "little") for f in frames if f.strip(b"\x00")]
 
 
-async def _call(handler, seconds: float) -> CallReport:
-    report, _ = await call_handler(handler, seconds, max_wait_s=15, keep_audio=True)
+@pytest.fixture(params=[True, False], ids=["native-tick", "python-tick"])
+def native_tick(request: pytest.FixtureRequest) -> bool:
+    return bool(request.param)
+
+
+async def _call(handler, seconds: float, native_tick: bool) -> CallReport:
+    report, _ = await call_handler(handler, seconds, native_tick=native_tick, max_wait_s=15, keep_audio=True)
     return report
 
 
-async def test_a_run_is_heard_whole_in_order_and_returns_with_at_most_a_queue_left():
+async def test_a_run_is_heard_whole_in_order_and_returns_with_at_most_a_queue_left(native_tick: bool):
     run = numbered(40)
     original = list(run)
     left_at_return: list[int] = []
@@ -46,7 +54,7 @@ async def test_a_run_is_heard_whole_in_order_and_returns_with_at_most_a_queue_le
             await call.play_frames(run)
         left_at_return.append(call.queued_frames)
 
-    report = await _call(play, 1.2)
+    report = await _call(play, 1.2, native_tick)
     assert report.error is None and report.worst_burst_frames <= 2
     assert heard(report.audio) == list(range(1, 41))
     assert run == original  # read, never modified (the list is shared by every call playing it)
@@ -54,7 +62,7 @@ async def test_a_run_is_heard_whole_in_order_and_returns_with_at_most_a_queue_le
     assert wakeups <= 2  # once to wait for the run, not every couple of frames (20 times for 40 frames)
 
 
-async def test_runs_and_single_frames_keep_their_order():
+async def test_runs_and_single_frames_keep_their_order(native_tick: bool):
     async def play(call: Call) -> None:
         await call.play(numbered(1, start=100)[0])
         await call.play_frames(numbered(10))
@@ -62,11 +70,11 @@ async def test_runs_and_single_frames_keep_their_order():
         await call.play_frames(numbered(8, start=300))
         await call.play_frames(numbered(3, start=400))  # short lists go frame by frame
 
-    report = await _call(play, 1.2)
+    report = await _call(play, 1.2, native_tick)
     assert heard(report.audio) == [100, *range(1, 11), 200, *range(300, 308), 400, 401, 402]
 
 
-async def test_clear_audio_drops_the_rest_of_a_run():
+async def test_clear_audio_drops_the_rest_of_a_run(native_tick: bool):
     dropped: list[int] = []
 
     async def play(call: Call) -> None:
@@ -76,14 +84,14 @@ async def test_clear_audio_drops_the_rest_of_a_run():
         await playing  # returns: nothing left to wait for
         assert call.queued_frames == 0
 
-    report = await _call(play, 1.5)
+    report = await _call(play, 1.5, native_tick)
     values = heard(report.audio)
     assert values == list(range(1, len(values) + 1))  # a prefix of the run, then silence
     assert 3 <= len(values) <= 30 and dropped[0] >= 60
     assert len(values) + dropped[0] == 100
 
 
-async def test_a_hang_up_during_a_run_raises_call_ended():
+async def test_a_hang_up_during_a_run_raises_call_ended(native_tick: bool):
     inner: list[asyncio.Future[int]] = []
 
     async def play(call: Call) -> None:
@@ -91,7 +99,7 @@ async def test_a_hang_up_during_a_run_raises_call_ended():
         inner.append(asyncio.ensure_future(call.play_frames(numbered(200))))
         await call.hung_up.wait()
 
-    server = await serve_handler(play)
+    server = await serve_handler(play, native_tick=native_tick)
     try:
         report = await place_call("127.0.0.1", server.port, duration_s=0.5, max_wait_s=15)
         await asyncio.wait_for(asyncio.wait(inner), 5)
@@ -101,14 +109,14 @@ async def test_a_hang_up_during_a_run_raises_call_ended():
     assert isinstance(inner[0].exception(), CallEnded)
 
 
-async def test_a_list_with_a_short_frame_is_padded_frame_by_frame():
+async def test_a_list_with_a_short_frame_is_padded_frame_by_frame(native_tick: bool):
     frames = numbered(12)
     frames[-1] = frames[-1][:100]
 
     async def play(call: Call) -> None:
         await call.play_frames(frames)
 
-    report = await _call(play, 0.8)
+    report = await _call(play, 0.8, native_tick)
     values = heard(report.audio)
     assert values == list(range(1, 13))
     last = [
