@@ -63,7 +63,8 @@ class BridgeConfig(SettingsPart):
         "BRIDGE_QUEUE_FRAMES", 4, "20 ms frames a call may queue ahead of the clock (small: barge-in cuts fast)")
     overload_late_ms: Annotated[float, between(0, 1000)] = setting(
         "BRIDGE_OVERLOAD_LATE_MS", 10.0, "media clock lateness that counts as late for overload admission: while "
-        "a fifth of its wake-ups in 0.3 s are this late, new connections are refused (listening paused); 0 = off")
+        "a fifth of its wake-ups in 0.3 s, in most of that time, are this late, new connections are refused "
+        "(listening paused); 0 = off")
     overload_min_calls: Annotated[int, between(0, 100000)] = setting(
         "BRIDGE_OVERLOAD_MIN_CALLS", 50, "calls on the media clock below which lateness never pauses admission")
     overload_busy: Annotated[float, between(0, 1)] = setting(

@@ -9,11 +9,13 @@ batch of writes) knows how late it ran against its absolute schedule (`bridge.sc
 The rule (`OverloadDetector`), on the wake-ups of the last `window_s`:
 
 - **Enter** when at least `min_samples` wake-ups were seen and at least `enter_fraction` of them ran
-  `late_s` or more behind schedule, while at least `min_calls` calls are on the clock. One slow wake-up (a
-  garbage-collector pass, a burst of call set-ups) is a few per cent of a window and does not count; a
-  core that is saturated makes nearly every wake-up late within a window. Below `min_calls` the lateness
-  is not the calls' doing (another process on the core, a busy machine) and refusing calls would not cure
-  it.
+  `late_s` or more behind schedule, spread over at least `enter_buckets` of the window's `bucket_s` slices,
+  while at least `min_calls` calls are on the clock. One stall of the loop (a burst of call set-ups or
+  hang-ups, a page-fault storm as the heap grows, the hypervisor taking the core) makes every phase due
+  during it late, and the catch-up after it: a few dozen late wake-ups, but within one or two slices, and
+  then the clock keeps time again; a core that is saturated makes wake-ups late in every slice. Below
+  `min_calls` the lateness is not the calls' doing (another process on the core, a busy machine) and
+  refusing calls would not cure it.
 - **Enter** also when the event loop's thread used `busy_enter` of a core or more over the window (its CPU
   time, sampled by the driver once per `bucket_s`), with `min_calls` calls up: lateness is the sign that
   the core is already lost, and the calls admitted while it builds up start late; the loop's own CPU says
@@ -51,6 +53,10 @@ class OverloadRule:
     min_samples: int = 25
     min_calls: int = 50
     bucket_s: float = 0.05
+    enter_buckets: int = 4
+    """Slices of the window that must each hold a late wake-up to enter: one stall and its catch-up fill one
+    or two (measured at 1,000 calls: a 60 ms stall at the end of a set-up burst, 26 late wake-ups in 0.3 s,
+    paused admission with the core half idle)."""
     busy_enter: float = 0.0
     """The event loop's CPU share (of one core) over the window at which admission pauses; 0: off."""
     busy_exit: float = 0.0
@@ -66,6 +72,9 @@ class OverloadRule:
                              f"{self.exit_fraction} and {self.enter_fraction}")
         if not 0 <= self.busy_exit <= self.busy_enter <= 1:
             raise ValueError(f"need 0 <= busy_exit <= busy_enter <= 1, got {self.busy_exit} and {self.busy_enter}")
+        if not 1 <= self.enter_buckets <= max(1, round(self.window_s / self.bucket_s)):
+            raise ValueError(f"enter_buckets must be between 1 and the window's {self.window_s / self.bucket_s:g} "
+                             f"slices, got {self.enter_buckets}")
         if self.calm_s < 0 or self.min_samples < 1 or self.min_calls < 0:
             raise ValueError(f"calm_s and min_calls must be >= 0 and min_samples >= 1, got {self.calm_s}, "
                              f"{self.min_calls} and {self.min_samples}")
@@ -145,7 +154,8 @@ class OverloadDetector:
         if not self._overloaded:
             rule = self.rule
             if calls >= rule.min_calls and (
-                    (self._total >= rule.min_samples and self._late >= rule.enter_fraction * self._total)
+                    (self._total >= rule.min_samples and self._late >= rule.enter_fraction * self._total
+                     and self._late_buckets() >= rule.enter_buckets)
                     or (rule.busy_enter and cpu_s is not None and (self.busy(now) or 0.0) >= rule.busy_enter)):
                 self._overloaded = True
                 self._calm_since = None
@@ -175,6 +185,10 @@ class OverloadDetector:
             self.since = None
             return True
         return False
+
+    def _late_buckets(self) -> int:
+        """Slices of the window holding a late wake-up (asked only once the late fraction is crossed)."""
+        return sum(1 for bucket in self._buckets if bucket[1])
 
     def _rotate(self, now: float) -> None:
         """Drop the slices that fell out of the window ending at `now` (time never runs backwards here)."""

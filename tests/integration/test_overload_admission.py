@@ -126,7 +126,7 @@ async def test_a_connection_accepted_as_the_pause_begins_is_closed_and_counted()
 
     config = BridgeConfig().model_copy(update={"host": "127.0.0.1", "port": 0})
     metrics = Metrics()
-    rule = OverloadRule(min_samples=5, min_calls=0, calm_s=0.2)
+    rule = OverloadRule(min_samples=5, min_calls=0, calm_s=0.2, enter_buckets=1)  # paused by 10 late wake-ups
     server = AudioSocketServer(config, metrics=metrics, overload=OverloadDetector(rule))
     await server.start()
     try:

@@ -53,6 +53,28 @@ def test_a_single_long_stall_does_not_pause_admission() -> None:
     assert changes == [] and not detector.is_overloaded
 
 
+def test_a_stall_whose_catch_up_makes_a_fifth_of_the_window_late_does_not_pause_admission() -> None:
+    # measured at 1,000 calls at the end of a set-up burst: a 60 ms stall, then the phases it held up served
+    # back to back (1 ms apart), each 1 ms less late: 50 late wake-ups, a quarter of the window, all within
+    # 50 ms (one or two of the window's slices); then the clock keeps time again
+    detector = OverloadDetector(RULE)
+    now, _ = feed(detector, 100.0, 1.0, late_every=0)
+    for k in range(60):
+        assert not detector.observe(now + k * 0.001, 0.060 - k * 0.001, 1000)
+    total, late = detector.window(now + 0.059)
+    assert late >= RULE.enter_fraction * total  # the fraction alone would have paused admission
+    _, changes = feed(detector, now + 0.060, 2.0, late_every=0, calls=1000)
+    assert changes == [] and not detector.is_overloaded
+
+
+def test_lateness_in_most_of_the_window_pauses_admission() -> None:
+    # late wake-ups in five of the six 50 ms slices, over a fifth of all wake-ups: the clock cannot keep time
+    detector = OverloadDetector(RULE)
+    now, _ = feed(detector, 100.0, 1.0, late_every=0)
+    now, changes = feed(detector, now, 0.25, late_every=3)
+    assert len(changes) == 1 and detector.is_overloaded
+
+
 def test_a_saturated_clock_pauses_admission_within_the_window() -> None:
     detector = OverloadDetector(RULE)
     now, _ = feed(detector, 100.0, 1.0, late_every=0)
@@ -137,7 +159,7 @@ def test_window_counts_only_the_last_window_s() -> None:
 def test_a_resynchronised_tick_counts_as_late() -> None:
     # the clock reports how far behind a resynchronised wake-up was (over 100 ms), far above late_s
     detector = OverloadDetector(RULE)
-    for i in range(30):
+    for i in range(100):  # 200 ms of wake-ups, each reporting the resynchronised 150 ms
         detector.observe(100.0 + i * STEP, 0.15, 100)
     assert detector.is_overloaded
 
@@ -145,6 +167,7 @@ def test_a_resynchronised_tick_counts_as_late() -> None:
 @pytest.mark.parametrize("kwargs", [
     {"late_s": 0}, {"bucket_s": 0}, {"bucket_s": 1.0, "window_s": 0.3}, {"enter_fraction": 0.01},
     {"exit_fraction": -0.1}, {"enter_fraction": 1.5}, {"calm_s": -1}, {"min_samples": 0}, {"min_calls": -1},
+    {"enter_buckets": 0}, {"enter_buckets": 7},
 ])
 def test_a_bad_rule_is_refused_with_its_values(kwargs: dict[str, float]) -> None:
     with pytest.raises(ValueError, match=r"must|need"):

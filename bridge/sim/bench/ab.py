@@ -8,7 +8,7 @@ its own round.
 
     .venv/bin/python -m bridge.sim.bench.ab --calls 500 --rounds 3 \\
         --variant old=/tmp/base --variant new=. \\
-        --variant batch60=.:BRIDGE_INBOUND_BATCH_MS=60 [--scenario tone] [--json out.json]
+        --variant python-tick=.:BRIDGE_NATIVE_TICK=false [--scenario tone] [--json out.json]
 
 Each variant's bridge runs as `python -m bridge serve` from its tree (the working directory and
 PYTHONPATH point there), with this interpreter; the callers are this tree's.
