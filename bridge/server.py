@@ -432,7 +432,7 @@ class AudioSocketServer(CallHost):
             await asyncio.wait(tasks, timeout=5)
         await self.clock.stop()
         log.info("stopped", hung_up=len(remaining), calls_total=self.calls_total,
-                 rejected_total=self.rejected_total, clock=self.clock.stats())
+                 rejected_total=self.rejected_total, clock={**self.clock.stats(), "gc": self.gc_pauses.summary()})
 
     def log_stats(self, reset: bool = False) -> dict[str, object]:
         """Log (and return) the media clock's statistics; `reset` starts a new measurement window."""
