@@ -40,6 +40,7 @@ from typing import TYPE_CHECKING, Any, cast
 import numpy as np
 import structlog
 
+from bridge.inbound import InboundFormat, KeyRateLimit
 from bridge.outlet import Outlet, PyOutlet
 from bridge.protocol import (
     AUDIO_HEADER_320,
@@ -59,7 +60,7 @@ if TYPE_CHECKING:
     from bridge.clock import MediaClock
     from bridge.config import BridgeConfig
 
-__all__ = ["Call", "CallEnded", "CallHost", "DtmfEvent", "HangupEvent", "KeyRateLimit"]
+__all__ = ["Call", "CallEnded", "CallHost", "DtmfEvent", "HangupEvent"]
 
 _log = structlog.get_logger(__name__)
 
@@ -72,18 +73,9 @@ JOIN_AFTER_S = FRAME_BYTES / (2 * SAMPLE_RATE)
 QUIET_FRAMES = 10
 """Frames of silence after which new speech counts as an utterance's start (expedited), not an underrun."""
 
-_MULAW_FRAMES = 10
-"""Inbound 0x10 frames used to judge the byte rate (slin8 = 16000 B/s; μ-law mislabelled = 8000 B/s)."""
-
 _DECODE_SLICE = 8192
 """Bytes of one read decoded at a time (see `Call.data_received`)."""
 
-DTMF_RATE_PER_S = 10.0
-"""Digits a second a call may send: a human presses at most about ten keys a second."""
-DTMF_BURST = 20
-"""Digits accepted at once above the rate (a fast typist's burst, a dialplan sending a short code)."""
-DTMF_FLOOD_EXCESS = 100
-"""Dropped digits (decaying at `DTMF_RATE_PER_S`) at which a call counts as flooding and is hung up."""
 EVENT_QUEUE_MAX = 64
 """Events a call may hold for its dialogue; more digits are dropped (a hang-up always gets in)."""
 
@@ -131,49 +123,6 @@ def _pad(frame: bytes) -> bytes:
     return bytes(frame) + bytes(FRAME_BYTES - n) if n else b""
 
 
-class KeyRateLimit:
-    """A token bucket on one call's inbound control messages (DTMF), sans I/O: `now` is given, in seconds.
-
-    Why: every digit costs a log line, an event and the dialogue's work, all on the loop that paces every
-    call's audio. A peer sending digits as fast as TCP carries them (tens of thousands a second) must not
-    be able to starve the media clock, while a human (about ten keys a second, bursts of a few more) is
-    never limited. `offer(now)` answers ACCEPT, DROP (over the rate: the digit is discarded) or FLOOD
-    (drops keep outpacing the rate: the call should be hung up).
-    """
-
-    ACCEPT = "accept"
-    DROP = "drop"
-    FLOOD = "flood"
-
-    __slots__ = ("_at", "_excess", "_tokens", "burst", "flood_excess", "rate_per_s")
-
-    def __init__(self, rate_per_s: float = DTMF_RATE_PER_S, burst: int = DTMF_BURST,
-                 flood_excess: int = DTMF_FLOOD_EXCESS) -> None:
-        if rate_per_s <= 0 or burst < 1 or flood_excess < 1:
-            raise ValueError(f"KeyRateLimit needs rate_per_s > 0, burst >= 1, flood_excess >= 1; got "
-                             f"{rate_per_s}, {burst}, {flood_excess}")
-        self.rate_per_s = rate_per_s
-        self.burst = burst
-        self.flood_excess = flood_excess
-        self._tokens = float(burst)
-        self._excess = 0.0
-        self._at: float | None = None
-
-    def offer(self, now: float) -> str:
-        """One digit arrived at `now`: ACCEPT, DROP or FLOOD."""
-        if self._at is not None:
-            elapsed = max(0.0, now - self._at)
-            refill = elapsed * self.rate_per_s
-            self._tokens = min(float(self.burst), self._tokens + refill)
-            self._excess = max(0.0, self._excess - refill)
-        self._at = now
-        if self._tokens >= 1.0:
-            self._tokens -= 1.0
-            return self.ACCEPT
-        self._excess += 1.0
-        return self.FLOOD if self._excess >= self.flood_excess else self.DROP
-
-
 class CallEnded(Exception):
     """The call has hung up: nothing more can be played on it."""
 
@@ -209,8 +158,8 @@ class Call(asyncio.Protocol):
     # lines and no hashing.
     __slots__ = (
         "_abort_timer", "_clock", "_decoder", "_depth", "_drain_waiter", "_ended", "_established", "_fast",
-        "_group", "_held_inbound", "_host", "_inbound", "_join_timer", "_joined", "_keys", "_low_water",
-        "_on_audio", "_out", "_outbound_limit", "_rate_bytes", "_rate_check", "_rate_frames", "_rate_t0", "_root",
+        "_format", "_group", "_held_inbound", "_host", "_join_timer", "_joined", "_keys", "_low_water",
+        "_on_audio", "_out", "_outbound_limit", "_root",
         "_space_waiter", "_tasks", "_tick_reads", "_tick_reads_allowed", "_transport", "_uuid_timeout",
         "_uuid_timer", "_warned", "connected_at", "dtmf_dropped", "events", "hangup_by", "hung_up", "log", "peer",
         "started_at", "uuid",
@@ -257,14 +206,10 @@ class Call(asyncio.Protocol):
         self._abort_timer: asyncio.TimerHandle | None = None
         self._outbound_limit = config.outbound_limit_bytes
         self._uuid_timeout = config.first_message_timeout_s
-        self._rate_check = True
-        self._inbound: str | None = None
-        """How 0x10 audio is read once judged: None = slin 8 kHz as labelled, "ulaw", or "slin16"."""
+        self._format = InboundFormat()
+        """What 0x10 audio really is, judged from its first messages' byte rate (`bridge.inbound`)."""
         self._held_inbound: list[bytes] = []
         """Ambiguous 0x10 payloads (160 or 640 bytes) kept from listeners until their format is judged."""
-        self._rate_frames = 0
-        self._rate_bytes = 0
-        self._rate_t0 = 0.0
         self._warned: set[str] = set()
         self._fast = False
         """Inbound fast path on: established, not ended, rate judged as slin 8 kHz, nothing buffered in the
@@ -618,7 +563,8 @@ class Call(asyncio.Protocol):
         if self._ended or self._decoder.buffered:  # a message cut across reads: its rest needs the decoder
             self._fast = False
             self._out.count_plain = False
-        elif not self._fast and self._established and not self._rate_check and self._inbound is None:
+        elif (not self._fast and self._established and not self._format.judging
+              and self._format.verdict is None):
             self._fast_path_on()
 
     @staticmethod
@@ -651,7 +597,7 @@ class Call(asyncio.Protocol):
 
     def _handle(self, messages: list[Message]) -> None:
         for kind, payload in messages:
-            if kind == Kind.AUDIO and not self._rate_check and len(payload) == FRAME_BYTES:
+            if kind == Kind.AUDIO and not self._format.judging and len(payload) == FRAME_BYTES:
                 # the hot path: 50 times a second per call
                 self._out.frames_received += 1
                 callback = self._on_audio
@@ -766,13 +712,15 @@ class Call(asyncio.Protocol):
                 return
             payload = payload[:-1]
         self._out.frames_received += 1
-        if self._rate_check:
-            self._check_rate(kind, n, time.monotonic())
+        judge = self._format
+        if judge.judging:
+            if judge.offer(kind, n, time.monotonic()):
+                self._format_judged(n)
             if kind == Kind.AUDIO and n != FRAME_BYTES:
                 # 160 bytes may be 20 ms of μ-law or 10 ms of slin; 640 may be slin16. Read as slin, μ-law
                 # line noise is loud noise and fires a barge-in: listeners get nothing until it is judged.
                 self._held_inbound.append(payload)
-                if self._rate_check:
+                if judge.judging:
                     return
                 held, self._held_inbound = self._held_inbound, []
                 for piece in held:
@@ -783,8 +731,9 @@ class Call(asyncio.Protocol):
     def _deliver(self, kind: int, payload: bytes) -> None:
         """Inbound audio to the listener, as slin: μ-law mislabelled 0x10 decoded, slin16 given its rate."""
         rate = SAMPLE_RATES[kind]
-        if kind == Kind.AUDIO and self._inbound is not None:
-            if self._inbound == "ulaw":
+        verdict = self._format.verdict
+        if kind == Kind.AUDIO and verdict is not None:
+            if verdict == "ulaw":
                 payload = decode_ulaw(payload)
             else:
                 rate = 16000
@@ -796,38 +745,19 @@ class Call(asyncio.Protocol):
                 self.log.exception("on_audio_failed")
                 self.on_audio = None
 
-    def _check_rate(self, kind: int, n: int, now: float) -> None:
-        """Judge the inbound byte rate of 0x10 audio over its first frames: slin8 is 16000 B/s.
-
-        Half of that is μ-law still labelled 0x10 (Dial(AudioSocket/...) without c(slin)); double is slin16
-        labelled 0x10 (ARI externalMedia format=slin16 before Asterisk 20.17). Size alone cannot tell 160-byte
-        μ-law from 10 ms slin8 packets, hence the rate. Once judged, `_deliver` reads the audio accordingly.
-        """
-        if kind != Kind.AUDIO:
-            self._rate_check = False
-            return
-        if self._rate_frames == 0:
-            self._rate_t0 = now
-        else:
-            self._rate_bytes += n
-        self._rate_frames += 1
-        if self._rate_frames < _MULAW_FRAMES:
-            return
-        self._rate_check = False
-        elapsed = now - self._rate_t0
-        if elapsed <= 0:
-            return
-        rate = self._rate_bytes / elapsed
-        if 5000 <= rate <= 11000:
-            self._inbound = "ulaw"
+    def _format_judged(self, n: int) -> None:
+        """The inbound format is judged: a mislabelled one is read as what it is, with a warning that says
+        how to fix the dialplan."""
+        judge = self._format
+        rate = round(judge.bytes_per_s or 0)
+        if judge.verdict == "ulaw":
             self.log.warning(
-                "inbound_looks_ulaw", frame_bytes=n, bytes_per_s=round(rate),
+                "inbound_looks_ulaw", frame_bytes=n, bytes_per_s=rate,
                 hint="8-bit mu-law labelled as slin (kind 0x10); with Dial(AudioSocket/host:port/uuid) add "
                      "c(slin), e.g. Dial(AudioSocket/host:port/${UUID()}/c(slin))")
-        elif 24000 <= rate <= 40000:
-            self._inbound = "slin16"
+        elif judge.verdict == "slin16":
             self.log.warning(
-                "inbound_looks_slin16", frame_bytes=n, bytes_per_s=round(rate),
+                "inbound_looks_slin16", frame_bytes=n, bytes_per_s=rate,
                 hint="twice slin 8 kHz: slin16 labelled 0x10 (ARI externalMedia format=slin16 on Asterisk "
                      "before 20.17)")
 

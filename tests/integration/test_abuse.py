@@ -22,8 +22,8 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from bridge.call import DTMF_BURST, DTMF_FLOOD_EXCESS, KeyRateLimit
 from bridge.config import Settings
+from bridge.inbound import DTMF_BURST, DTMF_FLOOD_EXCESS, KeyRateLimit
 from bridge.protocol import encode_uuid
 from bridge.server import FullCollectionPolicy, GcPauses
 from bridge.sim.caller import CallReport, place_call

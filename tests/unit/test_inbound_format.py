@@ -4,9 +4,11 @@ mislabelled as slin are told from slin8, including 10 ms slin8 packets of the sa
 from __future__ import annotations
 
 import pytest
+import structlog.testing
 
 from bridge.call import Call, CallHost
 from bridge.config import BridgeConfig
+from bridge.inbound import FORMAT_ATTEMPTS, FORMAT_FRAMES, InboundFormat
 from bridge.protocol import Kind
 
 
@@ -33,19 +35,57 @@ class _Host(CallHost):
     ],
 )
 def test_the_inbound_format_is_judged_by_byte_rate(frame_bytes, every_s, judged):
+    judge = InboundFormat()
+    ended = [judge.offer(Kind.AUDIO, frame_bytes, 1000.0 + k * every_s) for k in range(FORMAT_FRAMES)]
+    assert ended == [False] * (FORMAT_FRAMES - 1) + [True]  # judged on the last of the frames, not before
+    assert not judge.judging and judge.verdict == judged
+    assert not judge.offer(Kind.AUDIO, frame_bytes, 1001.0)  # judged once
+
+
+def test_a_bunched_window_is_judged_again_at_the_real_rate():
+    # ten μ-law messages buffered and delivered at once (a hiccup as the call starts), then the real 20 ms
+    judge = InboundFormat()
+    assert not any(judge.offer(Kind.AUDIO, 160, 1000.0 + k * 0.0001) for k in range(FORMAT_FRAMES))
+    assert judge.judging and judge.attempts == 1
+    ended = [judge.offer(Kind.AUDIO, 160, 1001.0 + k * 0.020) for k in range(FORMAT_FRAMES)]
+    assert ended[-1] and judge.verdict == "ulaw" and judge.attempts == 2
+
+
+def test_audio_that_always_comes_bunched_is_taken_as_labelled():
+    judge = InboundFormat()
+    ended = [judge.offer(Kind.AUDIO, 160, 1000.0) for _ in range(FORMAT_ATTEMPTS * FORMAT_FRAMES)]
+    assert ended.count(True) == 1 and ended[-1]
+    assert judge.verdict is None and judge.attempts == FORMAT_ATTEMPTS and judge.bytes_per_s is None
+
+
+def test_another_kind_first_ends_the_judgement_without_a_verdict():
+    judge = InboundFormat()
+    assert judge.offer(Kind.AUDIO_16K, 640, 1000.0)
+    assert not judge.judging and judge.verdict is None
+
+
+def test_a_call_holds_mulaw_back_until_judged_then_decodes_it_and_says_how_to_fix_the_dialplan(monkeypatch):
+    ticks = iter(1000.0 + k * 0.020 for k in range(100))  # one 160-byte message every 20 ms: 8000 B/s
+    monkeypatch.setattr("bridge.call.time.monotonic", lambda: next(ticks))
     call = Call(_Host())
-    for k in range(10):
-        assert call._rate_check
-        call._check_rate(Kind.AUDIO, frame_bytes, 1000.0 + k * every_s)
-    assert not call._rate_check
-    assert call._inbound == judged
+    got: list[tuple[bytes, int]] = []
+    call.on_audio = lambda payload, rate: got.append((payload, rate))
+    with structlog.testing.capture_logs() as logs:
+        for _ in range(FORMAT_FRAMES - 1):
+            call._on_inbound_audio(Kind.AUDIO, b"\xff" * 160)
+        assert got == []  # held back: read as slin, μ-law is loud noise
+        call._on_inbound_audio(Kind.AUDIO, b"\xff" * 160)
+    assert call._format.verdict == "ulaw"
+    assert got == [(bytes(320), 8000)] * FORMAT_FRAMES  # μ-law silence, decoded, all of it
+    [warning] = [e for e in logs if e["event"] == "inbound_looks_ulaw"]
+    assert warning["bytes_per_s"] == 8000 and "c(slin)" in warning["hint"]
 
 
 def test_listeners_get_mulaw_decoded_once_judged():
     call = Call(_Host())
     got: list[tuple[bytes, int]] = []
     call.on_audio = lambda payload, rate: got.append((payload, rate))
-    call._inbound = "ulaw"
+    call._format.verdict = "ulaw"
     call._deliver(Kind.AUDIO, b"\xff" * 80 + b"\x00" * 80)  # μ-law silence, then full-scale negative
     [(payload, rate)] = got
     assert rate == 8000 and len(payload) == 320
