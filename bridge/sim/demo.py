@@ -172,11 +172,17 @@ def _demo_settings(options: DemoOptions, redis_url: str, emulator: Emulator | No
         overrides.update(api_key=DEFAULT_API_KEY, base_url=emulator.url, voice_id=DEFAULT_VOICES[0])
     settings = Settings.load({}, **overrides)
     if options.live:
-        settings = settings.model_copy(update={"tts": load(TTSConfig)})  # environment and .env
-    if options.live and not settings.tts.api_key.get_secret_value():
+        settings = settings.model_copy(update={"tts": _live_tts()})
+    return settings
+
+
+def _live_tts() -> TTSConfig:
+    """--live: the ElevenLabs settings from the environment and .env; a missing key is a ConfigError."""
+    tts = load(TTSConfig)
+    if not tts.api_key.get_secret_value():
         raise ConfigError("ELEVENLABS_API_KEY", "--live speaks with the real ElevenLabs service and needs your "
                                                 "API key in ELEVENLABS_API_KEY")
-    return settings
+    return tts
 
 
 async def run_demo(options: DemoOptions, redis: RedisServer) -> list[CallSummary]:
@@ -550,6 +556,8 @@ def run(args: argparse.Namespace) -> int:
         if problem:  # found before anything starts, not after two calls
             print(f"voice-bridge demo: {option} {path}: {problem}", file=sys.stderr)
             return 2
+    if args.live:
+        _live_tts()  # a missing key is reported before anything starts
     options = DemoOptions(out=args.out, live=args.live, variables=dict(args.variables),
                           emulator_ttfb_ms=args.emulator_ttfb_ms, json_report=args.json_report)
     try:

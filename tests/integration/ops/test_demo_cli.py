@@ -55,9 +55,11 @@ def test_the_demos_default_recordings_are_ignored_by_git():
     assert result.stdout.split() == [str(first), str(second)], result.stderr
 
 
-def test_demo_live_without_a_key_names_the_key(monkeypatch, capsys, tmp_path):
-    """In-process (`main`): it picks its free ports before it reads the settings, so not a unit test."""
+def test_demo_live_without_a_key_names_the_key_before_starting_anything(monkeypatch, capsys, tmp_path):
+    started: list[str] = []
+    monkeypatch.setattr("bridge.sim.demo.RedisServer", lambda *a, **k: started.append("redis"))
     monkeypatch.delenv("ELEVENLABS_API_KEY", raising=False)
     assert main(["demo", "--live", "--out", str(tmp_path / "x.wav")]) == 2
+    assert started == []
     assert "configuration error: ELEVENLABS_API_KEY: --live" in capsys.readouterr().err
     assert not (tmp_path / "x.wav").exists()
