@@ -165,13 +165,20 @@ class BridgeApp:
         elif listener is not None and listener.recognizer is not None:
             vad = voice_activity_detector(self.settings.stt)
         inbound = Inbound([detector.feed, listener.feed] if listener is not None else [detector.feed], vad=vad)
+        on_close = None
         if vad is None and isinstance(detector, SpeechDetector) and (listener is None or listener.recognizer is None):
             # only the energy detector looks at the caller's audio, and only while armed: until then the
             # call hands no frame over (its inbound fast path just counts them)
+            energy = detector
+
             def hear(armed: bool) -> None:
                 call.on_audio = inbound if armed else None
 
-            detector.on_armed = hear
+            def unhook() -> None:  # the detector -> hear -> inbound -> the detector's feed: a cycle
+                energy.on_armed = None
+
+            energy.on_armed = hear
+            on_close = unhook
             call.on_audio = None
         else:
             call.on_audio = inbound
@@ -185,7 +192,7 @@ class BridgeApp:
                                        final_timeout_s=self.settings.stt.stt_request_timeout_s,
                                        metrics=self.metrics, turns=turns))
         return DialogueRunner(call, self.dialogue, steps, variables=variables, speaker=speaker,
-                              conversation=conversation)
+                              conversation=conversation, on_close=on_close)
 
     async def handle(self, call: Call) -> None:
         """The server's handler: play the dialogue on `call`."""
@@ -201,10 +208,12 @@ class BridgeApp:
         listener = self.new_listener(call) if self.dialogue.listens else None
         if listener is not None and listener.recognizer is not None:
             call.read_on_arrival(True)  # the recognizer's endpointing wants each frame as it arrives
+        runner: DialogueRunner | None = None
         try:
             if listener is not None:
                 listener.start(lambda run: call.start_task(run, name="stt"))
-            await self.new_runner(call, tts, conversation, listener).run()
+            runner = self.new_runner(call, tts, conversation, listener)
+            await runner.run()
         except CallEnded:
             raise  # the call hung up while the dialogue was speaking: its end, not a failure
         except Exception:
@@ -212,6 +221,8 @@ class BridgeApp:
             call.log.exception("dialogue_failed")
             raise
         finally:
+            if runner is not None:
+                runner.close()
             if listener is not None:
                 await listener.aclose()
             await tts.aclose()

@@ -12,7 +12,7 @@ hung up. A spin guard stops a dialogue whose nodes follow each other without a s
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from bridge.call import DtmfEvent, HangupEvent
@@ -49,7 +49,8 @@ class PlaybackStep:
 
 class DialogueRunner:
     def __init__(self, call: CallLine, dialogue: Dialogue, steps: Sequence[NodeStep], *, variables: CallVariables,
-                 speaker: Speaker, conversation: ConversationManager | None = None) -> None:
+                 speaker: Speaker, conversation: ConversationManager | None = None,
+                 on_close: Callable[[], None] | None = None) -> None:
         self.call = call
         self.dialogue = dialogue
         self.steps = tuple(steps)
@@ -59,6 +60,14 @@ class DialogueRunner:
         self.log = call.log
         self._queued_at_last_step = -1
         self._silent_steps = 0
+        self._on_close = on_close
+
+    def close(self) -> None:
+        """The dialogue is over: undo the wiring that ties the call's rooms to each other in a cycle (`on_close`,
+        from whoever wired them), so that they are freed by reference counting when the call ends."""
+        on_close, self._on_close = self._on_close, None
+        if on_close is not None:
+            on_close()
 
     async def run(self) -> None:
         """Play the dialogue from its start node until a node ends it, then hang up (once the audio is out)."""
