@@ -525,7 +525,7 @@ class AudioSocketServer(CallHost):
             policy = self.full_collections
             if policy is not None and call.uuid is not None:
                 loop = asyncio.get_running_loop()
-                if policy.call_ended(loop.time()):
+                if policy.call_ended(loop.time(), len(self.calls)):
                     loop.call_soon(gc.collect)  # after this callback: the connection's objects are gone
             if call.uuid is None:  # closed before it became a call: no UUID in time, a protocol error, ...
                 self._rejected(call.hangup_by or "closed")

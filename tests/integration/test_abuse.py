@@ -360,6 +360,18 @@ def test_a_full_collection_is_due_after_enough_finished_calls_but_not_too_often(
         FullCollectionPolicy(after_calls=0)
 
 
+def test_a_full_collection_waits_for_a_quiet_bridge_unless_too_many_calls_have_ended():
+    # its pause is heard by every live call: due only with few calls up, or after very many finished calls
+    policy = FullCollectionPolicy(after_calls=3, min_interval_s=10, quiet_calls=5, force_after_calls=8)
+    assert [policy.call_ended(100.0, live_calls=800) for _ in range(3)] == [False, False, False]
+    assert policy.call_ended(101.0, live_calls=6) is False  # still busy
+    assert policy.call_ended(102.0, live_calls=5) is True  # quiet: the 5 calls left hear a short pause
+    assert [policy.call_ended(120.0 + i, live_calls=800) for i in range(8)] == [False] * 7 + [True]  # forced
+    assert policy.call_ended(200.0, live_calls=0) is False  # the count started over
+    with pytest.raises(ValueError, match="force_after_calls"):
+        FullCollectionPolicy(after_calls=10, force_after_calls=5)
+
+
 def test_gc_pauses_are_kept_per_window_and_for_the_process_lifetime():
     now = [0.0]
     pauses = GcPauses(clock=lambda: now[0])
