@@ -10,7 +10,7 @@ built is freed by reference counting when a hang-up cuts it short, not by the co
 (docs/reliability.md, "Memory"). Python 3.11's own `TaskGroup` leaves two: the `ExceptionGroup` it raises
 is a local of the frame its traceback holds, and the group keeps its parent task, which a frame of that
 task holds while the task keeps the exception whose traceback holds that frame (CPython gh-124958 and
-gh-128552; later Pythons clear both on exit). And a first failure re-raised from inside `except` would
+gh-128552: fixed upstream, not in 3.11). And a first failure re-raised from inside `except` would
 get the group that contains it as its `__context__`, a cycle of two.
 
 `task.cancel()` followed by `await task` inside `suppress(CancelledError)` also swallows the *awaiting*
@@ -82,7 +82,7 @@ class task_group:
 
 def release_task_group(group: asyncio.TaskGroup) -> None:
     """What a finished `asyncio.TaskGroup` still holds and no longer needs: its parent task (a frame of
-    which holds the group) and its errors (whose tracebacks hold that frame). Later Pythons do this on exit."""
+    which holds the group) and its errors (whose tracebacks hold that frame). (Fixed upstream, CPython gh-128552.)"""
     group._parent_task = None  # type: ignore[attr-defined]
     group._errors = None  # type: ignore[attr-defined]
     group._base_error = None  # type: ignore[attr-defined]
@@ -94,7 +94,7 @@ _TASK_GROUP_EXIT = asyncio.TaskGroup.__aexit__.__code__
 def _clear_exit_frame(error: BaseException) -> None:
     """Drop the locals of the `TaskGroup.__aexit__` frame `error` was raised through: in 3.11 they hold the
     exception it raises (the group, the block's exception, the cancellation it propagates), and the
-    exception's traceback holds that frame. The frame has returned; later Pythons clear these themselves."""
+    exception's traceback holds that frame. The frame has returned. (Fixed upstream, CPython gh-124958.)"""
     tb = error.__traceback__
     while tb is not None:
         if tb.tb_frame.f_code is _TASK_GROUP_EXIT:
