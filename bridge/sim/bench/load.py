@@ -223,6 +223,9 @@ class BenchResult:
     realtime_ratio_p50: float | None = None
     realtime_ratio_p99: float | None = None
     """The spread of the admitted calls' realtime ratios (1st, 50th and 99th percentile over calls)."""
+    clock_after_window: dict[str, Any] | None = None
+    """The bridge's clock and garbage-collector figures from the end of the window to its stop (the calls'
+    hang-ups included), from its `stopped` line."""
 
     def rows(self) -> list[tuple[str, str]]:
         def f(value: Any, fmt: str = "{}") -> str:
@@ -716,13 +719,15 @@ def _pin(server_pids: list[int], other_pids: list[int]) -> bool:
 async def run_bench(calls: int, duration_s: float, *, scenario: str = "silence", ramp_s: float = 1.0,
                     pin: bool = False, server: str = "bridge", workers: int = 1, ttfb_ms: float = 100.0,
                     stack: BenchStack | None = None, floor_binary: Path | None = None,
-                    server_args: tuple[str, ...] = (), server_cpu: float = 1.0) -> BenchResult:
+                    server_args: tuple[str, ...] = (), server_cpu: float = 1.0,
+                    keep_reports: list[CallReport] | None = None) -> BenchResult:
     """One run: start the server (`bridge`, `baseline` or `floor`), place `calls` calls, report.
 
     Whole-path scenarios use `stack` (Redis, emulator, fragments) when given, else start their own. The
     floor (bridge.sim.bench.floor) plays its fixed tone whatever the scenario; `floor_binary` is the built
     floor, else it is built from the default source. `server_cpu` below 1 holds the server to that share
-    of one core (`bridge.sim.bench.cgroup`: root only).
+    of one core (`bridge.sim.bench.cgroup`: root only). `keep_reports`: every call's report is appended to
+    it, with the audio heard and each frame's arrival time (`bridge.sim.bench.gaps`).
     """
     chosen = SCENARIOS[scenario]
     if duration_s < ramp_s + 2:
@@ -746,13 +751,14 @@ async def run_bench(calls: int, duration_s: float, *, scenario: str = "silence",
         if server in ("floor", "pyfloor"):
             stack = None  # the floors read nothing: they play their tone
         return await _run(chosen, scenario, calls, duration_s, ramp_s, pin, server, workers, stack, floor_binary,
-                          server_args, server_cpu)
+                          server_args, server_cpu, keep_reports)
     raise AssertionError("unreachable")  # pragma: no cover
 
 
 async def _run(chosen: Scenario, scenario: str, calls: int, duration_s: float, ramp_s: float, pin: bool,
                server: str, workers: int, stack: BenchStack | None, floor_binary: Path | None = None,
-               server_args: tuple[str, ...] = (), server_cpu: float = 1.0) -> BenchResult:
+               server_args: tuple[str, ...] = (), server_cpu: float = 1.0,
+               keep_reports: list[CallReport] | None = None) -> BenchResult:
     env: dict[str, str] | None = None
     metrics_ports: list[int] = []
     serve_args = chosen.serve_args
@@ -819,6 +825,7 @@ async def _run(chosen: Scenario, scenario: str, calls: int, duration_s: float, r
                             placed[str(call_uuid)] = (time.monotonic(), chosen.first_text(variables))
                 assert bridge.port is not None  # set once the bridge logged that it listens
                 return await place_call("127.0.0.1", bridge.port, duration_s=duration_s, uuid=call_uuid,
+                                        keep_audio=keep_reports is not None,
                                         max_wait_s=duration_s + 30, **chosen.caller_kwargs(i))
             except Exception as exc:
                 return exc
@@ -854,6 +861,8 @@ async def _run(chosen: Scenario, scenario: str, calls: int, duration_s: float, r
         quota.close()
     refused = sum(1 for r in results if was_refused(r))
     reports = [r for r in results if isinstance(r, CallReport) and not was_refused(r)]
+    if keep_reports is not None:
+        keep_reports.extend(reports)
     errors = [f"{type(r).__name__}: {r}" for r in results if not isinstance(r, CallReport) and not was_refused(r)]
     errors += [f"{r.uuid}: {r.error}" for r in reports if r.error]
     hangups: dict[str, int] = {"refused": refused} if refused else {}
@@ -921,6 +930,7 @@ async def _run(chosen: Scenario, scenario: str, calls: int, duration_s: float, r
         realtime_ratio_p1=_percentile(ratios, 1, 4),
         realtime_ratio_p50=_percentile(ratios, 50, 4),
         realtime_ratio_p99=_percentile(ratios, 99, 4),
+        clock_after_window=(bridge.stopped or {}).get("clock"),
     )
 
 
