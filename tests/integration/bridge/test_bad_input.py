@@ -145,14 +145,13 @@ async def test_client_that_stops_reading_is_dropped(start_server):
 
 
 async def test_thousands_of_connections_in_a_burst(start_server):
-    server = await start_server(max_calls=5000)
+    # the burst's clients share the server's loop here: overload admission would measure them (a full loop)
+    # and close the listening socket mid-burst, so it is off (tests/integration/test_overload_admission.py)
+    server = await start_server(max_calls=5000, overload_min_calls=100000)
     report = await call_through_a_burst(server)
     assert report.hangup == "caller" and report.error is None
     # the ongoing call kept its audio through the burst (server and clients share one loop here: generous;
     # the worst gap is bounded in tests/perf/test_burst_timing.py)
     assert report.frames >= 50, report.frames
     assert server.calls_total >= 900  # (a close racing the UUID may be a reset that discards it)
-    # the burst's own clients share the server's loop here, so it may have filled the loop and paused
-    # admission (overload); once calm, the bridge takes calls again
-    await wait_until(lambda: not server.overloaded, 10, "admission resumed after the burst")
     await normal_call(server)
