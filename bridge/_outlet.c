@@ -171,7 +171,7 @@ emit(Outlet *self, PyObject *first, PyObject *payload)
         result = call_back(self->on_blocked, rest);
         Py_DECREF(rest);
     } else {
-        if (self->write == NULL || self->write == Py_None) {
+        if (self->write == NULL) {
             PyErr_SetString(PyExc_RuntimeError, "the outlet has no transport to write to");
             return -1;
         }
@@ -400,13 +400,20 @@ Outlet_init(Outlet *self, PyObject *args, PyObject *kwds)
     return 0;
 }
 
+/* A new reference to a field that may be unset (NULL), as None. */
+static PyObject *
+field_or_none(PyObject *field)
+{
+    if (field == NULL)
+        Py_RETURN_NONE;
+    Py_INCREF(field);
+    return field;
+}
+
 static PyObject *
 Outlet_get_fade(Outlet *self, void *Py_UNUSED(closure))
 {
-    if (self->fade == NULL)
-        Py_RETURN_NONE;
-    Py_INCREF(self->fade);
-    return self->fade;
+    return field_or_none(self->fade);
 }
 
 static int
@@ -425,10 +432,7 @@ Outlet_set_fade(Outlet *self, PyObject *value, void *Py_UNUSED(closure))
 static PyObject *
 Outlet_get_write(Outlet *self, void *Py_UNUSED(closure))
 {
-    if (self->write == NULL)
-        Py_RETURN_NONE;
-    Py_INCREF(self->write);
-    return self->write;
+    return field_or_none(self->write);
 }
 
 static int

@@ -251,7 +251,11 @@ class Call(asyncio.Protocol):
     @on_audio.setter
     def on_audio(self, callback: Callable[[bytes, int], None] | None) -> None:
         self._on_audio = callback
-        self._out.count_plain = self._fast and callback is None
+        self._count_plain()
+
+    def _count_plain(self) -> None:
+        """Whether the clock's tick may only count one plain 20 ms message: on the fast path, nobody listening."""
+        self._out.count_plain = self._fast and self._on_audio is None
 
     def read_on_arrival(self, on: bool) -> None:
         """Whether inbound audio must reach `on_audio` the moment it arrives (a recognizer's endpointing waits
@@ -361,7 +365,7 @@ class Call(asyncio.Protocol):
     async def drained(self) -> None:
         """Return once every queued frame has been written. Raises CallEnded if the call hangs up first."""
         while self._out.pending:
-            await self._wait(space=False)
+            await self._drain()
         if self._ended:
             raise CallEnded(f"call {self.uuid} has hung up")
 
@@ -562,7 +566,7 @@ class Call(asyncio.Protocol):
         self._handle(messages)
         if self._ended or self._decoder.buffered:  # a message cut across reads: its rest needs the decoder
             self._fast = False
-            self._out.count_plain = False
+            self._count_plain()
         elif (not self._fast and self._established and not self._format.judging
               and self._format.verdict is None):
             self._fast_path_on()
@@ -592,7 +596,7 @@ class Call(asyncio.Protocol):
         Reading on the tick waits for that judgement: the first frames' arrival times are what judge it.
         """
         self._fast = True
-        self._out.count_plain = self._on_audio is None
+        self._count_plain()
         self._start_tick_reads()
 
     def _handle(self, messages: list[Message]) -> None:
@@ -777,18 +781,14 @@ class Call(asyncio.Protocol):
             self._warned.add(key)
             self.log.warning(event, **kw)
 
-    async def _wait(self, *, space: bool) -> None:
+    async def _drain(self) -> None:
+        """Until the clock has emptied the queue (or the call ended: CallEnded)."""
         if self._ended:
             raise CallEnded(f"call {self.uuid} has hung up")
-        attr = "_space_waiter" if space else "_drain_waiter"
-        waiter = getattr(self, attr)
+        waiter = self._drain_waiter
         if waiter is None:
-            waiter = asyncio.get_running_loop().create_future()
-            setattr(self, attr, waiter)
-            if space:
-                self._out.space_waiting = True
-            else:
-                self._out.drain_waiting = True
+            waiter = self._drain_waiter = asyncio.get_running_loop().create_future()
+            self._out.drain_waiting = True
         await waiter
         if self._ended:
             raise CallEnded(f"call {self.uuid} has hung up")

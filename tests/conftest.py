@@ -25,7 +25,7 @@ from support.llm import LLM_KEY
 from voice.config import TTSConfig
 from voice.emulators.elevenlabs import DEFAULT_API_KEY, DEFAULT_VOICES, Emulator
 from voice.emulators.llm import LLMEmulator
-from voice.emulators.redis_server import RedisServer, RedisServerError, free_port
+from voice.emulators.redis_server import RedisServer, free_port
 from voice.emulators.stt import STTEmulator, mount_stt
 from voice.tts_manager import aclose_shared_client
 
@@ -39,37 +39,18 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 # --- Redis and ports --------------------------------------------------------------------------------------
 
 
-def private_redis(attempts: int = 5) -> RedisServer:
-    """A started RedisServer that is really this test process's own.
-
-    Its free port is picked before redis-server binds it, so another xdist worker may take the same port in
-    between: then our server exits, and its readiness probe may even get a PONG from the other worker's
-    Redis. The server's own pid, as Redis reports it, tells them apart; on a clash, try a new port."""
-    for attempt in range(attempts):
-        server = RedisServer()
-        try:
-            server.start()
-            client = redis.Redis(port=server.port)
-            try:
-                pid = client.info("server")["process_id"]
-            finally:
-                client.close()
-            if server.process is not None and pid == server.process.pid:
-                return server
-        except (RedisServerError, redis.RedisError):
-            if attempt == attempts - 1:
-                server.close()
-                raise
-        server.close()
-    raise RedisServerError(f"no private redis-server after {attempts} attempts: another process took each port")
-
-
 @pytest.fixture(scope="session")
 def redis_server() -> Iterator[RedisServer]:
     """A private redis-server for the whole session (one per xdist worker), on a free port in a temporary
-    directory."""
-    with private_redis() as server:  # closed (stopped, its directory removed) on the way out
+    directory (really its own: `RedisServer` gives up a port another worker took first)."""
+    with RedisServer() as server:  # closed (stopped, its directory removed) on the way out
         yield server
+
+
+@pytest.fixture(params=[True, False], ids=["native-tick", "python-tick"])
+def native_tick(request: pytest.FixtureRequest) -> bool:
+    """For tests of a served call run with both ticks: the C one and the pure-Python reference."""
+    return bool(request.param)
 
 
 @pytest.fixture
@@ -84,7 +65,7 @@ def redis_url(redis_server: RedisServer) -> str:
 @pytest.fixture
 def own_redis() -> Iterator[RedisServer]:
     """A private Redis this test may kill, hang, reconfigure or restart without disturbing the shared one."""
-    with private_redis() as server:  # closed (stopped, its directory removed) on the way out
+    with RedisServer() as server:  # closed (stopped, its directory removed) on the way out
         yield server
 
 

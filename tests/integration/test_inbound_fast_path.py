@@ -11,8 +11,6 @@ import socket
 import struct
 import uuid
 
-import pytest
-
 from bridge.call import Call, DtmfEvent
 from bridge.config import BridgeConfig
 from bridge.protocol import Kind, encode, encode_uuid
@@ -24,11 +22,6 @@ MESSAGE = 323
 def audio(k: int) -> bytes:
     """A distinct 320-byte slin frame per k, so order and completeness can be checked."""
     return struct.pack("<160h", *([k % 30000] * 160))
-
-
-@pytest.fixture(params=[True, False], ids=["native-tick", "python-tick"])
-def native_tick(request: pytest.FixtureRequest) -> bool:
-    return bool(request.param)
 
 
 async def start(native_tick: bool, **overrides: object) -> tuple[AudioSocketServer, list[Call],

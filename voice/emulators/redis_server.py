@@ -14,6 +14,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import redis
+
 
 class RedisServerError(RuntimeError):
     pass
@@ -24,16 +26,14 @@ class _PortTaken(Exception):
 
 
 def _server_pid(port: int) -> int | None:
-    """The process id of the Redis answering on `port` (INFO server), None while it does not answer yet."""
-    with socket.create_connection(("127.0.0.1", port), timeout=0.2) as s:
-        s.sendall(b"INFO server\r\n")
-        data = b""
-        while b"process_id:" not in data or not data.split(b"process_id:", 1)[1].count(b"\r\n"):
-            chunk = s.recv(65536)
-            if not chunk:
-                return None
-            data += chunk
-    return int(data.split(b"process_id:", 1)[1].split(b"\r\n", 1)[0])
+    """The process id of the Redis answering on `port` (INFO server), None while none answers yet."""
+    client = redis.Redis(host="127.0.0.1", port=port, socket_timeout=0.2, socket_connect_timeout=0.2)
+    try:
+        return int(client.info("server")["process_id"])
+    except redis.RedisError:
+        return None
+    finally:
+        client.close()
 
 
 def find_binary(name: str = "redis-server") -> str:
@@ -116,10 +116,7 @@ class RedisServer:
                 if self._bind_failed():
                     raise _PortTaken
                 raise RedisServerError(f"redis-server exited with {self.process.returncode}; see {self.dir}/redis.log")
-            try:
-                pid = _server_pid(self.port)
-            except OSError:
-                pid = None
+            pid = _server_pid(self.port)
             if pid is not None:
                 if self.process is not None and pid != self.process.pid:
                     raise _PortTaken

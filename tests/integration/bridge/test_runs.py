@@ -7,8 +7,6 @@ from __future__ import annotations
 import asyncio
 from unittest import mock
 
-import pytest
-
 from bridge.call import Call, CallEnded
 from bridge.config import BridgeConfig
 from bridge.sim.caller import CallReport, place_call
@@ -24,11 +22,6 @@ def heard(audio: bytes) -> list[int]:
     """The value of each non-silent frame heard, in order."""
     frames = [audio[i:i + 320] for i in range(0, len(audio) - 319, 320)]
     return [int.from_bytes(f[:2], "little") for f in frames if f.strip(b"\x00")]
-
-
-@pytest.fixture(params=[True, False], ids=["native-tick", "python-tick"])
-def native_tick(request: pytest.FixtureRequest) -> bool:
-    return bool(request.param)
 
 
 async def _call(handler, seconds: float, native_tick: bool) -> CallReport:
